@@ -1,0 +1,29 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds drop overflow/bounds checks in the numeric code; debug keeps them for the tests.
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "qlora-swift",
+    products: [
+        .executable(name: "qlora", targets: ["qlora"]),
+        .library(name: "QLoRA", targets: ["QLoRA"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+    ],
+    targets: [
+        // The safetensors format only: Foundation, nothing else.
+        .target(name: "SafeTensors", swiftSettings: fastMath),
+        // The library: kernels, NF4 store, model, LoRA, training, data, memory accounting.
+        // OpenBLAS is loaded at run time (Runtime/OpenBLAS.swift), never linked, so that the
+        // kernel choice (OPENBLAS_CORETYPE) can be made before the library initializes.
+        .target(name: "QLoRA", dependencies: ["SafeTensors"], swiftSettings: fastMath,
+                linkerSettings: [.linkedLibrary("dl")]),
+        // One file per subcommand; argument parsing by hand.
+        .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
+        .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),
+        .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "SafeTensors"], path: "Tests/QLoRATests"),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,119 @@
+import Foundation
+
+/// The system OpenBLAS, loaded with `dlopen` on first use.
+///
+/// Why not link it: Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) picks its kernel when the library is
+/// initialized, and it does not recognize some CPUs we run on (a virtualized AVX-512 Xeon falls back to
+/// the SSE3 "Prescott" kernel, 4.5x slower). Setting `OPENBLAS_CORETYPE` inside `main` is too late
+/// for a linked library, so we choose the kernel from CPUID flags, set the variable, then load.
+/// A user's own `OPENBLAS_CORETYPE` always wins.
+public final class OpenBLAS: @unchecked Sendable {
+    public typealias SgemmFunction = @convention(c) (
+        Int32, Int32, Int32, Int32, Int32, Int32, Float,
+        UnsafePointer<Float>?, Int32, UnsafePointer<Float>?, Int32, Float,
+        UnsafeMutablePointer<Float>?, Int32
+    ) -> Void
+
+    /// How the kernel was chosen, for `qlora --version` and benchmark headers.
+    public enum KernelChoice: Sendable, Equatable {
+        case user(String)       // OPENBLAS_CORETYPE was already set
+        case chosen(String)     // we set it from CPU flags
+        case library            // left to OpenBLAS' own detection
+    }
+
+    public let sgemm: SgemmFunction
+    public let corename: String
+    public let config: String
+    public let choice: KernelChoice
+    private let setNumThreads: (@convention(c) (Int32) -> Void)?
+    private let getNumThreads: (@convention(c) () -> Int32)?
+
+    public static let shared: OpenBLAS = {
+        do { return try OpenBLAS.load() } catch {
+            // Nothing numeric can run without BLAS; the message says how to install it.
+            fatalError("\(error)")
+        }
+    }()
+
+    /// Loads OpenBLAS if needed; throws a clear error when it is not installed.
+    public static func ensureLoaded() throws -> OpenBLAS {
+        if let loaded = loadedInstance { return loaded }
+        return shared
+    }
+    nonisolated(unsafe) private static var loadedInstance: OpenBLAS?
+
+    /// The OpenBLAS core type to request for these CPU flags, or nil to let OpenBLAS decide.
+    public static func preferredCoretype(for cpu: CPUFeatures) -> String? {
+        if cpu.hasAVX512 { return "SkylakeX" }
+        if cpu.hasAVX2 { return "Haswell" }
+        return nil
+    }
+
+    private static func load() throws -> OpenBLAS {
+        let choice: KernelChoice
+        if let user = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], !user.isEmpty {
+            choice = .user(user)
+        } else if let preferred = preferredCoretype(for: .current) {
+            setenv("OPENBLAS_CORETYPE", preferred, 1)
+            choice = .chosen(preferred)
+        } else {
+            choice = .library
+        }
+        let candidates = ["libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0"]
+        var handle: UnsafeMutableRawPointer?
+        for name in candidates {
+            handle = dlopen(name, RTLD_NOW | RTLD_GLOBAL)
+            if handle != nil { break }
+        }
+        guard let handle else {
+            let reason = dlerror().map { String(cString: $0) } ?? "not found"
+            throw RuntimeError.openBLASMissing(reason: reason)
+        }
+        func symbol<T>(_ name: String, _ type: T.Type) -> T? {
+            guard let pointer = dlsym(handle, name) else { return nil }
+            return unsafeBitCast(pointer, to: type)
+        }
+        guard let sgemm = symbol("cblas_sgemm", SgemmFunction.self) else {
+            throw RuntimeError.openBLASMissing(reason: "the loaded library has no cblas_sgemm")
+        }
+        let corenameFunction = symbol("openblas_get_corename", (@convention(c) () -> UnsafePointer<CChar>?).self)
+        let configFunction = symbol("openblas_get_config", (@convention(c) () -> UnsafePointer<CChar>?).self)
+        let corename = corenameFunction?().map { String(cString: $0) } ?? "unknown"
+        let config = configFunction?().map { String(cString: $0) } ?? "unknown"
+        let instance = OpenBLAS(
+            sgemm: sgemm, corename: corename, config: config, choice: choice,
+            setNumThreads: symbol("openblas_set_num_threads", (@convention(c) (Int32) -> Void).self),
+            getNumThreads: symbol("openblas_get_num_threads", (@convention(c) () -> Int32).self))
+        loadedInstance = instance
+        return instance
+    }
+
+    private init(sgemm: @escaping SgemmFunction, corename: String, config: String, choice: KernelChoice,
+                 setNumThreads: (@convention(c) (Int32) -> Void)?, getNumThreads: (@convention(c) () -> Int32)?) {
+        self.sgemm = sgemm
+        self.corename = corename
+        self.config = config
+        self.choice = choice
+        self.setNumThreads = setNumThreads
+        self.getNumThreads = getNumThreads
+    }
+
+    /// OpenBLAS' own thread pool size for one GEMM call. Set to 1 when we split work across our own
+    /// threads, so that two thread pools are never nested.
+    public var threads: Int {
+        get { Int(getNumThreads?() ?? 1) }
+        set { setNumThreads?(Int32(max(1, newValue))) }
+    }
+
+    /// One line for `--version` and benchmark headers, e.g. "OpenBLAS 0.3.21 kernel SkylakeX (chosen from CPU flags)".
+    public var summary: String {
+        let how: String
+        switch choice {
+        case .user(let name): how = "OPENBLAS_CORETYPE=\(name) from the environment"
+        case .chosen: how = "chosen from CPU flags"
+        case .library: how = "OpenBLAS' own detection"
+        }
+        let version = config.split(separator: " ").prefix(2).joined(separator: " ")
+        return "\(version) kernel \(corename) (\(how))"
+    }
+}

@@ -1,0 +1,4 @@
+import Foundation
+import QLoRACLI
+
+exit(CLI.main(CommandLine.arguments))

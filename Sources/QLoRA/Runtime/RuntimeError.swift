@@ -1,11 +1,14 @@
 /// Errors of the runtime environment (libraries, CPU).
 public enum RuntimeError: Error, CustomStringConvertible, Equatable {
     case openBLASMissing(reason: String)
+    case writeFailed(path: String, reason: String)
 
     public var description: String {
         switch self {
         case .openBLASMissing(let reason):
             return "OpenBLAS could not be loaded (\(reason)). Install it with: apt-get install -y libopenblas-dev"
+        case .writeFailed(let path, let reason):
+            return "\(path): could not write (\(reason)). Nothing was left under that name; check free disk space and permissions."
         }
     }
 }

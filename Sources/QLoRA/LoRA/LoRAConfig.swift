@@ -1,0 +1,79 @@
+import Foundation
+
+/// LoRA settings with PEFT's field names and meanings (peft.LoraConfig).
+public struct LoRAConfig: Sendable, Equatable {
+    public enum Init: String, Sendable {
+        /// PEFT default (`init_lora_weights: true`): A kaiming-uniform(a = sqrt(5)), B zero.
+        case kaiming = "true"
+        /// `init_lora_weights: "gaussian"`: A ~ N(0, 1/r), B zero.
+        case gaussian
+    }
+
+    public var r: Int
+    public var loraAlpha: Double
+    public var loraDropout: Double
+    /// Module names (`q_proj`, ...) or `["all-linear"]` (every decoder linear; lm_head excluded, as PEFT).
+    public var targetModules: [String]
+    public var layersToTransform: [Int]?
+    public var useRSLoRA: Bool
+    public var initLoRAWeights: Init
+    /// Modules trained in full and saved with the adapter (e.g. `lm_head`, `embed_tokens`).
+    public var modulesToSave: [String]
+    public var baseModelNameOrPath: String?
+
+    public init(r: Int = 8, loraAlpha: Double = 16, loraDropout: Double = 0, targetModules: [String] = LlamaConfig.layerLinears,
+                layersToTransform: [Int]? = nil, useRSLoRA: Bool = false, initLoRAWeights: Init = .kaiming,
+                modulesToSave: [String] = [], baseModelNameOrPath: String? = nil) {
+        self.r = r
+        self.loraAlpha = loraAlpha
+        self.loraDropout = loraDropout
+        self.targetModules = targetModules
+        self.layersToTransform = layersToTransform
+        self.useRSLoRA = useRSLoRA
+        self.initLoRAWeights = initLoRAWeights
+        self.modulesToSave = modulesToSave
+        self.baseModelNameOrPath = baseModelNameOrPath
+    }
+
+    /// alpha / r, or alpha / sqrt(r) with rsLoRA — computed in Double as PEFT does, then used as fp32.
+    public var scaling: Float {
+        Float(useRSLoRA ? loraAlpha / Double(r).squareRoot() : loraAlpha / Double(r))
+    }
+
+    /// The decoder linears this config adapts (module names, deduplicated, in layer order).
+    public var resolvedTargets: [String] {
+        if targetModules.contains("all-linear") { return LlamaConfig.layerLinears }
+        return LlamaConfig.layerLinears.filter { targetModules.contains($0) }
+    }
+
+    public func adapts(layer: Int, linear: String) -> Bool {
+        if let layers = layersToTransform, !layers.contains(layer) { return false }
+        return resolvedTargets.contains(linear)
+    }
+
+    public func validate() throws {
+        guard r > 0 else { throw LoRAError.badConfig("r must be positive (got \(r))") }
+        guard loraDropout >= 0 && loraDropout < 1 else { throw LoRAError.badConfig("lora_dropout must be in [0, 1) (got \(loraDropout))") }
+        let known = Set(LlamaConfig.layerLinears + ["all-linear"])
+        for name in targetModules where !known.contains(name) {
+            throw LoRAError.badConfig("target module '\(name)' is not a Llama linear; use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear")
+        }
+        guard !resolvedTargets.isEmpty else { throw LoRAError.badConfig("no target modules") }
+        for name in modulesToSave where !["lm_head", "embed_tokens"].contains(name) {
+            throw LoRAError.badConfig("modules_to_save '\(name)' is not supported (lm_head, embed_tokens)")
+        }
+    }
+}
+
+/// Errors of LoRA configuration and adapter files.
+public enum LoRAError: Error, CustomStringConvertible, Equatable {
+    case badConfig(String)
+    case badAdapter(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .badConfig(let reason): return "LoRA configuration: \(reason)"
+        case .badAdapter(let path, let reason): return "\(path): \(reason)"
+        }
+    }
+}

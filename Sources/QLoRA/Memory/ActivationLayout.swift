@@ -1,0 +1,168 @@
+/// Where every activation and scratch buffer of a forward/backward pass lives in the activation arena.
+/// The SAME function lays out the arena the executor allocates and counts the bytes the memory plan
+/// reports, so plan and measurement cannot drift apart.
+///
+/// Region names start with `saved.` (activations kept from forward for backward) or `work.`
+/// (workspace: dequant tiles, attention scratch, logits chunk, activation gradients).
+///
+/// Dims: B batch, T sequence, N = B*T, C hidden, F intermediate, H query heads, KV key/value heads,
+/// D head dim, V vocab, r LoRA rank.
+public struct ActivationLayout {
+    public struct Shape: Sendable, Equatable {
+        public var batch: Int
+        public var seqLen: Int
+        public var gradientCheckpointing: Bool
+        /// Rows of W dequantized per tile (>= 256 keeps dequant overhead small).
+        public var tileRows: Int
+        /// Rows of the lm_head + loss computed at once (the full logits are never materialized).
+        public var logitsChunkRows: Int
+        /// False for inference: no gradient buffers.
+        public var training: Bool
+        /// Threads that dequantize tiles concurrently (each needs its own tile).
+        public var tileThreads: Int
+
+        public init(batch: Int, seqLen: Int, gradientCheckpointing: Bool = false, tileRows: Int = 256,
+                    logitsChunkRows: Int = 64, training: Bool = true, tileThreads: Int = 2) {
+            self.batch = batch
+            self.seqLen = seqLen
+            self.gradientCheckpointing = gradientCheckpointing
+            self.tileRows = tileRows
+            self.logitsChunkRows = logitsChunkRows
+            self.training = training
+            self.tileThreads = tileThreads
+        }
+    }
+
+    /// Offsets of one decoder layer's buffers. With gradient checkpointing every field but `x` is shared
+    /// by all layers (recomputed in backward).
+    public struct LayerSlots {
+        public var x = 0        /// (N, C) layer input
+        public var rstd1 = 0    /// (N)
+        public var h1 = 0       /// (N, C) input_layernorm output
+        public var q = 0        /// (N, H*D) after RoPE
+        public var k = 0        /// (N, KV*D) after RoPE
+        public var v = 0        /// (N, KV*D)
+        public var probs = 0    /// (B, H, T, T)
+        public var attn = 0     /// (N, H*D) attention output, o_proj input
+        public var xMid = 0     /// (N, C) x + attention
+        public var rstd2 = 0    /// (N)
+        public var h2 = 0       /// (N, C) post_attention_layernorm output
+        public var gate = 0     /// (N, F)
+        public var up = 0       /// (N, F)
+        public var act = 0      /// (N, F) silu(gate) * up, down_proj input
+        /// (N, r) LoRA intermediate per projection, -1 where not adapted.
+        public var loraT = [Int](repeating: -1, count: Projection.allCases.count)
+    }
+
+    public let shape: Shape
+    public var layers: [LayerSlots] = []
+    public var xFinal = 0       /// (N, C) last layer output
+    public var rstdFinal = 0    /// (N)
+    public var hFinal = 0       /// (N, C) final norm output
+    // Workspace
+    public var tiles: [Int] = []    /// tileThreads x (tileRows, maxIn)
+    public var attentionScratch = 0
+    public var logits = 0           /// (logitsChunkRows, V)
+    public var dResidual = 0        /// (N, C)
+    public var dHidden = 0          /// (N, C)
+    public var dAttn = 0            /// (N, H*D)
+    public var dQ = 0, dK = 0, dV = 0
+    public var dAct = 0, dGate = 0, dUp = 0   /// (N, F)
+    public var dLoRA = 0            /// (N, r)
+    public var dropScratch = -1     /// (N, maxIn) when dropout > 0
+
+    /// Reserves every region in `arena` (which may stay unallocated, to count only).
+    public init(arena: FloatArena, config: LlamaConfig, lora: LoRAConfig?, shape: Shape) {
+        self.shape = shape
+        let n = shape.batch * shape.seqLen
+        let c = config.hiddenSize, f = config.intermediateSize
+        let qd = config.queryDim, kvd = config.keyValueDim
+        let probsCount = shape.batch * config.numAttentionHeads * shape.seqLen * shape.seqLen
+        let maxIn = max(c, qd, f)
+
+        func reserveInternals(_ slots: inout LayerSlots, _ prefix: String, layer: Int?) {
+            slots.rstd1 = arena.reserve(prefix + "rstd1", n)
+            slots.h1 = arena.reserve(prefix + "h1", n * c)
+            slots.q = arena.reserve(prefix + "q", n * qd)
+            slots.k = arena.reserve(prefix + "k", n * kvd)
+            slots.v = arena.reserve(prefix + "v", n * kvd)
+            slots.probs = arena.reserve(prefix + "probs", probsCount)
+            slots.attn = arena.reserve(prefix + "attn", n * qd)
+            slots.xMid = arena.reserve(prefix + "xMid", n * c)
+            slots.rstd2 = arena.reserve(prefix + "rstd2", n)
+            slots.h2 = arena.reserve(prefix + "h2", n * c)
+            slots.gate = arena.reserve(prefix + "gate", n * f)
+            slots.up = arena.reserve(prefix + "up", n * f)
+            slots.act = arena.reserve(prefix + "act", n * f)
+            if let lora {
+                for projection in Projection.allCases {
+                    let adapted = layer.map { lora.adapts(layer: $0, linear: projection.moduleName) }
+                        ?? lora.resolvedTargets.contains(projection.moduleName)
+                    if adapted { slots.loraT[projection.rawValue] = arena.reserve(prefix + "lora.\(projection.moduleName)", n * lora.r) }
+                }
+            }
+        }
+
+        if shape.gradientCheckpointing && shape.training {
+            // Only each layer's input is kept; one shared set of internals is recomputed per layer.
+            var shared = LayerSlots()
+            reserveInternals(&shared, "work.recompute.", layer: nil)
+            for i in 0..<config.numHiddenLayers {
+                var slots = shared
+                slots.x = arena.reserve("saved.layer\(i).x", n * c)
+                if let lora {
+                    for projection in Projection.allCases where !lora.adapts(layer: i, linear: projection.moduleName) {
+                        slots.loraT[projection.rawValue] = -1
+                    }
+                }
+                layers.append(slots)
+            }
+        } else if shape.training {
+            for i in 0..<config.numHiddenLayers {
+                var slots = LayerSlots()
+                slots.x = arena.reserve("saved.layer\(i).x", n * c)
+                reserveInternals(&slots, "saved.layer\(i).", layer: i)
+                layers.append(slots)
+            }
+        } else {
+            // Inference: two alternating inputs and one shared set of internals.
+            var shared = LayerSlots()
+            reserveInternals(&shared, "work.layer.", layer: nil)
+            let ping = arena.reserve("work.x0", n * c), pong = arena.reserve("work.x1", n * c)
+            for i in 0..<config.numHiddenLayers {
+                var slots = shared
+                slots.x = i % 2 == 0 ? ping : pong
+                layers.append(slots)
+            }
+        }
+        xFinal = arena.reserve("saved.final.x", n * c)
+        rstdFinal = arena.reserve("saved.final.rstd", n)
+        hFinal = arena.reserve("saved.final.h", n * c)
+
+        tiles = (0..<max(1, shape.tileThreads)).map { arena.reserve("work.tile\($0)", shape.tileRows * maxIn) }
+        attentionScratch = arena.reserve("work.attentionScratch", Attention.scratchCount(
+            batch: shape.batch, seqLen: shape.seqLen, heads: config.numAttentionHeads,
+            kvHeads: config.numKeyValueHeads, headDim: config.headDim))
+        logits = arena.reserve("work.logits", min(shape.logitsChunkRows, n) * config.vocabSize)
+        if shape.training {
+            dResidual = arena.reserve("work.grad.residual", n * c)
+            dHidden = arena.reserve("work.grad.hidden", n * c)
+            dAttn = arena.reserve("work.grad.attn", n * qd)
+            dQ = arena.reserve("work.grad.q", n * qd)
+            dK = arena.reserve("work.grad.k", n * kvd)
+            dV = arena.reserve("work.grad.v", n * kvd)
+            dAct = arena.reserve("work.grad.act", n * f)
+            dGate = arena.reserve("work.grad.gate", n * f)
+            dUp = arena.reserve("work.grad.up", n * f)
+            if let lora { dLoRA = arena.reserve("work.grad.lora", n * lora.r) }
+        }
+        if let lora, lora.loraDropout > 0 { dropScratch = arena.reserve("work.dropout", n * maxIn) }
+    }
+
+    /// Floats of saved activations and of workspace, as reserved.
+    public static func counts(config: LlamaConfig, lora: LoRAConfig?, shape: Shape) -> (saved: Int, workspace: Int) {
+        let arena = FloatArena()
+        _ = ActivationLayout(arena: arena, config: config, lora: lora, shape: shape)
+        return (arena.floats(prefix: "saved."), arena.floats(prefix: "work."))
+    }
+}

@@ -1,0 +1,21 @@
+/// The memory a running executor really holds, per category, from the buffers themselves.
+public enum LiveMemory {
+    public static func breakdown(executor: LlamaExecutor) -> MemoryBreakdown {
+        var result = MemoryBreakdown()
+        let frozen = executor.model.frozenBytes
+        result[.quantizedWeights] = frozen.quantized
+        result[.otherFrozenWeights] = frozen.other
+        if let lora = executor.lora {
+            let section = lora.parameters.sectionBytes
+            result[.trainableParameters] = section
+            if lora.parameters.sections == 4 {
+                result[.gradients] = section
+                result[.optimizerState] = 2 * section
+            }
+        }
+        result[.activations] = executor.arena.floats(prefix: "saved.") * 4
+        // Workspace: arena scratch plus the executor's per-row index buffers (positions, targets, ids).
+        result[.workspace] = executor.arena.floats(prefix: "work.") * 4 + 3 * executor.shape.batch * executor.shape.seqLen * 4
+        return result
+    }
+}

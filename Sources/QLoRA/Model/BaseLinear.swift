@@ -1,0 +1,73 @@
+/// The frozen part of a linear layer: y = x W^T (+ bias). W is never materialized whole unless it is
+/// already dense fp32: each GEMM walks W in tiles of `tileRows` output rows, writing one tile into the
+/// 16-bit-precision compute buffer and multiplying with it, forward (y = x W^T) and backward (dx += dy W).
+///
+/// Dims: N rows of activations, I = in features, O = out features, R = tile rows.
+public final class BaseLinear {
+    public let weight: any FrozenWeight
+    public let bias: UnsafeMutableBufferPointer<Float>?   /// (O), frozen
+    public let precision: ComputePrecision
+
+    public var outFeatures: Int { weight.outFeatures }
+    public var inFeatures: Int { weight.inFeatures }
+
+    public init(weight: any FrozenWeight, bias: [Float]? = nil, precision: ComputePrecision) {
+        self.weight = weight
+        self.precision = precision
+        if let bias {
+            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: bias.count)
+            _ = buffer.initialize(from: bias)
+            self.bias = buffer
+        } else {
+            self.bias = nil
+        }
+    }
+
+    deinit { bias?.deallocate() }
+
+    /// fp32 storage usable without a tile (dense fp32 weight computed in fp32).
+    private var direct: UnsafePointer<Float>? { precision == .fp32 ? weight.denseStorage : nil }
+
+    /// Whether this layer's GEMMs need the tile workspace.
+    public var needsTile: Bool { direct == nil }
+
+    /// y (N, O) = x (N, I) W^T + bias. `tile` holds at least tileRows * I floats.
+    public func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows n: Int,
+                        tile: UnsafeMutablePointer<Float>, tileRows: Int) {
+        let o = outFeatures, i = inFeatures
+        if let w = direct {
+            Blas.sgemm(y, ldc: o, x, lda: i, w, ldb: i, transB: true, m: n, n: o, k: i)
+        } else {
+            var r0 = 0
+            while r0 < o {
+                let r1 = min(o, r0 + tileRows)
+                weight.writeTile(rows: r0..<r1, into: tile, precision: precision)
+                Blas.sgemm(y + r0, ldc: o, x, lda: i, tile, ldb: i, transB: true, m: n, n: r1 - r0, k: i)
+                r0 = r1
+            }
+        }
+        if let bias {
+            for row in 0..<n {
+                let yr = y + row * o
+                for c in 0..<o { yr[c] += bias[c] }
+            }
+        }
+    }
+
+    /// dx (N, I) += dy (N, O) W.
+    public func backwardInput(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, rows n: Int,
+                              tile: UnsafeMutablePointer<Float>, tileRows: Int) {
+        let o = outFeatures, i = inFeatures
+        if let w = direct {
+            Blas.sgemm(dx, ldc: i, dy, lda: o, w, ldb: i, m: n, n: i, k: o, beta: 1)
+            return
+        }
+        var r0 = 0
+        while r0 < o {
+            let r1 = min(o, r0 + tileRows)
+            weight.writeTile(rows: r0..<r1, into: tile, precision: precision)
+            Blas.sgemm(dx, ldc: i, dy + r0, lda: o, tile, ldb: i, m: n, n: i, k: r1 - r0, beta: 1)
+            r0 = r1
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import SafeTensors
+
+/// A frozen base weight W (out, in) that can write any of its row ranges as fp32 values into a tile
+/// buffer. Quantized weights dequantize; 16-bit dense weights widen; fp32 dense weights expose their
+/// storage directly so the GEMM needs no tile at all.
+public protocol FrozenWeight: AnyObject {
+    var outFeatures: Int { get }
+    var inFeatures: Int { get }
+    /// Bytes this weight occupies in memory (codes + scales for quantized ones).
+    var storageBytes: Int { get }
+    /// fp32 storage to use in place, if the weight has it and no rounding is asked for.
+    var denseStorage: UnsafePointer<Float>? { get }
+    /// Writes rows [rows) of W as (rows.count, in) fp32 values, rounded to `precision`.
+    func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision)
+}
+
+/// A dense weight kept in fp32.
+public final class DenseFloatWeight: FrozenWeight {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    public let values: UnsafeMutableBufferPointer<Float>  /// (out, in)
+
+    public init(outFeatures: Int, inFeatures: Int, values: [Float]) {
+        precondition(values.count == outFeatures * inFeatures)
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.values = .allocate(capacity: values.count)
+        _ = self.values.initialize(from: values)
+    }
+
+    deinit { values.deallocate() }
+
+    public var storageBytes: Int { values.count * 4 }
+    public var denseStorage: UnsafePointer<Float>? { UnsafePointer(values.baseAddress) }
+
+    public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
+        let count = rows.count * inFeatures
+        tile.update(from: values.baseAddress! + rows.lowerBound * inFeatures, count: count)
+        precision.round(tile, count: count)
+    }
+}
+
+/// A dense weight kept in bf16 (LoRA on a 16-bit base): half the memory, widened a tile at a time.
+public final class DenseBFloat16Weight: FrozenWeight {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    public let bits: UnsafeMutableBufferPointer<UInt16>  /// (out, in) bf16
+
+    public init(outFeatures: Int, inFeatures: Int, floats: [Float]) {
+        precondition(floats.count == outFeatures * inFeatures)
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        bits = .allocate(capacity: floats.count)
+        for i in floats.indices { bits[i] = HalfFloat.bfloat16FromFloat(floats[i]) }
+    }
+
+    deinit { bits.deallocate() }
+
+    public var storageBytes: Int { bits.count * 2 }
+    public var denseStorage: UnsafePointer<Float>? { nil }
+
+    public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
+        let start = rows.lowerBound * inFeatures
+        let count = rows.count * inFeatures
+        let source = bits.baseAddress! + start
+        let out = UnsafeMutableRawPointer(tile).assumingMemoryBound(to: UInt32.self)
+        for i in 0..<count { out[i] = UInt32(source[i]) << 16 }
+        if precision == .fp16 { precision.round(tile, count: count) }
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+
+/// A Llama-family architecture read from Hugging Face `config.json` (Llama 2/3, SmolLM2, TinyLlama,
+/// Mistral-style, Qwen2 with q/k/v biases). Property names are camelCase of the HF keys.
+public struct LlamaConfig: Sendable, Equatable {
+    public var modelType: String
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Float
+    public var ropeTheta: Double
+    public var ropeScaling: RoPEScaling?
+    public var maxPositionEmbeddings: Int
+    public var tieWordEmbeddings: Bool
+    /// Biases on q, k, v (Qwen2) or on every attention projection (`attention_bias`).
+    public var attentionBias: Bool
+    public var qkvBiasOnly: Bool
+    public var mlpBias: Bool
+    public var bosTokenID: Int?
+    public var eosTokenIDs: [Int]
+    public var padTokenID: Int?
+    /// `dtype` / `torch_dtype` of the checkpoint, as written ("float32", "bfloat16", ...).
+    public var dtype: String?
+    /// The raw `quantization_config` object, if the checkpoint is pre-quantized.
+    public var quantizationConfig: [String: JSONValue]?
+
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
+                numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil, rmsNormEps: Float = 1e-5,
+                ropeTheta: Double = 10000, ropeScaling: RoPEScaling? = nil, maxPositionEmbeddings: Int = 2048,
+                tieWordEmbeddings: Bool = false, modelType: String = "llama") {
+        self.modelType = modelType
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads
+        self.headDim = headDim ?? hiddenSize / numAttentionHeads
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.attentionBias = false
+        self.qkvBiasOnly = false
+        self.mlpBias = false
+        self.bosTokenID = nil
+        self.eosTokenIDs = []
+        self.padTokenID = nil
+        self.dtype = nil
+        self.quantizationConfig = nil
+    }
+
+    /// Query width H*D and key/value width KV*D.
+    public var queryDim: Int { numAttentionHeads * headDim }
+    public var keyValueDim: Int { numKeyValueHeads * headDim }
+
+    /// (out, in) of each Llama linear, by its HF module name.
+    public func linearShape(_ module: String) -> (outFeatures: Int, inFeatures: Int)? {
+        switch module {
+        case "q_proj": return (queryDim, hiddenSize)
+        case "k_proj", "v_proj": return (keyValueDim, hiddenSize)
+        case "o_proj": return (hiddenSize, queryDim)
+        case "gate_proj", "up_proj": return (intermediateSize, hiddenSize)
+        case "down_proj": return (hiddenSize, intermediateSize)
+        case "lm_head": return (vocabSize, hiddenSize)
+        default: return nil
+        }
+    }
+
+    public func hasBias(_ module: String) -> Bool {
+        switch module {
+        case "q_proj", "k_proj", "v_proj": return attentionBias || qkvBiasOnly
+        case "o_proj": return attentionBias
+        case "gate_proj", "up_proj", "down_proj": return mlpBias
+        default: return false
+        }
+    }
+
+    /// The seven projections of a decoder layer, in PEFT's usual order.
+    public static let layerLinears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+    /// The HF module path of a layer's linear: `model.layers.3.self_attn.q_proj`.
+    public static func modulePath(layer: Int, linear: String) -> String {
+        let group = ["gate_proj", "up_proj", "down_proj"].contains(linear) ? "mlp" : "self_attn"
+        return "model.layers.\(layer).\(group).\(linear)"
+    }
+
+    // MARK: - Loading
+
+    public static func load(directory: URL) throws -> LlamaConfig {
+        let url = directory.hasDirectoryPath || !directory.lastPathComponent.hasSuffix(".json")
+            ? directory.appendingPathComponent("config.json") : directory
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ModelError.missingConfig(path: directory.path)
+        }
+        return try decode(data, path: url.path)
+    }
+
+    public static func decode(_ data: Data, path: String) throws -> LlamaConfig {
+        guard let object = try? JSONSerialization.jsonObject(with: data), let dict = object as? [String: Any] else {
+            throw ModelError.badConfig(path: path, reason: "config.json is not a JSON object")
+        }
+        // Multimodal / nested configs keep the language model under text_config.
+        let json = (dict["text_config"] as? [String: Any]).map { dict.merging($0) { _, inner in inner } } ?? dict
+        func int(_ key: String) throws -> Int {
+            guard let value = json[key] as? NSNumber else {
+                throw ModelError.badConfig(path: path, reason: "config.json lacks the integer '\(key)'")
+            }
+            return value.intValue
+        }
+        func optionalInt(_ key: String) -> Int? { (json[key] as? NSNumber)?.intValue }
+        let modelType = json["model_type"] as? String ?? "llama"
+        let supported = ["llama", "mistral", "qwen2", "smollm", "smollm2", "tinyllama"]
+        guard supported.contains(modelType) else {
+            throw ModelError.unsupported(path: path, reason: "model_type '\(modelType)'; supported: llama, mistral, qwen2 (Llama-family decoders)")
+        }
+        if let act = json["hidden_act"] as? String, act != "silu" {
+            throw ModelError.unsupported(path: path, reason: "hidden_act '\(act)' (only silu / SwiGLU)")
+        }
+        let heads = try int("num_attention_heads")
+        var config = LlamaConfig(
+            vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
+            intermediateSize: try int("intermediate_size"), numHiddenLayers: try int("num_hidden_layers"),
+            numAttentionHeads: heads, numKeyValueHeads: optionalInt("num_key_value_heads") ?? heads,
+            headDim: optionalInt("head_dim"),
+            rmsNormEps: Float((json["rms_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6),
+            maxPositionEmbeddings: optionalInt("max_position_embeddings") ?? 2048,
+            tieWordEmbeddings: (json["tie_word_embeddings"] as? Bool) ?? false, modelType: modelType)
+        // RoPE: transformers 5 writes rope_parameters; older configs rope_theta + rope_scaling.
+        let ropeParameters = json["rope_parameters"] as? [String: Any]
+        let scaling = ropeParameters ?? (json["rope_scaling"] as? [String: Any])
+        config.ropeTheta = ((ropeParameters?["rope_theta"] ?? json["rope_theta"]) as? NSNumber)?.doubleValue ?? 10000
+        if let scaling {
+            let type = (scaling["rope_type"] ?? scaling["type"]) as? String ?? "default"
+            switch type {
+            case "default": break
+            case "linear", "llama3":
+                config.ropeScaling = RoPEScaling(
+                    type: type, factor: (scaling["factor"] as? NSNumber)?.doubleValue ?? 1,
+                    lowFreqFactor: (scaling["low_freq_factor"] as? NSNumber)?.doubleValue ?? 1,
+                    highFreqFactor: (scaling["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
+                    originalMaxPositions: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
+            default:
+                throw ModelError.unsupported(path: path, reason: "rope type '\(type)' (supported: default, linear, llama3)")
+            }
+        }
+        config.attentionBias = (json["attention_bias"] as? Bool) ?? false
+        config.qkvBiasOnly = modelType == "qwen2"
+        config.mlpBias = (json["mlp_bias"] as? Bool) ?? false
+        config.bosTokenID = optionalInt("bos_token_id")
+        if let eos = json["eos_token_id"] as? NSNumber {
+            config.eosTokenIDs = [eos.intValue]
+        } else if let list = json["eos_token_id"] as? [NSNumber] {
+            config.eosTokenIDs = list.map(\.intValue)
+        }
+        config.padTokenID = optionalInt("pad_token_id")
+        config.dtype = (json["dtype"] ?? json["torch_dtype"]) as? String
+        if let quant = json["quantization_config"] {
+            guard case .object(let object) = JSONValue(any: quant) else {
+                throw ModelError.badConfig(path: path, reason: "quantization_config is not an object")
+            }
+            config.quantizationConfig = object
+        }
+        try config.validate(path: path)
+        return config
+    }
+
+    public func validate(path: String) throws {
+        let checks: [(Bool, String)] = [
+            (vocabSize > 0 && hiddenSize > 0 && intermediateSize > 0 && numHiddenLayers > 0, "sizes must be positive"),
+            (numAttentionHeads > 0 && numKeyValueHeads > 0, "head counts must be positive"),
+            (numAttentionHeads % numKeyValueHeads == 0, "num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))"),
+            (headDim > 0 && headDim % 2 == 0, "head_dim (\(headDim)) must be even for RoPE"),
+        ]
+        for (ok, reason) in checks where !ok {
+            throw ModelError.badConfig(path: path, reason: "config.json: \(reason)")
+        }
+    }
+
+    // MARK: - Parameter counts (shared with the memory plan)
+
+    /// Elements of every linear weight in the decoder layers (what QLoRA quantizes).
+    public var decoderLinearParameterCount: Int {
+        Self.layerLinears.reduce(0) { total, name in
+            let s = linearShape(name)!
+            return total + s.outFeatures * s.inFeatures
+        } * numHiddenLayers
+    }
+
+    /// Every parameter of the model (tied lm_head counted once, as HF does).
+    public var totalParameterCount: Int {
+        let embed = vocabSize * hiddenSize
+        let norms = (2 * numHiddenLayers + 1) * hiddenSize
+        let biases = numHiddenLayers * Self.layerLinears.reduce(0) { $0 + (hasBias($1) ? linearShape($1)!.outFeatures : 0) }
+        return embed + (tieWordEmbeddings ? 0 : embed) + norms + biases + decoderLinearParameterCount
+    }
+}

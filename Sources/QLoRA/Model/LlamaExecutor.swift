@@ -1,0 +1,265 @@
+/// Runs a LlamaModel (+ optional LoRA adapters) forward and backward on batches up to a fixed size,
+/// in one activation arena laid out up front by ActivationLayout: nothing allocates per step.
+///
+/// Dims: B batch, T sequence, N = B*T, C hidden, F intermediate, H heads, KV kv heads, D head dim, V vocab.
+public final class LlamaExecutor {
+    public let model: LlamaModel
+    public let lora: LoRAAdapters?
+    public let shape: ActivationLayout.Shape
+    public let arena: FloatArena
+    public let layout: ActivationLayout
+    /// (N) position of each row; (N) shifted targets.
+    private let positions: UnsafeMutablePointer<Int32>
+    private let targets: UnsafeMutablePointer<Int32>
+    private let ids: UnsafeMutablePointer<Int32>
+    private let rope: RoPETable
+    /// Seed of the current step's dropout masks (forward and recompute must agree).
+    public var dropoutSeed: UInt64 = 0
+    /// Batch of the last forward.
+    public private(set) var batch = 0
+    public private(set) var seqLen = 0
+
+    public init(model: LlamaModel, lora: LoRAAdapters?, shape: ActivationLayout.Shape) {
+        self.model = model
+        self.lora = lora
+        self.shape = shape
+        let arena = FloatArena()
+        layout = ActivationLayout(arena: arena, config: model.config, lora: lora?.config, shape: shape)
+        arena.allocate()
+        self.arena = arena
+        let n = shape.batch * shape.seqLen
+        positions = .allocate(capacity: n)
+        targets = .allocate(capacity: n)
+        ids = .allocate(capacity: n)
+        positions.initialize(repeating: 0, count: n)
+        targets.initialize(repeating: -100, count: n)
+        ids.initialize(repeating: 0, count: n)
+        let c = model.config
+        rope = RoPETable(headDim: c.headDim, maxPositions: max(shape.seqLen, 1), theta: c.ropeTheta, scaling: c.ropeScaling)
+    }
+
+    deinit {
+        positions.deallocate()
+        targets.deallocate()
+        ids.deallocate()
+    }
+
+    @inline(__always) private func p(_ offset: Int) -> UnsafeMutablePointer<Float> { arena.pointer(offset) }
+
+    private var tile: UnsafeMutablePointer<Float> { p(layout.tiles[0]) }
+
+    // MARK: - Forward
+
+    /// Runs the decoder on `inputIDs` (B, T) and leaves the final normed hidden states in place.
+    public func forward(inputIDs: [Int32], batch b: Int, seqLen t: Int) throws {
+        guard b <= shape.batch, t <= shape.seqLen, inputIDs.count == b * t else {
+            throw ModelError.batchTooLarge(rows: b, seqLen: t, maxRows: shape.batch, maxSeqLen: shape.seqLen)
+        }
+        let config = model.config
+        for (i, id) in inputIDs.enumerated() where id < 0 || Int(id) >= config.vocabSize {
+            throw ModelError.tokenOutOfRange(id: Int(id), vocab: config.vocabSize, position: i)
+        }
+        batch = b
+        seqLen = t
+        let n = b * t
+        for i in 0..<n {
+            ids[i] = inputIDs[i]
+            positions[i] = Int32(i % t)
+        }
+        Embedding.forward(out: p(layout.layers[0].x), table: UnsafePointer(model.embedTokens.baseAddress!), ids: ids,
+                          rows: n, dim: config.hiddenSize)
+        for layer in 0..<config.numHiddenLayers {
+            let output = layer + 1 < config.numHiddenLayers ? layout.layers[layer + 1].x : layout.xFinal
+            forwardLayer(layer, output: p(output))
+        }
+        RMSNorm.forward(out: p(layout.hFinal), rstd: p(layout.rstdFinal), x: p(layout.xFinal),
+                        weight: UnsafePointer(model.norm.baseAddress!), rows: n, dim: config.hiddenSize, eps: config.rmsNormEps)
+    }
+
+    /// Base linear + LoRA branch of one projection.
+    private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                         slots: ActivationLayout.LayerSlots, rows n: Int) {
+        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, tile: tile, tileRows: shape.tileRows)
+        if let adapter = lora?.adapters[layer][projection.rawValue] {
+            adapter.forward(y: y, t: p(slots.loraT[projection.rawValue]), x: x, rows: n,
+                            maskSeed: dropoutSeed, dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+        }
+    }
+
+    private func forwardLayer(_ layer: Int, output: UnsafeMutablePointer<Float>) {
+        let config = model.config
+        let s = layout.layers[layer]
+        let n = batch * seqLen
+        let c = config.hiddenSize
+        let weights = model.layers[layer]
+        RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
+                        rows: n, dim: c, eps: config.rmsNormEps)
+        project(layer, .q, y: p(s.q), x: p(s.h1), slots: s, rows: n)
+        project(layer, .k, y: p(s.k), x: p(s.h1), slots: s, rows: n)
+        project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
+        rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
+        rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
+        Attention.forward(out: p(s.attn), probs: p(s.probs), q: p(s.q), k: p(s.k), v: p(s.v),
+                          batch: batch, seqLen: seqLen, heads: config.numAttentionHeads,
+                          kvHeads: config.numKeyValueHeads, headDim: config.headDim, scratch: p(layout.attentionScratch))
+        project(layer, .o, y: p(s.xMid), x: p(s.attn), slots: s, rows: n)
+        add(p(s.xMid), p(s.x), count: n * c)
+        RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
+                        rows: n, dim: c, eps: config.rmsNormEps)
+        project(layer, .gate, y: p(s.gate), x: p(s.h2), slots: s, rows: n)
+        project(layer, .up, y: p(s.up), x: p(s.h2), slots: s, rows: n)
+        SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * config.intermediateSize)
+        project(layer, .down, y: output, x: p(s.act), slots: s, rows: n)
+        add(output, p(s.xMid), count: n * c)
+    }
+
+    @inline(__always)
+    private func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    // MARK: - Loss
+
+    /// Full logits (B*T, V) of the last forward into `out` (for evaluation, generation and tests).
+    public func logits(into out: UnsafeMutablePointer<Float>) {
+        model.lmHead.forward(y: out, x: p(layout.hFinal), rows: batch * seqLen, tile: tile, tileRows: shape.tileRows)
+    }
+
+    /// Hidden states as transformers reports them: index 0 = embeddings, i = output of layer i-1, and the
+    /// last = final-normed output. Only valid without checkpointing for the inner ones.
+    public func hiddenState(_ index: Int) -> UnsafePointer<Float> {
+        if index == model.config.numHiddenLayers { return UnsafePointer(p(layout.hFinal)) }
+        return UnsafePointer(p(layout.layers[index].x))
+    }
+
+    /// HF causal-LM shift: the target of row (b, t) is labels[b, t+1]; the last position has none.
+    private func setTargets(labels: [Int32]) {
+        for b in 0..<batch {
+            for t in 0..<seqLen {
+                targets[b * seqLen + t] = t + 1 < seqLen ? labels[b * seqLen + t + 1] : -100
+            }
+        }
+    }
+
+    /// Summed cross-entropy of the last forward against `labels` (B, T, unshifted, -100 ignored), and the
+    /// number of counted targets; the lm_head runs in chunks, the full logits never exist at once.
+    public func loss(labels: [Int32]) -> (sum: Double, count: Int) {
+        lossChunks(labels: labels, gradScale: nil)
+    }
+
+    private func lossChunks(labels: [Int32], gradScale: Float?) -> (sum: Double, count: Int) {
+        precondition(labels.count == batch * seqLen)
+        setTargets(labels: labels)
+        let n = batch * seqLen, c = model.config.hiddenSize, v = model.config.vocabSize
+        let chunk = min(shape.logitsChunkRows, n)
+        let logits = p(layout.logits)
+        var total = 0.0, count = 0
+        var r0 = 0
+        if gradScale != nil { p(layout.dHidden).update(repeating: 0, count: n * c) }
+        while r0 < n {
+            let r1 = min(n, r0 + chunk)
+            // Rows without a target contribute nothing: skip their lm_head entirely.
+            if (r0..<r1).contains(where: { targets[$0] != -100 }) {
+                model.lmHead.forward(y: logits, x: p(layout.hFinal) + r0 * c, rows: r1 - r0, tile: tile, tileRows: shape.tileRows)
+                let result = CrossEntropy.forwardBackward(
+                    dlogits: gradScale == nil ? nil : logits, logits: logits, targets: targets + r0,
+                    rows: r1 - r0, vocab: v, gradScale: gradScale ?? 0)
+                total += result.lossSum
+                count += result.count
+                if gradScale != nil {
+                    model.lmHead.backwardInput(dx: p(layout.dHidden) + r0 * c, dy: logits, rows: r1 - r0,
+                                               tile: tile, tileRows: shape.tileRows)
+                }
+            }
+            r0 = r1
+        }
+        return (total, count)
+    }
+
+    // MARK: - Backward
+
+    /// Forward, loss, and backward: accumulates LoRA gradients (scaled by `gradScale`, e.g. 1 / targets)
+    /// into the adapters' gradient buffers. Returns the summed loss and target count.
+    public func lossAndGradients(inputIDs: [Int32], labels: [Int32], batch b: Int, seqLen t: Int,
+                                 gradScale: Float? = nil) throws -> (sum: Double, count: Int) {
+        precondition(shape.training, "executor was built for inference")
+        try forward(inputIDs: inputIDs, batch: b, seqLen: t)
+        // Mean over this batch's targets unless the caller scales (gradient accumulation).
+        var scale = gradScale
+        if scale == nil {
+            setTargets(labels: labels)
+            let valid = (0..<(b * t)).reduce(0) { $0 + (targets[$1] != -100 ? 1 : 0) }
+            scale = valid > 0 ? 1 / Float(valid) : 0
+        }
+        let result = lossChunks(labels: labels, gradScale: scale)
+        backward()
+        return result
+    }
+
+    private func backward() {
+        let config = model.config
+        let n = batch * seqLen, c = config.hiddenSize
+        let dResidual = p(layout.dResidual)
+        dResidual.update(repeating: 0, count: n * c)
+        RMSNorm.backward(dx: dResidual, dWeight: nil, dy: p(layout.dHidden), x: p(layout.xFinal),
+                         weight: UnsafePointer(model.norm.baseAddress!), rstd: p(layout.rstdFinal), rows: n, dim: c)
+        for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
+            if shape.gradientCheckpointing {
+                // Recompute this layer's internals from its saved input; its output is not needed.
+                forwardLayer(layer, output: p(layout.dHidden))
+            }
+            backwardLayer(layer)
+        }
+    }
+
+    /// Base input-gradient + LoRA backward of one projection: dx += dy W (+ LoRA terms).
+    private func projectBackward(_ layer: Int, _ projection: Projection, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                                 x: UnsafePointer<Float>, slots: ActivationLayout.LayerSlots, rows n: Int) {
+        model.layers[layer].linears[projection.rawValue].backwardInput(dx: dx, dy: dy, rows: n, tile: tile, tileRows: shape.tileRows)
+        if let adapter = lora?.adapters[layer][projection.rawValue] {
+            adapter.backward(dx: dx, dy: dy, t: p(slots.loraT[projection.rawValue]), x: x, rows: n, maskSeed: dropoutSeed,
+                             dt: p(layout.dLoRA), dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+        }
+    }
+
+    /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input).
+    private func backwardLayer(_ layer: Int) {
+        let config = model.config
+        let s = layout.layers[layer]
+        let n = batch * seqLen, c = config.hiddenSize, f = config.intermediateSize
+        let weights = model.layers[layer]
+        let dResidual = p(layout.dResidual), dHidden = p(layout.dHidden)
+
+        // MLP: out = xMid + down(silu(gate(h2)) * up(h2)).
+        let dAct = p(layout.dAct), dGate = p(layout.dGate), dUp = p(layout.dUp)
+        dAct.update(repeating: 0, count: n * f)
+        projectBackward(layer, .down, dx: dAct, dy: dResidual, x: p(s.act), slots: s, rows: n)
+        dGate.update(repeating: 0, count: n * f)
+        dUp.update(repeating: 0, count: n * f)
+        SwiGLU.backward(dgate: dGate, dup: dUp, dout: dAct, gate: p(s.gate), up: p(s.up), count: n * f)
+        dHidden.update(repeating: 0, count: n * c)
+        projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
+        projectBackward(layer, .up, dx: dHidden, dy: dUp, x: p(s.h2), slots: s, rows: n)
+        RMSNorm.backward(dx: dResidual, dWeight: nil, dy: dHidden, x: p(s.xMid),
+                         weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!), rstd: p(s.rstd2), rows: n, dim: c)
+
+        // Attention: xMid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
+        let dAttn = p(layout.dAttn), dQ = p(layout.dQ), dK = p(layout.dK), dV = p(layout.dV)
+        dAttn.update(repeating: 0, count: n * config.queryDim)
+        projectBackward(layer, .o, dx: dAttn, dy: dResidual, x: p(s.attn), slots: s, rows: n)
+        dQ.update(repeating: 0, count: n * config.queryDim)
+        dK.update(repeating: 0, count: n * config.keyValueDim)
+        dV.update(repeating: 0, count: n * config.keyValueDim)
+        Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), probs: p(s.probs),
+                           batch: batch, seqLen: seqLen, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
+                           headDim: config.headDim, scratch: p(layout.attentionScratch))
+        rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
+        rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
+        dHidden.update(repeating: 0, count: n * c)
+        projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
+        projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)
+        projectBackward(layer, .v, dx: dHidden, dy: dV, x: p(s.h1), slots: s, rows: n)
+        RMSNorm.backward(dx: dResidual, dWeight: nil, dy: dHidden, x: p(s.x),
+                         weight: UnsafePointer(weights.inputLayernorm.baseAddress!), rstd: p(s.rstd1), rows: n, dim: c)
+    }
+}

@@ -1,0 +1,86 @@
+/// A Llama-family decoder's frozen weights: fp32 embeddings and norms, base linears that are either
+/// quantized (NF4/FP4, dequantized a tile at a time) or dense (fp32 / bf16), and the lm_head
+/// (tied to the embeddings or its own weight). Immutable once built: training never writes here.
+public final class LlamaModel {
+    public struct Layer {
+        public var inputLayernorm: UnsafeMutableBufferPointer<Float>          /// (C)
+        public var postAttentionLayernorm: UnsafeMutableBufferPointer<Float>  /// (C)
+        /// Indexed by `Projection.rawValue`.
+        public var linears: [BaseLinear]
+    }
+
+    public let config: LlamaConfig
+    public let embedTokens: UnsafeMutableBufferPointer<Float>   /// (V, C)
+    public let layers: [Layer]
+    public let norm: UnsafeMutableBufferPointer<Float>          /// (C)
+    public let lmHead: BaseLinear
+    public let precision: ComputePrecision
+
+    /// Takes ownership of the buffers.
+    public init(config: LlamaConfig, embedTokens: UnsafeMutableBufferPointer<Float>, layers: [Layer],
+                norm: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear?, precision: ComputePrecision) {
+        self.config = config
+        self.embedTokens = embedTokens
+        self.layers = layers
+        self.norm = norm
+        self.precision = precision
+        // A tied lm_head reads the embedding table in place, always at fp32 (as transformers keeps it).
+        self.lmHead = lmHead ?? BaseLinear(
+            weight: BorrowedFloatWeight(outFeatures: config.vocabSize, inFeatures: config.hiddenSize,
+                                        values: UnsafePointer(embedTokens.baseAddress!)),
+            precision: .fp32)
+    }
+
+    deinit {
+        embedTokens.deallocate()
+        norm.deallocate()
+        for layer in layers {
+            layer.inputLayernorm.deallocate()
+            layer.postAttentionLayernorm.deallocate()
+        }
+    }
+
+    /// Largest in-features of any base linear (sizes the dequant tile).
+    public var maxInFeatures: Int { max(config.hiddenSize, config.queryDim, config.intermediateSize) }
+
+    /// Bytes of quantized base weights, and of every other frozen weight.
+    public var frozenBytes: (quantized: Int, other: Int) {
+        var quantized = 0, other = 0
+        for layer in layers {
+            for linear in layer.linears {
+                if linear.weight is DenseFloatWeight || linear.weight is DenseBFloat16Weight {
+                    other += linear.weight.storageBytes
+                } else {
+                    quantized += linear.weight.storageBytes
+                }
+                other += (linear.bias?.count ?? 0) * 4
+            }
+            other += 2 * config.hiddenSize * 4
+        }
+        other += embedTokens.count * 4 + norm.count * 4
+        if !config.tieWordEmbeddings { other += lmHead.weight.storageBytes }
+        return (quantized, other)
+    }
+}
+
+/// A dense fp32 weight that lives in someone else's buffer (the tied lm_head).
+public final class BorrowedFloatWeight: FrozenWeight {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    private let values: UnsafePointer<Float>
+
+    public init(outFeatures: Int, inFeatures: Int, values: UnsafePointer<Float>) {
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.values = values
+    }
+
+    public var storageBytes: Int { 0 }   // counted with the embeddings
+    public var denseStorage: UnsafePointer<Float>? { values }
+
+    public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
+        let count = rows.count * inFeatures
+        tile.update(from: values + rows.lowerBound * inFeatures, count: count)
+        precision.round(tile, count: count)
+    }
+}

@@ -1,0 +1,27 @@
+import Foundation
+
+/// Writes a file the user keeps so that a crash never leaves it half-written: temp file in the same
+/// directory, fsync, rename over the real name.
+public enum AtomicFile {
+    public static func write(_ data: Data, to url: URL) throws {
+        let directory = url.deletingLastPathComponent()
+        let temp = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        guard FileManager.default.createFile(atPath: temp.path, contents: nil) else {
+            throw RuntimeError.writeFailed(path: url.path, reason: "cannot create a file in \(directory.path)")
+        }
+        do {
+            let handle = try FileHandle(forWritingTo: temp)
+            defer { try? handle.close() }
+            try handle.write(contentsOf: data)
+            try handle.synchronize()
+        } catch {
+            try? FileManager.default.removeItem(at: temp)
+            throw RuntimeError.writeFailed(path: url.path, reason: "\(error)")
+        }
+        guard rename(temp.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: temp)
+            throw RuntimeError.writeFailed(path: url.path, reason: reason)
+        }
+    }
+}

@@ -11,8 +11,8 @@ public enum PEFTAdapterIO {
     /// The adapter_config.json PEFT 0.21 writes for `config`.
     public static func configJSON(_ config: LoRAConfig) -> JSONValue {
         let targets = config.targetModules.contains("all-linear") ? config.resolvedTargets : config.targetModules
-        let fields: [String: JSONValue] = [
-            "alora_invocation_tokens": .null, "alpha_pattern": .object([:]), "arrow_config": .null,
+        return .dictionary([
+            "alora_invocation_tokens": .null, "alpha_pattern": .dictionary([:]), "arrow_config": .null,
             "auto_mapping": .null,
             "base_model_name_or_path": config.baseModelNameOrPath.map(JSONValue.string) ?? .null,
             "bias": .string("none"), "corda_config": .null, "ensure_weight_tying": .bool(false), "eva_config": .null,
@@ -20,18 +20,17 @@ public enum PEFTAdapterIO {
             "init_lora_weights": config.initLoRAWeights == .kaiming ? .bool(true) : .string(config.initLoRAWeights.rawValue),
             "kasa_config": .null, "layer_replication": .null, "layers_pattern": .null,
             "layers_to_transform": config.layersToTransform.map { .array($0.map(JSONValue.int)) } ?? .null,
-            "loftq_config": .object([:]), "lora_alpha": number(config.loraAlpha), "lora_bias": .bool(false),
+            "loftq_config": .dictionary([:]), "lora_alpha": number(config.loraAlpha), "lora_bias": .bool(false),
             "lora_dropout": .number(config.loraDropout), "lora_ga_config": .null, "megatron_config": .null,
             "megatron_core": .string("megatron.core"),
             "modules_to_save": config.modulesToSave.isEmpty ? .null : .array(config.modulesToSave.map(JSONValue.string)),
             "monteclora_config": .null, "peft_type": .string("LORA"), "peft_version": .string("0.21.2"),
-            "qalora_group_size": .int(16), "r": .int(config.r), "rank_pattern": .object([:]), "revision": .null,
+            "qalora_group_size": .int(16), "r": .int(config.r), "rank_pattern": .dictionary([:]), "revision": .null,
             "target_modules": .array(Set(targets).sorted().map(JSONValue.string)), "target_parameters": .null,
             "task_type": .string("CAUSAL_LM"), "trainable_token_indices": .null, "use_bdlora": .null,
             "use_dora": .bool(false), "use_qalora": .bool(false), "use_rslora": .bool(config.useRSLoRA),
             "velora_config": .null,
-        ]
-        return .object(fields)
+        ])
     }
 
     /// Python writes an integral alpha as an int (`8`) and a fractional one as a float.
@@ -59,7 +58,7 @@ public enum PEFTAdapterIO {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw LoRAError.badAdapter(path: directory.path, reason: "no \(configFile); is this a PEFT adapter directory?")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: data), case .object(let json) = JSONValue(any: object) else {
+        guard let parsed = try? JSONValue.parse(data: data), let json = parsed.members else {
             throw LoRAError.badAdapter(path: url.path, reason: "not a JSON object")
         }
         if let type = json["peft_type"]?.stringValue, type != "LORA" {
@@ -68,7 +67,7 @@ public enum PEFTAdapterIO {
         if json["use_dora"]?.boolValue == true {
             throw LoRAError.badAdapter(path: url.path, reason: "DoRA adapters (use_dora) are not supported")
         }
-        guard let r = json["r"]?.intValue ?? json["r"]?.doubleValue.map(Int.init) else {
+        guard let r = json["r"]?.intValue else {
             throw LoRAError.badAdapter(path: url.path, reason: "missing integer field r")
         }
         var targets: [String]
@@ -81,7 +80,7 @@ public enum PEFTAdapterIO {
         var layers: [Int]?
         switch json["layers_to_transform"] {
         case .array(let items)?: layers = items.compactMap(\.intValue)
-        case .int(let i)?: layers = [i]
+        case .unsignedInteger(let i)?: layers = [Int(i)]
         default: layers = nil
         }
         let initField = json["init_lora_weights"]

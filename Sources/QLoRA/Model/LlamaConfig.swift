@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// A Llama-family architecture read from Hugging Face `config.json` (Llama 2/3, SmolLM2, TinyLlama,
 /// Mistral-style, Qwen2 with q/k/v biases). Property names are camelCase of the HF keys.
@@ -26,7 +27,7 @@ public struct LlamaConfig: Sendable, Equatable {
     /// `dtype` / `torch_dtype` of the checkpoint, as written ("float32", "bfloat16", ...).
     public var dtype: String?
     /// The raw `quantization_config` object, if the checkpoint is pre-quantized.
-    public var quantizationConfig: [String: JSONValue]?
+    public var quantizationConfig: JSONValue?
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
                 numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil, rmsNormEps: Float = 1e-5,
@@ -160,11 +161,11 @@ public struct LlamaConfig: Sendable, Equatable {
         }
         config.padTokenID = optionalInt("pad_token_id")
         config.dtype = (json["dtype"] ?? json["torch_dtype"]) as? String
-        if let quant = json["quantization_config"] {
-            guard case .object(let object) = JSONValue(any: quant) else {
+        if json["quantization_config"] != nil {
+            guard let quant = try? JSONValue.parse(data: data)["quantization_config"], quant.members != nil else {
                 throw ModelError.badConfig(path: path, reason: "quantization_config is not an object")
             }
-            config.quantizationConfig = object
+            config.quantizationConfig = quant
         }
         try config.validate(path: path)
         return config

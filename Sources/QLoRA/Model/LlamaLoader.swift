@@ -16,7 +16,7 @@ public enum LlamaLoader {
     /// Loads `directory` (config.json + safetensors, single or sharded).
     public static func load(directory: URL, format: BaseWeightFormat, precision: ComputePrecision) throws -> LlamaModel {
         let config = try LlamaConfig.load(directory: directory)
-        let checkpoint = try SafeTensorsCheckpoint(directory: directory)
+        let checkpoint = try SafeTensorsCheckpoint(directory: directory.path)
         let path = directory.path
 
         func dense(_ name: String, shape: [Int]) throws -> [Float] {

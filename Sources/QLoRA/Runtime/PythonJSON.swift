@@ -1,4 +1,5 @@
 import Foundation
+import SafeTensors
 
 /// JSON text exactly as Python's `json.dumps(value, indent=2, sort_keys=True)` writes it (what PEFT and
 /// transformers use for adapter_config.json / config.json), so our files diff cleanly against theirs.
@@ -13,7 +14,7 @@ public enum PythonJSON {
         switch value {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
-        case .int(let i): out += String(i)
+        case .unsignedInteger(let u): out += String(u)
         case .number(let d): out += repr(d)
         case .string(let s): out += quote(s)
         case .array(let items):
@@ -26,15 +27,16 @@ public enum PythonJSON {
             }
             newline(&out, level, indent)
             out += "]"
-        case .object(let object):
-            guard !object.isEmpty else { out += "{}"; return }
+        case .object(let pairs):
+            guard !pairs.isEmpty else { out += "{}"; return }
             out += "{"
-            let keys = sortKeys ? object.keys.sorted { Array($0.unicodeScalars.map(\.value)).lexicographicallyPrecedes($1.unicodeScalars.map(\.value)) } : Array(object.keys)
-            for (i, key) in keys.enumerated() {
+            // Python sorts keys by code point.
+            let ordered = sortKeys ? pairs.sorted { $0.key.unicodeScalars.map(\.value).lexicographicallyPrecedes($1.key.unicodeScalars.map(\.value)) } : pairs
+            for (i, pair) in ordered.enumerated() {
                 out += i == 0 ? "" : (indent == nil ? ", " : ",")
                 newline(&out, level + 1, indent)
-                out += quote(key) + ": "
-                write(object[key]!, into: &out, level: level + 1, indent: indent, sortKeys: sortKeys)
+                out += quote(pair.key) + ": "
+                write(pair.value, into: &out, level: level + 1, indent: indent, sortKeys: sortKeys)
             }
             newline(&out, level, indent)
             out += "}"

@@ -1,0 +1,173 @@
+import Dispatch
+import SafeTensors
+
+/// How the 8-bit absmax codes of double quantization are rounded.
+public enum AbsmaxRounding: String, Sendable, CaseIterable {
+    /// bitsandbytes 0.50.x CPU kernel: a 65536-bin lookup table (what its CPU checkpoints hold; default).
+    case cpuLUT
+    /// Nearest code, ties to the lower one (bitsandbytes' pure-torch backend; the CUDA kernel also rounds to nearest).
+    case nearest
+}
+
+/// Double-quantized absmax: 8-bit codes into `DynamicMap8`, one float32 `nestedAbsmax` per
+/// `nestedBlocksize` codes, and the float32 `offset` (torch's mean of the absmax) added back.
+public struct DoubleQuantizedAbsmax: Sendable, Equatable {
+    public var codes: [UInt8]
+    public var nestedAbsmax: [Float]
+    public var offset: Float
+    public var nestedBlocksize: Int
+
+    public init(codes: [UInt8], nestedAbsmax: [Float], offset: Float, nestedBlocksize: Int = 256) {
+        self.codes = codes
+        self.nestedAbsmax = nestedAbsmax
+        self.offset = offset
+        self.nestedBlocksize = nestedBlocksize
+    }
+
+    /// absmax_rec[b] = fp32(fp32(map[q8[b]] * nestedAbsmax[b / 256]) + offset): two roundings, no FMA.
+    @inline(__always)
+    public func reconstructed(_ block: Int) -> Float {
+        let product = DynamicMap8.values[Int(codes[block])] * nestedAbsmax[block / nestedBlocksize]
+        return product + offset
+    }
+
+    /// Every block's reconstructed absmax.
+    public func reconstructedAll() -> [Float] {
+        (0..<codes.count).map { reconstructed($0) }
+    }
+}
+
+/// bitsandbytes-exact blockwise 4-bit quantization and 8-bit double quantization of the statistics.
+///
+/// Rules (float32 arithmetic, one rounding per operation): the tensor is flattened row-major and cut
+/// into blocks of `blocksize` consecutive elements (not row-aligned; the last may be partial);
+/// absmax = max|x| per block. Full blocks scale by `x * fp32(1/absmax)`, a partial tail block by a true
+/// division `x / absmax`; absmax is clamped to >= 1e-38 for the scaling (an all-zero full block stores 0,
+/// an all-zero tail stores 1e-38); s is clamped to [-1, 1]; the code is the number of codebook midpoints
+/// strictly below s. Packing: byte j = code[2j] << 4 | code[2j+1]; odd n pads with the code of 0.0.
+public enum BlockwiseQuantizer {
+    public static let minimumAbsmax: Float = 1e-38
+
+    /// Throws unless `blocksize` is a power of two in 32...4096.
+    public static func validate(blocksize: Int) throws {
+        guard blocksize >= 32, blocksize <= 4096, blocksize & (blocksize - 1) == 0 else {
+            throw QuantError.badBlocksize(blocksize)
+        }
+    }
+
+    public static func blockCount(elements n: Int, blocksize: Int) -> Int { (n + blocksize - 1) / blocksize }
+
+    /// Quantizes `count` elements of `input` (F32, BF16 or F16, little-endian) into
+    /// `packed` /// (ceil(n/2)) and `absmax` /// (nb). Blocks are split over `threads` threads;
+    /// the result does not depend on the thread count.
+    public static func quantize(packed: UnsafeMutablePointer<UInt8>, absmax: UnsafeMutablePointer<Float>,
+                                input: UnsafeRawPointer, dtype: DType, count n: Int,
+                                blocksize: Int, codebook: Codebook4, threads: Int = 1) {
+        let nb = blockCount(elements: n, blocksize: blocksize)
+        let jobs = max(1, min(threads, nb / 64))
+        let perJob = (nb + jobs - 1) / jobs
+        let work = { (job: Int) in
+            let first = job * perJob, last = min(nb, first + perJob)
+            guard first < last else { return }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: blocksize) { scratch in
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: blocksize + 1) { codes in
+                    for b in first..<last {
+                        let start = b * blocksize
+                        let length = min(blocksize, n - start)
+                        let x: UnsafePointer<Float>
+                        switch dtype {
+                        case .F32:
+                            x = input.assumingMemoryBound(to: Float.self) + start
+                        case .BF16:
+                            let h = input.assumingMemoryBound(to: UInt16.self) + start
+                            for i in 0..<length { scratch[i] = Float(bitPattern: UInt32(h[i]) << 16) }
+                            x = UnsafePointer(scratch.baseAddress!)
+                        default:
+                            let h = input.assumingMemoryBound(to: UInt16.self) + start
+                            for i in 0..<length { scratch[i] = HalfFloat.toFloat(h[i]) }
+                            x = UnsafePointer(scratch.baseAddress!)
+                        }
+                        absmax[b] = quantizeBlock(packed: packed + start / 2, codes: codes.baseAddress!,
+                                                  x: x, length: length, isFull: length == blocksize, codebook: codebook)
+                    }
+                }
+            }
+        }
+        if jobs == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: jobs, execute: work) }
+    }
+
+    /// One block; returns the absmax to store. `codes` has room for length + 1.
+    @inline(__always)
+    static func quantizeBlock(packed: UnsafeMutablePointer<UInt8>, codes: UnsafeMutablePointer<UInt8>,
+                              x: UnsafePointer<Float>, length: Int, isFull: Bool, codebook: Codebook4) -> Float {
+        var amax: Float = 0
+        for i in 0..<length {
+            let a = abs(x[i])
+            amax = a > amax ? a : amax
+        }
+        let clamped = amax > minimumAbsmax ? amax : minimumAbsmax
+        codebook.midpoints.withUnsafeBufferPointer { m in
+            if isFull {
+                let inverse = 1 / clamped
+                for i in 0..<length { codes[i] = bucket(x[i] * inverse, m) }
+            } else {
+                for i in 0..<length { codes[i] = bucket(x[i] / clamped, m) }
+            }
+            if length & 1 == 1 { codes[length] = bucket(0, m) }
+        }
+        if !codebook.isSorted {   // FP4: sorted index -> nibble
+            for i in 0..<(length + (length & 1)) { codes[i] = codebook.nibbleOfSorted[Int(codes[i])] }
+        }
+        for j in 0..<((length + 1) / 2) { packed[j] = codes[2 * j] << 4 | codes[2 * j + 1] }
+        return isFull ? amax : clamped
+    }
+
+    /// Number of the 15 midpoints strictly below clamp(s, -1, 1).
+    @inline(__always)
+    static func bucket(_ value: Float, _ m: UnsafeBufferPointer<Float>) -> UInt8 {
+        let s = value > 1 ? 1 : (value < -1 ? -1 : value)
+        var c: UInt8 = 0
+        for k in 0..<15 { c &+= m[k] < s ? 1 : 0 }
+        return c
+    }
+
+    /// Double quantization of `absmax`: offset = torch's float32 mean (with `meanThreads` threads, as
+    /// torch.get_num_threads()), a = absmax - offset, blocks of `nestedBlocksize`, nested absmax =
+    /// max|a|, 8-bit codes by `rounding`.
+    public static func doubleQuantize(absmax: [Float], rounding: AbsmaxRounding = .cpuLUT,
+                                      nestedBlocksize: Int = 256, meanThreads: Int = 2) -> DoubleQuantizedAbsmax {
+        let n = absmax.count
+        let offset = TorchFloat32Sum.mean(absmax, threads: meanThreads)
+        let a = absmax.map { $0 - offset }
+        let nn = (n + nestedBlocksize - 1) / nestedBlocksize
+        var codes = [UInt8](repeating: 0, count: n)
+        var nested = [Float](repeating: 0, count: nn)
+        let lut = DynamicMap8.cpuLUT
+        for k in 0..<nn {
+            let range = (k * nestedBlocksize)..<min(n, (k + 1) * nestedBlocksize)
+            var amax: Float = 0
+            for i in range { amax = max(amax, abs(a[i])) }
+            nested[k] = amax
+            switch rounding {
+            case .cpuLUT:
+                guard amax != 0 else { continue }        // all-zero nested block: codes 0
+                let inverse = 1 / amax
+                for i in range {
+                    let s = min(max(a[i] * inverse, -1), 1)
+                    let t = (s + 1) * 0.5
+                    let index = Int((Double(t) * 65535 + 0.5).rounded(.towardZero))   // exact in Double
+                    codes[i] = lut[index]
+                }
+            case .nearest:
+                let clamped = max(amax, minimumAbsmax)
+                let isFull = range.count == nestedBlocksize
+                let inverse = 1 / clamped
+                for i in range {
+                    let scaled = isFull ? a[i] * inverse : a[i] / clamped
+                    codes[i] = DynamicMap8.nearestCode(min(max(scaled, -1), 1))
+                }
+            }
+        }
+        return DoubleQuantizedAbsmax(codes: codes, nestedAbsmax: nested, offset: offset, nestedBlocksize: nestedBlocksize)
+    }
+}

@@ -1,0 +1,137 @@
+import SafeTensors
+
+// Dequantization of a QuantizedTensor into float32, bf16/fp16 bits, or bf16/fp16-rounded float32.
+// w = code[nibble] * blockScale[i / blocksize] (one float32 multiply), then round-to-nearest-even.
+// Rows are rows of the 2-D view [rows, columns]; blocks are flat, so a row range may start and end
+// inside a block (and, for odd columns, inside a byte).
+//
+// Fast path: per block, a 16-entry table `code[c] * scale` (already rounded to the output type) is
+// built once; the hot loop is byte -> two table loads -> two stores. The table entries are the very
+// same single products, so the result is bit-identical to the reference.
+extension QuantizedTensor {
+    /// Rows `rows` as float32 (or float32 holding bf16/fp16-rounded values) into `output` /// (rows.count, columns).
+    public func dequantize(rows: Range<Int>, into output: UnsafeMutablePointer<Float>, roundedTo precision: DequantPrecision = .float32) {
+        dequantize(elements: (rows.lowerBound * columns)..<(rows.upperBound * columns), into: output, roundedTo: precision)
+    }
+
+    /// Rows `rows` as bf16 or fp16 bit patterns into `output` /// (rows.count, columns).
+    public func dequantize(rows: Range<Int>, into output: UnsafeMutablePointer<UInt16>, as format: HalfPrecision) {
+        dequantize(elements: (rows.lowerBound * columns)..<(rows.upperBound * columns), into: output, as: format)
+    }
+
+    /// Flat elements `elements` as float32 (optionally rounded) into `output` /// (elements.count).
+    public func dequantize(elements: Range<Int>, into output: UnsafeMutablePointer<Float>, roundedTo precision: DequantPrecision = .float32) {
+        precondition(elements.lowerBound >= 0 && elements.upperBound <= count, "element range out of bounds")
+        let codes = codeValues
+        switch precision {
+        case .float32:
+            decode(elements: elements, into: output) { table, scale in for c in 0..<16 { table[c] = codes[c] * scale } }
+        case .bfloat16:
+            decode(elements: elements, into: output) { table, scale in
+                for c in 0..<16 { table[c] = HalfFloat.bfloat16ToFloat(HalfFloat.bfloat16FromFloat(codes[c] * scale)) }
+            }
+        case .float16:
+            decode(elements: elements, into: output) { table, scale in
+                for c in 0..<16 { table[c] = HalfFloat.toFloat(HalfFloat.fromFloat(codes[c] * scale)) }
+            }
+        }
+    }
+
+    /// Flat elements `elements` as bf16 / fp16 bits into `output` /// (elements.count).
+    public func dequantize(elements: Range<Int>, into output: UnsafeMutablePointer<UInt16>, as format: HalfPrecision) {
+        precondition(elements.lowerBound >= 0 && elements.upperBound <= count, "element range out of bounds")
+        let codes = codeValues
+        switch format {
+        case .bfloat16:
+            decode(elements: elements, into: output) { table, scale in
+                for c in 0..<16 { table[c] = HalfFloat.bfloat16FromFloat(codes[c] * scale) }
+            }
+        case .float16:
+            decode(elements: elements, into: output) { table, scale in
+                for c in 0..<16 { table[c] = HalfFloat.fromFloat(codes[c] * scale) }
+            }
+        }
+    }
+
+    /// The whole tensor as float32 (convenience; allocates).
+    public func dequantized(roundedTo precision: DequantPrecision = .float32) -> [Float] {
+        [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            dequantize(elements: 0..<count, into: buffer.baseAddress!, roundedTo: precision)
+            initialized = count
+        }
+    }
+
+    /// The table-driven loop shared by every output type.
+    @inline(__always)
+    private func decode<T>(elements: Range<Int>, into output: UnsafeMutablePointer<T>,
+                           makeTable: (UnsafeMutablePointer<T>, Float) -> Void) {
+        guard !elements.isEmpty else { return }
+        let bs = blocksize
+        packed.withUnsafeBufferPointer { packedBuffer in
+            blockScales.withUnsafeBufferPointer { scales in
+                withUnsafeTemporaryAllocation(of: T.self, capacity: 16) { tableBuffer in
+                    let table = tableBuffer.baseAddress!
+                    let bytes = packedBuffer.baseAddress!
+                    var e = elements.lowerBound
+                    var out = output
+                    let end = elements.upperBound
+                    while e < end {
+                        let block = e / bs
+                        let blockEnd = min(end, (block + 1) * bs)
+                        makeTable(table, scales[block])
+                        if e & 1 == 1 {                 // odd start: the low nibble of a byte
+                            out[0] = table[Int(bytes[e >> 1] & 0x0f)]
+                            out += 1
+                            e += 1
+                        }
+                        let pairs = (blockEnd - e) >> 1
+                        let source = bytes + (e >> 1)
+                        for j in 0..<pairs {
+                            let byte = source[j]
+                            out[2 * j] = table[Int(byte >> 4)]
+                            out[2 * j + 1] = table[Int(byte & 0x0f)]
+                        }
+                        out += 2 * pairs
+                        e += 2 * pairs
+                        if e < blockEnd {               // odd end: the high nibble of a byte
+                            out[0] = table[Int(bytes[e >> 1] >> 4)]
+                            out += 1
+                            e += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Naive reference twins (one element at a time, scales recomputed from storage)
+
+    /// The reconstructed absmax of `block`, computed from the stored statistics.
+    public func referenceScale(block: Int) -> Float {
+        switch absmax {
+        case .plain(let values): return values[block]
+        case .doubleQuantized(let dq):
+            let product = DynamicMap8.values[Int(dq.codes[block])] * dq.nestedAbsmax[block / dq.nestedBlocksize]
+            return product + dq.offset
+        }
+    }
+
+    /// The float32 value of flat element i: code[nibble(i)] * scale(i / blocksize).
+    public func referenceValue(_ i: Int) -> Float {
+        let byte = packed[i / 2]
+        let nibble = i % 2 == 0 ? byte >> 4 : byte & 0x0f
+        return codeValues[Int(nibble)] * referenceScale(block: i / blocksize)
+    }
+
+    public func dequantizeReference(rows: Range<Int>, into output: UnsafeMutablePointer<Float>, roundedTo precision: DequantPrecision = .float32) {
+        for (k, i) in ((rows.lowerBound * columns)..<(rows.upperBound * columns)).enumerated() {
+            output[k] = precision.round(referenceValue(i))
+        }
+    }
+
+    public func dequantizeReference(rows: Range<Int>, into output: UnsafeMutablePointer<UInt16>, as format: HalfPrecision) {
+        for (k, i) in ((rows.lowerBound * columns)..<(rows.upperBound * columns)).enumerated() {
+            output[k] = format.bits(referenceValue(i))
+        }
+    }
+}

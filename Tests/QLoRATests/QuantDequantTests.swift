@@ -1,0 +1,87 @@
+import Foundation
+import SafeTensors
+import Testing
+@testable import QLoRA
+
+@Suite("Quant dequant fast vs reference")
+struct QuantDequantTests {
+    /// Random shapes (in_features not a multiple of 64, odd sizes), random row ranges that start and end mid-block.
+    @Test(arguments: [(7, 90, 64), (33, 100, 32), (5, 67, 128), (64, 64, 64), (3, 1001, 256), (17, 45, 64), (1, 4099, 4096)])
+    func fastEqualsReferenceOnRowRanges(rows: Int, columns: Int, blocksize: Int) throws {
+        var rng = SeededGenerator(seed: UInt64(rows * 100_003 + columns * 7 + blocksize))
+        let values = (0..<(rows * columns)).map { _ in Float.random(in: -0.2...0.2, using: &rng) }
+        for quantType in QuantType.allCases {
+            for doubleQuant in [true, false] {
+                let q = try QuantizedTensor.quantize(values, shape: [rows, columns], quantType: quantType,
+                                                     blocksize: blocksize, doubleQuant: doubleQuant)
+                var ranges = [0..<rows]
+                for _ in 0..<6 {
+                    let a = Int.random(in: 0..<rows, using: &rng), b = Int.random(in: 0...rows, using: &rng)
+                    ranges.append(min(a, b)..<max(a, b))
+                }
+                for range in ranges {
+                    let m = range.count * columns
+                    for precision in DequantPrecision.allCases {
+                        var fast = [Float](repeating: .nan, count: m + 1), slow = [Float](repeating: .nan, count: m + 1)
+                        q.dequantize(rows: range, into: &fast, roundedTo: precision)
+                        q.dequantizeReference(rows: range, into: &slow, roundedTo: precision)
+                        #expect(bitMismatches(fast, slow) == nil, "\(quantType) dq=\(doubleQuant) rows \(range) \(precision)")
+                        #expect(fast[m].isNaN, "wrote past the end")
+                    }
+                    for format in HalfPrecision.allCases {
+                        var fast = [UInt16](repeating: 0xabcd, count: m + 1), slow = [UInt16](repeating: 0xabcd, count: m + 1)
+                        q.dequantize(rows: range, into: &fast, as: format)
+                        q.dequantizeReference(rows: range, into: &slow, as: format)
+                        #expect(mismatches(fast, slow) == nil, "\(quantType) dq=\(doubleQuant) rows \(range) \(format)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func oddElementRangesInsideBytes() throws {
+        var rng = SeededGenerator(seed: 99)
+        let values = (0..<301).map { _ in Float.random(in: -1...1, using: &rng) }
+        let q = try QuantizedTensor.quantize(values, shape: [301])
+        for _ in 0..<50 {
+            let a = Int.random(in: 0...301, using: &rng), b = Int.random(in: 0...301, using: &rng)
+            let range = min(a, b)..<max(a, b)
+            var fast = [Float](repeating: .nan, count: range.count)
+            q.dequantize(elements: range, into: &fast)
+            let slow = range.map { q.referenceValue($0) }
+            #expect(bitMismatches(fast, slow) == nil, "elements \(range)")
+        }
+    }
+
+    @Test func quantizeRejectsBadInput() throws {
+        let values = [Float](repeating: 1, count: 128)
+        for bad in [0, 16, 48, 100, 8192] {
+            #expect(throws: QuantError.badBlocksize(bad)) {
+                try QuantizedTensor.quantize(values, shape: [128], blocksize: bad)
+            }
+        }
+        let ints = [Int32](repeating: 0, count: 4)
+        #expect(throws: QuantError.unsupportedDType(tensor: "w", dtype: "I32")) {
+            try ints.withUnsafeBytes { try QuantizedTensor.quantize($0.baseAddress!, dtype: .I32, shape: [4], name: "w") }
+        }
+        #expect(throws: QuantError.shapeMismatch(tensor: "w", expected: "64 packed bytes for shape [128]", actual: "63")) {
+            try QuantizedTensor(quantType: .nf4, shape: [128], blocksize: 64, originalDType: .F32,
+                                packed: [UInt8](repeating: 0, count: 63), absmax: .plain([1, 1]), name: "w")
+        }
+        #expect(throws: QuantError.shapeMismatch(tensor: "w", expected: "2 absmax values", actual: "3")) {
+            try QuantizedTensor(quantType: .nf4, shape: [128], blocksize: 64, originalDType: .F32,
+                                packed: [UInt8](repeating: 0, count: 64), absmax: .plain([1, 1, 1]), name: "w")
+        }
+    }
+
+    @Test func byteAccounting() throws {
+        let values = (0..<(96 * 264)).map { Float($0 % 97) / 97 - 0.5 }
+        let q = try QuantizedTensor.quantize(values, shape: [96, 264])
+        // 25344 elements: 12672 packed bytes, 396 absmax codes, 2 nested absmax, 1 offset
+        #expect(q.storageBytes == 12672 + 396 + 8 + 4)
+        #expect(q.blockScaleBytes == 396 * 4)
+        #expect(q.residentBytes == q.storageBytes + q.blockScaleBytes)
+        let plain = try QuantizedTensor.quantize(values, shape: [96, 264], doubleQuant: false)
+        #expect(plain.storageBytes == 12672 + 396 * 4)
+    }
+}

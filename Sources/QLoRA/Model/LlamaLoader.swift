@@ -67,14 +67,10 @@ public enum LlamaLoader {
     static func frozenWeight(checkpoint: SafeTensorsCheckpoint, path: String, name: String, outFeatures: Int, inFeatures: Int,
                              format: BaseWeightFormat) throws -> any FrozenWeight {
         guard checkpoint.contains(name) else { throw ModelError.missingTensor(path: path, tensor: name) }
-        if BnbSerialization.isQuantized(weight: name, in: checkpoint) {
-            let tensor = try BnbSerialization.load(weight: name, from: checkpoint)
-            guard tensor.shape == [outFeatures, inFeatures] else {
-                throw ModelError.wrongShape(path: path, tensor: name, expected: [outFeatures, inFeatures], actual: tensor.shape)
-            }
-            return tensor
-        }
         let info = try checkpoint.info(name)
+        if checkpoint.contains(name + ".absmax") {
+            throw ModelError.unsupported(path: path, reason: "pre-quantized bitsandbytes weights are not loaded yet (\(name))")
+        }
         guard info.dtype.isFloat16or32 else { throw ModelError.unsupportedDType(path: path, tensor: name, dtype: info.dtype.rawValue) }
         guard info.shape == [outFeatures, inFeatures] else {
             throw ModelError.wrongShape(path: path, tensor: name, expected: [outFeatures, inFeatures], actual: info.shape)
@@ -84,7 +80,7 @@ public enum LlamaLoader {
         case .dense32: return DenseFloatWeight(outFeatures: outFeatures, inFeatures: inFeatures, values: values)
         case .denseBF16: return DenseBFloat16Weight(outFeatures: outFeatures, inFeatures: inFeatures, floats: values)
         case .quantized(let options):
-            return try QuantizedTensor.quantize(values, shape: [outFeatures, inFeatures], options: options)
+            return try QuantizedWeight.quantize(values, shape: [outFeatures, inFeatures], options: options)
         }
     }
 
@@ -112,7 +108,7 @@ public enum LlamaLoader {
                 case .dense32: weight = DenseFloatWeight(outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, values: values)
                 case .denseBF16: weight = DenseBFloat16Weight(outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, floats: values)
                 case .quantized(let options):
-                    weight = try QuantizedTensor.quantize(values, shape: [shape.outFeatures, shape.inFeatures], options: options)
+                    weight = try QuantizedWeight.quantize(values, shape: [shape.outFeatures, shape.inFeatures], options: options)
                 }
                 let bias = config.hasBias(projection.moduleName) ? normal(shape.outFeatures) : nil
                 linears.append(BaseLinear(weight: weight, bias: bias, precision: precision))

@@ -1,0 +1,48 @@
+/// How to quantize dense linears on load (QLoRA): bitsandbytes' `BitsAndBytesConfig` choices.
+public struct QuantizationOptions: Sendable, Equatable {
+    public var quantType: QuantType
+    public var blocksize: Int
+    public var doubleQuant: Bool
+    public var rounding: AbsmaxRounding
+
+    public init(quantType: QuantType = .nf4, blocksize: Int = 64, doubleQuant: Bool = true, rounding: AbsmaxRounding = .cpuLUT) {
+        self.quantType = quantType
+        self.blocksize = blocksize
+        self.doubleQuant = doubleQuant
+        self.rounding = rounding
+    }
+}
+
+/// A 4-bit base weight as the model uses it: dequantized one tile of rows at a time into the compute buffer.
+public final class QuantizedWeight: FrozenWeight {
+    public let tensor: QuantizedTensor
+
+    public init(_ tensor: QuantizedTensor) {
+        precondition(tensor.shape.count == 2, "a linear weight is 2-D")
+        self.tensor = tensor
+    }
+
+    public static func quantize(_ values: [Float], shape: [Int], options: QuantizationOptions) throws -> QuantizedWeight {
+        QuantizedWeight(try QuantizedTensor.quantize(values, shape: shape, quantType: options.quantType, blocksize: options.blocksize,
+                                                     doubleQuant: options.doubleQuant, rounding: options.rounding))
+    }
+
+    public var outFeatures: Int { tensor.shape[0] }
+    public var inFeatures: Int { tensor.shape[1] }
+    public var storageBytes: Int { tensor.residentBytes }
+    public var denseStorage: UnsafePointer<Float>? { nil }
+
+    public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
+        tensor.dequantize(rows: rows, into: tile, roundedTo: precision.dequantPrecision)
+    }
+}
+
+extension ComputePrecision {
+    var dequantPrecision: DequantPrecision {
+        switch self {
+        case .fp32: return .float32
+        case .bf16: return .bfloat16
+        case .fp16: return .float16
+        }
+    }
+}

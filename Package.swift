@@ -23,6 +23,7 @@ let package = Package(
         .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),
+        .testTarget(name: "QLoRACLITests", dependencies: ["QLoRACLI", "SafeTensors"], path: "Tests/QLoRACLITests"),
         .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "SafeTensors"], path: "Tests/QLoRATests"),
     ],
     swiftLanguageModes: [.v5]

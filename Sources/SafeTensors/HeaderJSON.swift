@@ -76,6 +76,55 @@ public enum JSONValue: Equatable, Sendable {
         try bytes.withUnsafeBytes { try parse($0) }
     }
 
+    /// JSON text: compact, or indented by `indent` spaces per level (keys in stored order).
+    /// Non-finite numbers, which JSON cannot hold, are written as null.
+    public func text(indent: Int? = nil) -> String {
+        var out: [UInt8] = []
+        append(to: &out, indent: indent, level: 0)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private func append(to out: inout [UInt8], indent: Int?, level: Int) {
+        func newline(_ level: Int) {
+            guard let indent else { return }
+            out.append(0x0a)
+            out.append(contentsOf: [UInt8](repeating: 0x20, count: indent * level))
+        }
+        switch self {
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            for (i, member) in members.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                newline(level + 1)
+                JSONValue.appendQuoted(member.key, to: &out)
+                out.append(contentsOf: indent == nil ? [UInt8(ascii: ":")] : Array(": ".utf8))
+                member.value.append(to: &out, indent: indent, level: level + 1)
+            }
+            if !members.isEmpty { newline(level) }
+            out.append(UInt8(ascii: "}"))
+        case .array(let elements):
+            out.append(UInt8(ascii: "["))
+            let scalarsOnly = elements.allSatisfy { if case .object = $0 { return false }; if case .array = $0 { return false }; return true }
+            for (i, element) in elements.enumerated() {
+                if i > 0 { out.append(contentsOf: scalarsOnly && indent != nil ? Array(", ".utf8) : [UInt8(ascii: ",")]) }
+                if !scalarsOnly { newline(level + 1) }
+                element.append(to: &out, indent: indent, level: level + 1)
+            }
+            if !scalarsOnly, !elements.isEmpty { newline(level) }
+            out.append(UInt8(ascii: "]"))
+        case .string(let s): JSONValue.appendQuoted(s, to: &out)
+        case .unsignedInteger(let u): out.append(contentsOf: Array(String(u).utf8))
+        case .number(let d):
+            if !d.isFinite { out.append(contentsOf: Array("null".utf8)) }
+            // Non-negative integral values parse as .unsignedInteger, so an integral .number came from
+            // text like "6.0" (keep the fraction) or is negative (print it as an integer).
+            else if d == d.rounded(), d < 0, d > -1e15 { out.append(contentsOf: Array(String(Int64(d)).utf8)) }
+            else { out.append(contentsOf: Array(String(d).utf8)) }
+        case .bool(let b): out.append(contentsOf: Array((b ? "true" : "false").utf8))
+        case .null: out.append(contentsOf: Array("null".utf8))
+        }
+    }
+
     /// Appends `text` as a JSON string literal the way serde_json writes it: `"` and `\` escaped,
     /// \b \t \n \f \r for those controls, other controls below 0x20 as \u00xx (lowercase hex),
     /// everything else (including non-ASCII and DEL) as raw UTF-8.

@@ -17,6 +17,19 @@ public enum Attention {
     /// Below this many multiply-adds the call runs on one thread.
     static let minimumWorkToSplit = 1 << 21
 
+    /// Dims and row strides of the (B, T, H, D) / (B, T, KV, D) layout, and the score scale D^-1/2.
+    private struct Shape {
+        let B, T, H, KV, D, G, ldq, ldk: Int
+        let scale: Float
+        init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) {
+            B = batch; T = seqLen; H = heads; KV = kvHeads; D = headDim
+            G = heads / kvHeads
+            ldq = heads * headDim
+            ldk = kvHeads * headDim
+            scale = Float(1 / Double(headDim).squareRoot())
+        }
+    }
+
     /// Floats of scratch `forward` and `backward` need: one (min(T, 64), T) block per thread that may
     /// run a backward unit. The forward uses none but takes the same buffer.
     public static func scratchCount(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) -> Int {
@@ -30,10 +43,8 @@ public enum Attention {
         q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
         batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
     ) {
-        let B = batch, T = seqLen, H = heads, KV = kvHeads, D = headDim
-        let G = H / KV
-        let ldq = H * D, ldk = KV * D
-        let scale = Float(1 / Double(D).squareRoot())
+        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let (B, T, H, D, G, ldq, ldk, scale) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk, shape.scale)
         let units = B * H
         let chunks = units * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units)
         Parallel.forEachCallingBLAS(chunks) { chunk in
@@ -72,10 +83,9 @@ public enum Attention {
         probs: UnsafePointer<Float>,
         batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
     ) {
-        let B = batch, T = seqLen, H = heads, KV = kvHeads, D = headDim
-        let G = H / KV
-        let ldq = H * D, ldk = KV * D
-        let scale = Float(1 / Double(D).squareRoot())
+        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let (B, T, H, D, G, ldq, ldk, scale) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk, shape.scale)
+        let KV = kvHeads
         let units = B * KV
         let slots = min(Parallel.maxThreads, max(1, units))
         let chunks = B * H * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units, slots)
@@ -123,29 +133,38 @@ public enum Attention {
             q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
             batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
         ) {
-            let T = seqLen, H = heads, KV = kvHeads, D = headDim, G = H / KV
+            let T = seqLen, D = headDim
             let scale = 1 / Double(D).squareRoot()
             var scores = [Double](repeating: 0, count: T)
+            forEachHead(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D) { b, h, qi, ki in
+                for i in 0..<T {
+                    var maxScore = -Double.infinity
+                    for j in 0...i {
+                        var s = 0.0
+                        for d in 0..<D { s += Double(q[qi(i, d)]) * Double(k[ki(j, d)]) }
+                        scores[j] = s * scale
+                        maxScore = max(maxScore, scores[j])
+                    }
+                    var total = 0.0
+                    for j in 0...i { scores[j] = Foundation.exp(scores[j] - maxScore); total += scores[j] }
+                    for j in 0..<T { probs[((b * heads + h) * T + i) * T + j] = j <= i ? Float(scores[j] / total) : 0 }
+                    for d in 0..<D {
+                        var acc = 0.0
+                        for j in 0...i { acc += scores[j] / total * Double(v[ki(j, d)]) }
+                        out[qi(i, d)] = Float(acc)
+                    }
+                }
+            }
+        }
+
+        /// Calls body(b, h, qi, ki) per (batch, query head) with index functions (t, d) -> flat index
+        /// into (B, T, H, D) for query head h and into (B, T, KV, D) for its kv head.
+        static func forEachHead(batch: Int, seqLen T: Int, heads H: Int, kvHeads KV: Int, headDim D: Int,
+                                _ body: (Int, Int, (Int, Int) -> Int, (Int, Int) -> Int) -> Void) {
             for b in 0..<batch {
                 for h in 0..<H {
-                    let kvHead = h / G
-                    for i in 0..<T {
-                        var maxScore = -Double.infinity
-                        for j in 0...i {
-                            var s = 0.0
-                            for d in 0..<D { s += Double(q[((b * T + i) * H + h) * D + d]) * Double(k[((b * T + j) * KV + kvHead) * D + d]) }
-                            scores[j] = s * scale
-                            maxScore = max(maxScore, scores[j])
-                        }
-                        var total = 0.0
-                        for j in 0...i { scores[j] = Foundation.exp(scores[j] - maxScore); total += scores[j] }
-                        for j in 0..<T { probs[((b * H + h) * T + i) * T + j] = j <= i ? Float(scores[j] / total) : 0 }
-                        for d in 0..<D {
-                            var acc = 0.0
-                            for j in 0...i { acc += scores[j] / total * Double(v[((b * T + j) * KV + kvHead) * D + d]) }
-                            out[((b * T + i) * H + h) * D + d] = Float(acc)
-                        }
-                    }
+                    let kvHead = h / (H / KV)
+                    body(b, h, { t, d in ((b * T + t) * H + h) * D + d }, { t, d in ((b * T + t) * KV + kvHead) * D + d })
                 }
             }
         }
@@ -155,31 +174,26 @@ public enum Attention {
             dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
             probs: UnsafePointer<Float>, batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
         ) {
-            let T = seqLen, H = heads, KV = kvHeads, D = headDim, G = H / KV
+            let T = seqLen, D = headDim
             let scale = 1 / Double(D).squareRoot()
             var dP = [Double](repeating: 0, count: T)
-            for b in 0..<batch {
-                for h in 0..<H {
-                    let kvHead = h / G
-                    func qi(_ t: Int, _ d: Int) -> Int { ((b * T + t) * H + h) * D + d }
-                    func ki(_ t: Int, _ d: Int) -> Int { ((b * T + t) * KV + kvHead) * D + d }
-                    for i in 0..<T {
-                        let pRow = probs + ((b * H + h) * T + i) * T
-                        var projection = 0.0
-                        for j in 0...i {
-                            var s = 0.0
-                            for d in 0..<D { s += Double(dout[qi(i, d)]) * Double(v[ki(j, d)]) }
-                            dP[j] = s
-                            projection += s * Double(pRow[j])
-                        }
-                        for j in 0...i {
-                            let p = Double(pRow[j])
-                            let dScore = p * (dP[j] - projection) * scale
-                            for d in 0..<D {
-                                dq[qi(i, d)] += Float(dScore * Double(k[ki(j, d)]))
-                                dk[ki(j, d)] += Float(dScore * Double(q[qi(i, d)]))
-                                dv[ki(j, d)] += Float(p * Double(dout[qi(i, d)]))
-                            }
+            forEachHead(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D) { b, h, qi, ki in
+                for i in 0..<T {
+                    let pRow = probs + ((b * heads + h) * T + i) * T
+                    var projection = 0.0
+                    for j in 0...i {
+                        var s = 0.0
+                        for d in 0..<D { s += Double(dout[qi(i, d)]) * Double(v[ki(j, d)]) }
+                        dP[j] = s
+                        projection += s * Double(pRow[j])
+                    }
+                    for j in 0...i {
+                        let p = Double(pRow[j])
+                        let dScore = p * (dP[j] - projection) * scale
+                        for d in 0..<D {
+                            dq[qi(i, d)] += Float(dScore * Double(k[ki(j, d)]))
+                            dk[ki(j, d)] += Float(dScore * Double(q[qi(i, d)]))
+                            dv[ki(j, d)] += Float(p * Double(dout[qi(i, d)]))
                         }
                     }
                 }

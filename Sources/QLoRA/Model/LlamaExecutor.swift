@@ -5,6 +5,8 @@
 public final class LlamaExecutor {
     public let model: LlamaModel
     public let lora: LoRAAdapters?
+    /// Weight gradients of every tensor (full fine-tuning), nil when only adapters train.
+    public let gradients: ModelGradients?
     public let shape: ActivationLayout.Shape
     public let arena: FloatArena
     public let layout: ActivationLayout
@@ -19,9 +21,10 @@ public final class LlamaExecutor {
     public private(set) var batch = 0
     public private(set) var seqLen = 0
 
-    public init(model: LlamaModel, lora: LoRAAdapters?, shape: ActivationLayout.Shape) {
+    public init(model: LlamaModel, lora: LoRAAdapters?, gradients: ModelGradients? = nil, shape: ActivationLayout.Shape) {
         self.model = model
         self.lora = lora
+        self.gradients = gradients
         self.shape = shape
         let arena = FloatArena()
         layout = ActivationLayout(arena: arena, config: model.config, lora: lora?.config, shape: shape)
@@ -169,6 +172,11 @@ public final class LlamaExecutor {
                 if gradScale != nil {
                     model.lmHead.backwardInput(dx: p(layout.dHidden) + r0 * c, dy: logits, rows: r1 - r0,
                                                tile: tile, tileRows: shape.tileRows)
+                    if let dHead = gradients?.lmHead {
+                        // dW (V, C) += dlogits^T (V, rows) x hFinal (rows, C)
+                        Blas.sgemm(dHead, ldc: c, logits, lda: v, transA: true, p(layout.hFinal) + r0 * c, ldb: c,
+                                   m: v, n: c, k: r1 - r0, beta: 1)
+                    }
                 }
             }
             r0 = r1
@@ -201,7 +209,7 @@ public final class LlamaExecutor {
         let n = batch * seqLen, c = config.hiddenSize
         let dResidual = p(layout.dResidual)
         dResidual.update(repeating: 0, count: n * c)
-        RMSNorm.backward(dx: dResidual, dWeight: nil, dy: p(layout.dHidden), x: p(layout.xFinal),
+        RMSNorm.backward(dx: dResidual, dWeight: gradients?.norm, dy: p(layout.dHidden), x: p(layout.xFinal),
                          weight: UnsafePointer(model.norm.baseAddress!), rstd: p(layout.rstdFinal), rows: n, dim: c)
         for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
             if shape.gradientCheckpointing {
@@ -210,12 +218,21 @@ public final class LlamaExecutor {
             }
             backwardLayer(layer)
         }
+        if let dEmbed = gradients?.embedTokens {
+            Embedding.backward(dtable: dEmbed, dout: dResidual, ids: ids, rows: n, dim: c)
+        }
     }
 
     /// Base input-gradient + LoRA backward of one projection: dx += dy W (+ LoRA terms).
     private func projectBackward(_ layer: Int, _ projection: Projection, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                  x: UnsafePointer<Float>, slots: ActivationLayout.LayerSlots, rows n: Int) {
-        model.layers[layer].linears[projection.rawValue].backwardInput(dx: dx, dy: dy, rows: n, tile: tile, tileRows: shape.tileRows)
+        let linear = model.layers[layer].linears[projection.rawValue]
+        linear.backwardInput(dx: dx, dy: dy, rows: n, tile: tile, tileRows: shape.tileRows)
+        if let dW = gradients?.layers[layer].linears[projection.rawValue] {
+            // dW (O, I) += dy^T (O, N) x (N, I)
+            Blas.sgemm(dW, ldc: linear.inFeatures, dy, lda: linear.outFeatures, transA: true, x, ldb: linear.inFeatures,
+                       m: linear.outFeatures, n: linear.inFeatures, k: n, beta: 1)
+        }
         if let adapter = lora?.adapters[layer][projection.rawValue] {
             adapter.backward(dx: dx, dy: dy, t: p(slots.loraT[projection.rawValue]), x: x, rows: n, maskSeed: dropoutSeed,
                              dt: p(layout.dLoRA), dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
@@ -240,7 +257,7 @@ public final class LlamaExecutor {
         dHidden.update(repeating: 0, count: n * c)
         projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
         projectBackward(layer, .up, dx: dHidden, dy: dUp, x: p(s.h2), slots: s, rows: n)
-        RMSNorm.backward(dx: dResidual, dWeight: nil, dy: dHidden, x: p(s.xMid),
+        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layers[layer].postAttentionLayernorm, dy: dHidden, x: p(s.xMid),
                          weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!), rstd: p(s.rstd2), rows: n, dim: c)
 
         // Attention: xMid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
@@ -259,7 +276,7 @@ public final class LlamaExecutor {
         projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .v, dx: dHidden, dy: dV, x: p(s.h1), slots: s, rows: n)
-        RMSNorm.backward(dx: dResidual, dWeight: nil, dy: dHidden, x: p(s.x),
+        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layers[layer].inputLayernorm, dy: dHidden, x: p(s.x),
                          weight: UnsafePointer(weights.inputLayernorm.baseAddress!), rstd: p(s.rstd1), rows: n, dim: c)
     }
 }

@@ -28,11 +28,6 @@ public enum LlamaLoader {
             guard info.shape == shape else { throw ModelError.wrongShape(path: path, tensor: name, expected: shape, actual: info.shape) }
             return try checkpoint.floats(name)
         }
-        func buffer(_ values: [Float]) -> UnsafeMutableBufferPointer<Float> {
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: values.count)
-            _ = b.initialize(from: values)
-            return b
-        }
         let c = config.hiddenSize
         let embed = buffer(try dense("model.embed_tokens.weight", shape: [config.vocabSize, c]))
         var layers: [LlamaModel.Layer] = []
@@ -75,13 +70,22 @@ public enum LlamaLoader {
         guard info.shape == [outFeatures, inFeatures] else {
             throw ModelError.wrongShape(path: path, tensor: name, expected: [outFeatures, inFeatures], actual: info.shape)
         }
-        let values = try checkpoint.floats(name)
+        return try makeWeight(try checkpoint.floats(name), outFeatures: outFeatures, inFeatures: inFeatures, format: format)
+    }
+
+    /// Builds a linear weight from fp32 values in the requested format.
+    static func makeWeight(_ values: [Float], outFeatures: Int, inFeatures: Int, format: BaseWeightFormat) throws -> any FrozenWeight {
         switch format {
         case .dense32: return DenseFloatWeight(outFeatures: outFeatures, inFeatures: inFeatures, values: values)
         case .denseBF16: return DenseBFloat16Weight(outFeatures: outFeatures, inFeatures: inFeatures, floats: values)
-        case .quantized(let options):
-            return try QuantizedWeight.quantize(values, shape: [outFeatures, inFeatures], options: options)
+        case .quantized(let options): return try QuantizedWeight.quantize(values, shape: [outFeatures, inFeatures], options: options)
         }
+    }
+
+    private static func buffer(_ values: [Float]) -> UnsafeMutableBufferPointer<Float> {
+        let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: values.count)
+        _ = b.initialize(from: values)
+        return b
     }
 
     /// A model with random weights (transformers-like init: normal(0, std) linears and embeddings, unit
@@ -90,38 +94,57 @@ public enum LlamaLoader {
                               seed: UInt64, std: Float = 0.02) throws -> LlamaModel {
         var generator = SeededGenerator(seed: seed)
         func normal(_ count: Int) -> [Float] { (0..<count).map { _ in generator.normal() * std } }
-        func buffer(_ values: [Float]) -> UnsafeMutableBufferPointer<Float> {
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: values.count)
-            _ = b.initialize(from: values)
-            return b
+        return try build(config: config, format: format, precision: precision,
+                         embed: { normal(config.vocabSize * config.hiddenSize) },
+                         norm: { _ in [Float](repeating: 1, count: config.hiddenSize) },
+                         linear: { _, _, count in normal(count) },
+                         bias: { _, _, count in normal(count) },
+                         lmHead: { normal(config.vocabSize * config.hiddenSize) })
+    }
+
+    /// A copy of `model` with its linears in `format` (e.g. quantizing a trained fp32 model to NF4).
+    public static func copy(_ model: LlamaModel, format: BaseWeightFormat, precision: ComputePrecision) throws -> LlamaModel {
+        let config = model.config
+        func dense(_ linear: BaseLinear) -> [Float] {
+            [Float](unsafeUninitializedCapacity: linear.outFeatures * linear.inFeatures) { out, count in
+                linear.weight.writeTile(rows: 0..<linear.outFeatures, into: out.baseAddress!, precision: .fp32)
+                count = linear.outFeatures * linear.inFeatures
+            }
         }
+        return try build(config: config, format: format, precision: precision,
+                         embed: { Array(model.embedTokens) },
+                         norm: { index in index < 0 ? Array(model.norm) : Array(index % 2 == 0 ? model.layers[index / 2].inputLayernorm : model.layers[index / 2].postAttentionLayernorm) },
+                         linear: { layer, projection, _ in dense(model.layers[layer].linears[projection.rawValue]) },
+                         bias: { layer, projection, _ in Array(model.layers[layer].linears[projection.rawValue].bias!) },
+                         lmHead: { dense(model.lmHead) })
+    }
+
+    /// Assembles a model from value providers. `norm(2*layer)` / `norm(2*layer+1)` are a layer's input /
+    /// post-attention norms, `norm(-1)` the final norm.
+    private static func build(config: LlamaConfig, format: BaseWeightFormat, precision: ComputePrecision,
+                              embed: () -> [Float], norm: (Int) -> [Float],
+                              linear: (Int, Projection, Int) -> [Float], bias: (Int, Projection, Int) -> [Float],
+                              lmHead: () -> [Float]) throws -> LlamaModel {
         let c = config.hiddenSize
-        let embed = buffer(normal(config.vocabSize * c))
+        let embedBuffer = buffer(embed())
         var layers: [LlamaModel.Layer] = []
-        for _ in 0..<config.numHiddenLayers {
+        for layer in 0..<config.numHiddenLayers {
             var linears: [BaseLinear] = []
             for projection in Projection.allCases {
                 let shape = config.linearShape(projection.moduleName)!
-                let values = normal(shape.outFeatures * shape.inFeatures)
-                let weight: any FrozenWeight
-                switch format {
-                case .dense32: weight = DenseFloatWeight(outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, values: values)
-                case .denseBF16: weight = DenseBFloat16Weight(outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, floats: values)
-                case .quantized(let options):
-                    weight = try QuantizedWeight.quantize(values, shape: [shape.outFeatures, shape.inFeatures], options: options)
-                }
-                let bias = config.hasBias(projection.moduleName) ? normal(shape.outFeatures) : nil
-                linears.append(BaseLinear(weight: weight, bias: bias, precision: precision))
+                let values = linear(layer, projection, shape.outFeatures * shape.inFeatures)
+                let weight = try makeWeight(values, outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, format: format)
+                let biasValues = config.hasBias(projection.moduleName) ? bias(layer, projection, shape.outFeatures) : nil
+                linears.append(BaseLinear(weight: weight, bias: biasValues, precision: precision))
             }
-            layers.append(LlamaModel.Layer(inputLayernorm: buffer([Float](repeating: 1, count: c)),
-                                           postAttentionLayernorm: buffer([Float](repeating: 1, count: c)), linears: linears))
+            layers.append(LlamaModel.Layer(inputLayernorm: buffer(norm(2 * layer)), postAttentionLayernorm: buffer(norm(2 * layer + 1)),
+                                           linears: linears))
         }
-        let norm = buffer([Float](repeating: 1, count: c))
-        var lmHead: BaseLinear?
+        let normBuffer = buffer(norm(-1))
+        var head: BaseLinear?
         if !config.tieWordEmbeddings {
-            lmHead = BaseLinear(weight: DenseFloatWeight(outFeatures: config.vocabSize, inFeatures: c, values: normal(config.vocabSize * c)),
-                                precision: .fp32)
+            head = BaseLinear(weight: DenseFloatWeight(outFeatures: config.vocabSize, inFeatures: c, values: lmHead()), precision: .fp32)
         }
-        return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: norm, lmHead: lmHead, precision: precision)
+        return LlamaModel(config: config, embedTokens: embedBuffer, layers: layers, norm: normBuffer, lmHead: head, precision: precision)
     }
 }

@@ -15,10 +15,14 @@ public final class LlamaModel {
     public let norm: UnsafeMutableBufferPointer<Float>          /// (C)
     public let lmHead: BaseLinear
     public let precision: ComputePrecision
+    /// False when the buffers belong to a TrainableParameters arena (full fine-tuning).
+    private let ownsBuffers: Bool
 
-    /// Takes ownership of the buffers.
+    /// Takes ownership of the buffers unless `ownsBuffers` is false.
     public init(config: LlamaConfig, embedTokens: UnsafeMutableBufferPointer<Float>, layers: [Layer],
-                norm: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear?, precision: ComputePrecision) {
+                norm: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear?, precision: ComputePrecision,
+                ownsBuffers: Bool = true) {
+        self.ownsBuffers = ownsBuffers
         self.config = config
         self.embedTokens = embedTokens
         self.layers = layers
@@ -32,6 +36,7 @@ public final class LlamaModel {
     }
 
     deinit {
+        guard ownsBuffers else { return }
         embedTokens.deallocate()
         norm.deallocate()
         for layer in layers {

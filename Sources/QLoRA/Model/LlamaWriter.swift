@@ -1,0 +1,87 @@
+import Foundation
+import SafeTensors
+
+/// Writes a LlamaModel as a Hugging Face model directory (config.json + model.safetensors) that
+/// transformers loads with `from_pretrained`: the tensor names and layout of `save_pretrained`.
+public enum LlamaWriter {
+    /// `dtype` is F32 or BF16. `sourceConfig` is the original config.json (kept verbatim when nothing in it
+    /// changes; otherwise rewritten without `quantization_config` and with the new dtype).
+    public static func save(_ model: LlamaModel, to directory: URL, dtype: DType = .F32, sourceConfig: Data? = nil) throws {
+        precondition(dtype == .F32 || dtype == .BF16)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let config = model.config
+        var tensors: [(TensorEntry, Data)] = []
+        func add(_ name: String, _ shape: [Int], _ values: UnsafeBufferPointer<Float>) {
+            let data: Data
+            if dtype == .F32 {
+                data = Data(buffer: values)
+            } else {
+                data = Data(values.map { HalfFloat.bfloat16FromFloat($0) }.withUnsafeBufferPointer { Data(buffer: $0) })
+            }
+            tensors.append((TensorEntry(name: name, dtype: dtype, shape: shape), data))
+        }
+        func addLinear(_ name: String, _ linear: BaseLinear) {
+            let values = [Float](unsafeUninitializedCapacity: linear.outFeatures * linear.inFeatures) { out, count in
+                linear.weight.writeTile(rows: 0..<linear.outFeatures, into: out.baseAddress!, precision: .fp32)
+                count = linear.outFeatures * linear.inFeatures
+            }
+            values.withUnsafeBufferPointer { add(name + ".weight", [linear.outFeatures, linear.inFeatures], $0) }
+            if let bias = linear.bias { add(name + ".bias", [bias.count], UnsafeBufferPointer(bias)) }
+        }
+        add("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], UnsafeBufferPointer(model.embedTokens))
+        for (index, layer) in model.layers.enumerated() {
+            add("model.layers.\(index).input_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.inputLayernorm))
+            add("model.layers.\(index).post_attention_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.postAttentionLayernorm))
+            for projection in Projection.allCases {
+                addLinear(LlamaConfig.modulePath(layer: index, linear: projection.moduleName), layer.linears[projection.rawValue])
+            }
+        }
+        add("model.norm.weight", [config.hiddenSize], UnsafeBufferPointer(model.norm))
+        if !config.tieWordEmbeddings { addLinear("lm_head", model.lmHead) }
+        try SafeTensorsWriter.write(path: directory.appendingPathComponent("model.safetensors").path, tensors: tensors,
+                                    metadata: ["format": "pt"])
+        try AtomicFile.write(configJSON(for: model, dtype: dtype, source: sourceConfig), to: directory.appendingPathComponent("config.json"))
+    }
+
+    /// The config.json to write: the source verbatim when it already describes this dense model.
+    static func configJSON(for model: LlamaModel, dtype: DType, source: Data?) throws -> Data {
+        let dtypeName = dtype == .F32 ? "float32" : "bfloat16"
+        if let source, let parsed = try? JSONValue.parse(data: source), var members = parsed.members {
+            let unchanged = members["quantization_config"] == nil && (members["dtype"] ?? members["torch_dtype"])?.stringValue == dtypeName
+            if unchanged { return source }
+            members["quantization_config"] = nil
+            members["torch_dtype"] = nil
+            members["dtype"] = .string(dtypeName)
+            return Data((PythonJSON.dumps(.dictionary(members)) + "\n").utf8)
+        }
+        return Data((PythonJSON.dumps(minimalConfig(model.config, dtype: dtypeName)) + "\n").utf8)
+    }
+
+    /// A transformers-style LlamaConfig for models that did not come from a config.json (demo, random).
+    public static func minimalConfig(_ c: LlamaConfig, dtype: String) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "architectures": .array([.string(c.modelType == "qwen2" ? "Qwen2ForCausalLM" : c.modelType == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM")]),
+            "attention_bias": .bool(c.attentionBias), "attention_dropout": .number(0), "dtype": .string(dtype),
+            "head_dim": .int(c.headDim), "hidden_act": .string("silu"), "hidden_size": .int(c.hiddenSize),
+            "intermediate_size": .int(c.intermediateSize), "max_position_embeddings": .int(c.maxPositionEmbeddings),
+            "mlp_bias": .bool(c.mlpBias), "model_type": .string(c.modelType), "num_attention_heads": .int(c.numAttentionHeads),
+            "num_hidden_layers": .int(c.numHiddenLayers), "num_key_value_heads": .int(c.numKeyValueHeads),
+            "rms_norm_eps": .number(Double(c.rmsNormEps)), "tie_word_embeddings": .bool(c.tieWordEmbeddings),
+            "vocab_size": .int(c.vocabSize), "use_cache": .bool(true),
+        ]
+        var rope: [String: JSONValue] = ["rope_theta": .number(c.ropeTheta), "rope_type": .string(c.ropeScaling?.type ?? "default")]
+        if let s = c.ropeScaling {
+            rope["factor"] = .number(s.factor)
+            if s.type == "llama3" {
+                rope["low_freq_factor"] = .number(s.lowFreqFactor)
+                rope["high_freq_factor"] = .number(s.highFreqFactor)
+                rope["original_max_position_embeddings"] = .int(s.originalMaxPositions)
+            }
+        }
+        fields["rope_parameters"] = .dictionary(rope)
+        if let bos = c.bosTokenID { fields["bos_token_id"] = .int(bos) }
+        if let eos = c.eosTokenIDs.first { fields["eos_token_id"] = c.eosTokenIDs.count == 1 ? .int(eos) : .array(c.eosTokenIDs.map(JSONValue.int)) }
+        if let pad = c.padTokenID { fields["pad_token_id"] = .int(pad) }
+        return .dictionary(fields)
+    }
+}

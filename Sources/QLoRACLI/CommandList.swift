@@ -1,6 +1,7 @@
 /// Every subcommand, in the order `qlora --help` lists them.
 public enum CommandList {
     public static let all: [any Command.Type] = [
+        DemoCommand.self,
         VersionCommand.self,
         InspectCommand.self,
     ]

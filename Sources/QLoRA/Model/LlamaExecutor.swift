@@ -128,6 +128,12 @@ public final class LlamaExecutor {
         model.lmHead.forward(y: out, x: p(layout.hFinal), rows: batch * seqLen, tile: tile, tileRows: shape.tileRows)
     }
 
+    /// Logits (V) of the last position of the last forward (batch 1): what generation needs.
+    public func lastRowLogits(into out: UnsafeMutablePointer<Float>) {
+        let c = model.config.hiddenSize
+        model.lmHead.forward(y: out, x: p(layout.hFinal) + (batch * seqLen - 1) * c, rows: 1, tile: tile, tileRows: shape.tileRows)
+    }
+
     /// Hidden states as transformers reports them: index 0 = embeddings, i = output of layer i-1, and the
     /// last = final-normed output. Only valid without checkpointing for the inner ones.
     public func hiddenState(_ index: Int) -> UnsafePointer<Float> {

@@ -31,6 +31,12 @@ struct AlignedText {
     var count: Int { scalars.count }
     var isEmpty: Bool { scalars.isEmpty }
 
+    mutating func reserveCapacity(_ count: Int) {
+        scalars.reserveCapacity(count)
+        starts.reserveCapacity(count)
+        ends.reserveCapacity(count)
+    }
+
     mutating func append(_ scalar: UInt32, start: Int32, end: Int32) {
         scalars.append(scalar)
         starts.append(start)

@@ -25,7 +25,7 @@ final class BytePairModel: @unchecked Sendable {
     private let ignoreMerges: Bool
 
     private let cacheLock = NSLock()
-    private var cache: [[UInt32]: CachedWord] = [:]
+    private var cache: [ArraySlice<UInt32>: CachedWord] = [:]
     private static let cacheCapacity = 100_000
     private static let maxCachedLength = 256
 
@@ -122,10 +122,9 @@ final class BytePairModel: @unchecked Sendable {
             }
         }
         let cacheable = word.count < BytePairModel.maxCachedLength
-        let key = cacheable ? Array(word) : []
         if cacheable {
             cacheLock.lock()
-            let hit = cache[key]
+            let hit = cache[word]
             cacheLock.unlock()
             if let hit {
                 ids.append(contentsOf: hit.ids)
@@ -138,7 +137,8 @@ final class BytePairModel: @unchecked Sendable {
         scalarCounts.append(contentsOf: result.scalarCounts)
         if cacheable {
             cacheLock.lock()
-            if cache.count < BytePairModel.cacheCapacity { cache[key] = result }
+            // A fresh copy, so the key does not keep the caller's whole text alive.
+            if cache.count < BytePairModel.cacheCapacity { cache[ArraySlice(Array(word))] = result }
             cacheLock.unlock()
         }
     }

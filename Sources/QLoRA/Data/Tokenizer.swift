@@ -267,19 +267,20 @@ public final class Tokenizer: @unchecked Sendable {
                 case .added(let id, let range):
                     ids.append(id); offsets.append(range)
                 case .text(let normalized):
-                    let pieces = preTokenizer?.apply([normalized]) ?? [normalized]
-                    for piece in pieces where !piece.isEmpty {
+                    let whole = PreTokenized(text: normalized, pieces: [0..<normalized.count])
+                    let pre = preTokenizer?.apply(whole) ?? whole
+                    for piece in pre.pieces where !piece.isEmpty {
                         wordIDs.removeAll(keepingCapacity: true)
                         wordCounts.removeAll(keepingCapacity: true)
-                        model.tokenize(piece.scalars[...], ids: &wordIDs, scalarCounts: &wordCounts)
-                        var position = 0
+                        model.tokenize(pre.text.scalars[piece], ids: &wordIDs, scalarCounts: &wordCounts)
+                        var position = piece.lowerBound
                         for (id, count) in zip(wordIDs, wordCounts) {
                             let count = Int(count)
                             // A zero count is a continuation byte token: it shares the previous character.
-                            let first = count == 0 ? max(position - 1, 0) : position
+                            let first = count == 0 ? max(position - 1, piece.lowerBound) : position
                             let last = count == 0 ? first : position + count - 1
                             ids.append(id)
-                            offsets.append(Int(piece.starts[first])..<Int(piece.ends[last]))
+                            offsets.append(Int(pre.text.starts[first])..<Int(pre.text.ends[last]))
                             position += count
                         }
                     }

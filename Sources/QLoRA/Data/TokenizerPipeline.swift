@@ -350,80 +350,123 @@ indirect enum PreTokenizer {
         }
     }
 
-    func apply(_ pieces: [AlignedText]) -> [AlignedText] {
-        var out: [AlignedText] = []
-        out.reserveCapacity(pieces.count)
+    /// Splits (and rewrites) the pieces of `input`; the output is one text with its piece ranges.
+    func apply(_ input: PreTokenized) -> PreTokenized {
         switch self {
         case .sequence(let items):
-            var current = pieces
+            var current = input
             for item in items { current = item.apply(current) }
             return current
         case .byteLevel(let addPrefixSpace, let useRegex):
-            for var piece in pieces {
-                if addPrefixSpace && piece.scalars.first != 0x20 { piece.prepend([0x20]) }
-                let ranges: [Range<Int>] = useRegex
-                    ? piece.scalars.withUnsafeBufferPointer { SplitRegex.gpt2.split($0) }
-                    : [0..<piece.count]
-                for range in ranges where !range.isEmpty {
-                    out.append(PreTokenizer.toByteCharacters(piece, range))
+            var out = PreTokenized(text: AlignedText(), pieces: [])
+            out.text.isAtInputStart = input.text.isAtInputStart
+            out.text.reserveCapacity(input.text.count + input.text.count / 4)
+            out.pieces.reserveCapacity(input.text.count / 3)
+            let text = input.text
+            for piece in input.pieces where !piece.isEmpty {
+                if addPrefixSpace && text.scalars[piece.lowerBound] != 0x20 {
+                    var prefixed = text.slice(piece)
+                    prefixed.prepend([0x20])
+                    PreTokenizer.appendByteLevel(prefixed, 0..<prefixed.count, useRegex: useRegex, to: &out)
+                } else {
+                    PreTokenizer.appendByteLevel(text, piece, useRegex: useRegex, to: &out)
                 }
             }
+            return out
         case .metaspace(let replacement, let scheme, let split):
-            for var piece in pieces {
-                piece.replace([0x20], with: [replacement])
-                let prepend = scheme == .always || (scheme == .first && piece.isAtInputStart)
-                if prepend && piece.scalars.first != replacement { piece.prepend([replacement]) }
-                guard split else { out.append(piece); continue }
-                var start = 0
-                for i in 1..<max(piece.count, 1) where piece.scalars[i] == replacement {
-                    out.append(piece.slice(start..<i))
-                    start = i
+            var out = PreTokenized(text: AlignedText(), pieces: [])
+            out.text.isAtInputStart = input.text.isAtInputStart
+            let text = input.text
+            for piece in input.pieces where !piece.isEmpty {
+                let pieceStart = out.text.count
+                let atInputStart = text.isAtInputStart && piece.lowerBound == 0
+                let prepend = scheme == .always || (scheme == .first && atInputStart)
+                let first = text.scalars[piece.lowerBound]
+                if prepend && first != replacement && first != 0x20 {
+                    out.text.append(replacement, start: text.starts[piece.lowerBound], end: text.ends[piece.lowerBound])
                 }
-                if start < piece.count { out.append(piece.slice(start..<piece.count)) }
+                for i in piece {
+                    let scalar = text.scalars[i] == 0x20 ? replacement : text.scalars[i]
+                    out.text.append(scalar, start: text.starts[i], end: text.ends[i])
+                }
+                if split {
+                    // Pieces start at each replacement character (MergedWithNext).
+                    var start = pieceStart
+                    for i in (pieceStart + 1)..<max(out.text.count, pieceStart + 1) where out.text.scalars[i] == replacement {
+                        out.pieces.append(start..<i)
+                        start = i
+                    }
+                    if start < out.text.count { out.pieces.append(start..<out.text.count) }
+                } else {
+                    out.pieces.append(pieceStart..<out.text.count)
+                }
             }
+            return out
         case .split(let regex, _):
-            for piece in pieces {
-                let ranges = piece.scalars.withUnsafeBufferPointer { regex.split($0) }
-                for range in ranges where !range.isEmpty { out.append(piece.slice(range)) }
+            var out = PreTokenized(text: input.text, pieces: [])
+            for piece in input.pieces where !piece.isEmpty {
+                let ranges = input.text.scalars[piece].withUnsafeBufferPointer { regex.split($0) }
+                for range in ranges where !range.isEmpty {
+                    out.pieces.append((piece.lowerBound + range.lowerBound)..<(piece.lowerBound + range.upperBound))
+                }
             }
+            return out
         case .digits(let individual):
-            for piece in pieces {
-                var start = 0
-                var i = 0
-                while i < piece.count {
-                    if isASCIIDigit(piece.scalars[i]) {
-                        if start < i { out.append(piece.slice(start..<i)) }
+            var out = PreTokenized(text: input.text, pieces: [])
+            let scalars = input.text.scalars
+            func isDigit(_ c: UInt32) -> Bool { c >= 0x30 && c <= 0x39 }
+            for piece in input.pieces where !piece.isEmpty {
+                var start = piece.lowerBound
+                var i = piece.lowerBound
+                while i < piece.upperBound {
+                    if isDigit(scalars[i]) {
+                        if start < i { out.pieces.append(start..<i) }
                         var k = i + 1
-                        if !individual { while k < piece.count && isASCIIDigit(piece.scalars[k]) { k += 1 } }
-                        out.append(piece.slice(i..<k))
+                        if !individual { while k < piece.upperBound && isDigit(scalars[k]) { k += 1 } }
+                        out.pieces.append(i..<k)
                         start = k
                         i = k
                     } else {
                         i += 1
                     }
                 }
-                if start < piece.count { out.append(piece.slice(start..<piece.count)) }
+                if start < piece.upperBound { out.pieces.append(start..<piece.upperBound) }
             }
+            return out
         }
-        return out
     }
 
-    private func isASCIIDigit(_ c: UInt32) -> Bool { c >= 0x30 && c <= 0x39 }
-
-    /// The scalars of `piece[range]` as GPT-2 byte characters, each aligned to its source scalar.
-    static func toByteCharacters(_ piece: AlignedText, _ range: Range<Int>) -> AlignedText {
-        var out = AlignedText()
-        out.isAtInputStart = piece.isAtInputStart && range.lowerBound == 0
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(4)
+    /// Appends the GPT-2 byte characters of `text[range]` to `out`, split by the GPT-2 regex or whole.
+    static func appendByteLevel(_ text: AlignedText, _ range: Range<Int>, useRegex: Bool, to out: inout PreTokenized) {
         let table = ByteLevelAlphabet.byteToScalar
-        for i in range {
-            bytes.removeAll(keepingCapacity: true)
-            AlignedText.appendUTF8(piece.scalars[i], to: &bytes)
-            for byte in bytes { out.append(table[Int(byte)], start: piece.starts[i], end: piece.ends[i]) }
+        var utf8: [UInt8] = []
+        utf8.reserveCapacity(4)
+        func emit(_ sub: Range<Int>) {
+            let start = out.text.count
+            for i in sub {
+                let scalar = text.scalars[i]
+                if scalar < 0x80 {
+                    out.text.append(table[Int(scalar)], start: text.starts[i], end: text.ends[i])
+                } else {
+                    utf8.removeAll(keepingCapacity: true)
+                    AlignedText.appendUTF8(scalar, to: &utf8)
+                    for byte in utf8 { out.text.append(table[Int(byte)], start: text.starts[i], end: text.ends[i]) }
+                }
+            }
+            out.pieces.append(start..<out.text.count)
         }
-        return out
+        guard useRegex else { emit(range); return }
+        let ranges = text.scalars[range].withUnsafeBufferPointer { SplitRegex.gpt2.split($0) }
+        for sub in ranges where !sub.isEmpty {
+            emit((range.lowerBound + sub.lowerBound)..<(range.lowerBound + sub.upperBound))
+        }
     }
+}
+
+/// Pre-tokenizer output: one text and the ranges of its pieces (each piece is one BPE word).
+struct PreTokenized {
+    var text: AlignedText
+    var pieces: [Range<Int>]
 }
 
 // MARK: - Decoders

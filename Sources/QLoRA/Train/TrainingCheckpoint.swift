@@ -1,0 +1,94 @@
+import Foundation
+import SafeTensors
+
+/// A resumable training checkpoint: `checkpoint-<step>/` holding the PEFT adapter (loadable as is),
+/// `optimizer.safetensors` (AdamW exp_avg / exp_avg_sq per adapter tensor) and `trainer_state.json`.
+/// The directory is assembled under a temporary name and renamed, so a crash never leaves a
+/// half-written checkpoint under the real name.
+public enum TrainingCheckpoint {
+    public static let optimizerFile = "optimizer.safetensors"
+    public static let stateFile = "trainer_state.json"
+
+    public static func directoryName(step: Int) -> String { "checkpoint-\(step)" }
+
+    /// Writes `<output>/checkpoint-<step>` and returns its URL. `extraState` lands in trainer_state.json.
+    @discardableResult
+    public static func save(adapters: LoRAAdapters, step: Int, losses: [Double], into output: URL,
+                            extraState: [String: JSONValue] = [:]) throws -> URL {
+        let final = output.appendingPathComponent(directoryName(step: step))
+        let temp = output.appendingPathComponent(".\(directoryName(step: step)).tmp-\(getpid())")
+        let fm = FileManager.default
+        try? fm.removeItem(at: temp)
+        try fm.createDirectory(at: temp, withIntermediateDirectories: true)
+        do {
+            try PEFTAdapterIO.save(adapters, to: temp)
+            let parameters = adapters.parameters
+            var tensors: [(TensorEntry, Data)] = []
+            for entry in parameters.entries {
+                for (section, prefix) in [(2, "exp_avg."), (3, "exp_avg_sq.")] {
+                    let data = parameters.values(entry, section: section).withUnsafeBufferPointer { Data(buffer: $0) }
+                    tensors.append((TensorEntry(name: prefix + entry.key, dtype: .F32, shape: entry.shape), data))
+                }
+            }
+            try SafeTensorsWriter.write(path: temp.appendingPathComponent(optimizerFile).path, tensors: tensors, metadata: ["format": "pt"])
+            var state = extraState
+            state["global_step"] = .int(step)
+            state["log_history"] = .array(losses.enumerated().map { .dictionary(["step": .int($0.offset + 1), "loss": .number($0.element)]) })
+            try AtomicFile.write(Data((PythonJSON.dumps(.dictionary(state)) + "\n").utf8), to: temp.appendingPathComponent(stateFile))
+            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            try fm.moveItem(at: temp, to: final)
+        } catch {
+            try? fm.removeItem(at: temp)
+            throw error
+        }
+        return final
+    }
+
+    /// Loads adapter weights and optimizer state into `adapters` (built for training); returns the step
+    /// and the recorded losses.
+    public static func load(_ directory: URL, into adapters: LoRAAdapters) throws -> (step: Int, losses: [Double]) {
+        let statePath = directory.appendingPathComponent(stateFile)
+        guard let data = FileManager.default.contents(atPath: statePath.path), let state = try? JSONValue.parse(data: data).members,
+              let step = state["global_step"]?.intValue else {
+            throw TrainError.badCheckpoint(path: directory.path, reason: "missing or invalid \(stateFile)")
+        }
+        try PEFTAdapterIO.loadWeights(into: adapters, directory: directory)
+        let optimizer = try SafeTensorsFile(path: directory.appendingPathComponent(optimizerFile).path)
+        let parameters = adapters.parameters
+        for entry in parameters.entries {
+            for (section, prefix) in [(2, "exp_avg."), (3, "exp_avg_sq.")] {
+                guard optimizer.contains(prefix + entry.key), try optimizer.info(prefix + entry.key).shape == entry.shape else {
+                    throw TrainError.badCheckpoint(path: optimizer.path, reason: "optimizer state for '\(entry.key)' is missing or has the wrong shape")
+                }
+                parameters.setValues(entry, try optimizer.floats(prefix + entry.key), section: section)
+            }
+        }
+        var losses: [Double] = []
+        if case .array(let items)? = state["log_history"] {
+            losses = items.compactMap { $0["loss"]?.doubleValue }
+        }
+        return (step, losses)
+    }
+
+    /// The newest `checkpoint-N` under `output`, if any.
+    public static func latest(in output: URL) -> URL? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
+        let steps = names.compactMap { name -> Int? in
+            name.hasPrefix("checkpoint-") ? Int(name.dropFirst("checkpoint-".count)) : nil
+        }
+        return steps.max().map { output.appendingPathComponent(directoryName(step: $0)) }
+    }
+}
+
+/// Errors of training runs (checkpoints, options).
+public enum TrainError: Error, CustomStringConvertible, Equatable {
+    case badCheckpoint(path: String, reason: String)
+    case badOptions(String)
+
+    public var description: String {
+        switch self {
+        case .badCheckpoint(let path, let reason): return "\(path): cannot resume: \(reason)."
+        case .badOptions(let reason): return reason
+        }
+    }
+}

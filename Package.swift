@@ -22,6 +22,7 @@ let package = Package(
         // One file per subcommand; argument parsing by hand.
         .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
+        .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),
         .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "SafeTensors"], path: "Tests/QLoRATests"),
     ],

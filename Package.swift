@@ -25,6 +25,7 @@ let package = Package(
         .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
         .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),
+        .testTarget(name: "QLoRACLITests", dependencies: ["QLoRACLI", "SafeTensors"], path: "Tests/QLoRACLITests"),
         .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "SafeTensors"], path: "Tests/QLoRATests"),
     ],
     swiftLanguageModes: [.v5]

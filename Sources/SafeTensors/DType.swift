@@ -1,4 +1,6 @@
-/// safetensors element types, spelled as in the file header.
+/// safetensors element types, spelled as in the file header. The case order is the reference
+/// library's `Dtype` order (by alignment, then a fixed total order): the writer lays tensors out by
+/// this order descending, so do not reorder the cases.
 public enum DType: String, Sendable, CaseIterable, Codable {
     case BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64
 

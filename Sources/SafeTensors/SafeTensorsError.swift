@@ -15,6 +15,16 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case misaligned(path: String, tensor: String)
     case badIndex(path: String, reason: String)
     case writeFailed(path: String, reason: String)
+    /// The tensors' data_offsets end at `covered` but the data section is `dataSize` bytes.
+    case incompleteData(path: String, dataSize: Int, covered: Int)
+    /// A shard named by a sharded checkpoint's index does not exist.
+    case missingShard(index: String, shard: String)
+    /// The index maps `tensor` to `shard`, but that shard has no such tensor.
+    case tensorNotInShard(index: String, shard: String, tensor: String)
+    /// The same tensor name is stored in two files of one checkpoint.
+    case duplicateTensor(tensor: String, files: [String])
+    /// A directory holds no safetensors checkpoint; `found` lists what was there instead (e.g. .bin files).
+    case noSafeTensors(directory: String, found: [String])
 
     public var description: String {
         switch self {
@@ -46,6 +56,20 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
             return "\(path): invalid sharded-checkpoint index: \(reason)."
         case .writeFailed(let path, let reason):
             return "\(path): could not write (\(reason)). Nothing was left under that name; check free disk space and permissions."
+        case .incompleteData(let path, let dataSize, let covered):
+            return "\(path): the tensors' data_offsets cover \(covered) bytes but the data section holds \(dataSize); safetensors requires them to cover it exactly. The file is truncated or corrupt; re-download or re-export it."
+        case .missingShard(let index, let shard):
+            return "\(index): lists shard '\(shard)', which does not exist beside it. Download the missing shard (or the whole checkpoint) again."
+        case .tensorNotInShard(let index, let shard, let tensor):
+            return "\(index): maps tensor '\(tensor)' to '\(shard)', but that shard has no such tensor. The index and the shards do not belong together; re-download the checkpoint."
+        case .duplicateTensor(let tensor, let files):
+            return "tensor '\(tensor)' is stored in more than one file (\(files.joined(separator: ", "))); the checkpoint is inconsistent. Remove stray files from the directory or re-download it."
+        case .noSafeTensors(let directory, let found):
+            let bins = found.filter { $0.hasSuffix(".bin") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }
+            if !bins.isEmpty {
+                return "\(directory): no model.safetensors or model.safetensors.index.json, only PyTorch pickle checkpoints (\(bins.joined(separator: ", "))), which are not supported (loading them would mean running pickle code). Convert once with transformers: `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, safe_serialization=True)`, or download the repository's safetensors files."
+            }
+            return "\(directory): no safetensors checkpoint (expected model.safetensors, or model.safetensors.index.json with its shards, or a single *.safetensors file)\(found.isEmpty ? "; the directory is empty" : "; found: \(found.prefix(10).joined(separator: ", "))")."
         }
     }
 }

@@ -54,7 +54,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw SafeTensorsError.headerBeyondFile(path: path, headerLength: headerLength, fileSize: size)
             }
             let headerBytes = UnsafeRawBufferPointer(start: raw + 8, count: Int(headerLength))
-            let parsed = try Self.parseHeader(Data(headerBytes), path: path, dataSize: size - 8 - Int(headerLength))
+            let parsed = try Self.parseHeader(headerBytes, path: path, dataSize: size - 8 - Int(headerLength))
             metadata = parsed.metadata
             tensors = parsed.tensors
             dataStart = 8 + Int(headerLength)
@@ -110,16 +110,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
         switch t.dtype {
         case .F32:
             return [Float](unsafeUninitializedCapacity: n) { out, count in
-                _ = memcpy(out.baseAddress!, bytes.baseAddress!, n * 4)
+                if n > 0 { _ = memcpy(out.baseAddress!, bytes.baseAddress!, n * 4) }
                 count = n
             }
         case .BF16:
-            return (0..<n).map { i in
-                Float(bitPattern: UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian) << 16)
+            return [Float](unsafeUninitializedCapacity: n) { out, count in
+                for i in 0..<n {
+                    out[i] = HalfFloat.bfloat16ToFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian)
+                }
+                count = n
             }
         case .F16:
-            return (0..<n).map { i in
-                HalfFloat.toFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian)
+            return [Float](unsafeUninitializedCapacity: n) { out, count in
+                for i in 0..<n {
+                    out[i] = HalfFloat.toFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian)
+                }
+                count = n
             }
         default:
             throw SafeTensorsError.wrongDType(path: path, tensor: name, expected: "F32, F16 or BF16", actual: t.dtype)
@@ -146,81 +152,113 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     // MARK: - Header validation
 
-    static func parseHeader(_ data: Data, path: String, dataSize: Int) throws -> (metadata: [String: String], tensors: [TensorInfo]) {
-        let object: Any
+    /// Validates a header the way the reference implementation (safetensors 0.8) does: a JSON object
+    /// of tensor entries plus an optional `__metadata__` object of strings; known dtypes; shapes of
+    /// non-negative integers; `data_offsets` that, sorted, tile the data section exactly from 0 to its
+    /// end with no gap and no overlap; byte counts equal to elements x dtype size. Stricter than the
+    /// reference in two ways: duplicate keys are refused, and a tensor entry must have all three fields.
+    static func parseHeader(_ headerBytes: UnsafeRawBufferPointer, path: String, dataSize: Int) throws -> (metadata: [String: String], tensors: [TensorInfo]) {
+        let root: JSONValue
         do {
-            object = try JSONSerialization.jsonObject(with: data, options: [])
-        } catch {
-            throw SafeTensorsError.invalidHeader(path: path, reason: "not valid JSON")
+            root = try JSONValue.parse(headerBytes)
+        } catch let error as JSONParseError {
+            throw SafeTensorsError.invalidHeader(path: path, reason: "not valid JSON (\(error))")
         }
-        guard let dict = object as? [String: Any] else {
-            throw SafeTensorsError.invalidHeader(path: path, reason: "the header is not a JSON object")
+        guard case .object(let members) = root else {
+            throw SafeTensorsError.invalidHeader(path: path, reason: "the header is \(root.kindName), not a JSON object")
         }
         var metadata: [String: String] = [:]
         var tensors: [TensorInfo] = []
-        for (name, value) in dict {
+        tensors.reserveCapacity(members.count)
+        for (name, value) in members {
             if name == "__metadata__" {
-                guard let meta = value as? [String: Any] else {
-                    throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ is not an object of strings")
+                if value == .null { continue }
+                guard case .object(let entries) = value else {
+                    throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ is \(value.kindName), not an object of strings")
                 }
-                for (k, v) in meta {
-                    guard let s = v as? String else {
-                        throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ value for '\(k)' is not a string")
+                for (key, entry) in entries {
+                    guard let text = entry.stringValue else {
+                        throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ value for '\(key)' is \(entry.kindName), not a string")
                     }
-                    metadata[k] = s
+                    metadata[key] = text
                 }
                 continue
             }
-            guard let entry = value as? [String: Any] else {
-                throw SafeTensorsError.invalidHeader(path: path, reason: "entry '\(name)' is not an object")
-            }
-            guard let dtypeName = entry["dtype"] as? String else {
-                throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' has no dtype")
-            }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw SafeTensorsError.unknownDType(path: path, tensor: name, dtype: dtypeName)
-            }
-            guard let shapeValues = entry["shape"] as? [Any],
-                  let shape = try? shapeValues.map({ try nonNegativeInt($0) }) else {
-                throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' has no valid shape (a list of non-negative integers)")
-            }
-            guard let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2,
-                  let begin = try? nonNegativeInt(offsetValues[0]), let end = try? nonNegativeInt(offsetValues[1]) else {
-                throw SafeTensorsError.badOffsets(path: path, tensor: name, reason: "data_offsets must be two non-negative integers")
-            }
-            guard begin <= end else {
-                throw SafeTensorsError.badOffsets(path: path, tensor: name, reason: "begin \(begin) > end \(end)")
-            }
-            guard end <= dataSize else {
-                throw SafeTensorsError.badOffsets(path: path, tensor: name, reason: "end \(end) is past the \(dataSize)-byte data section")
-            }
-            var count = 1
-            for d in shape {
-                let (product, overflow) = count.multipliedReportingOverflow(by: d)
-                guard !overflow else {
-                    throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' shape \(shape) is too large")
-                }
-                count = product
-            }
-            let (expected, overflow) = count.multipliedReportingOverflow(by: dtype.size)
-            guard !overflow, expected == end - begin else {
-                throw SafeTensorsError.sizeMismatch(path: path, tensor: name, expected: overflow ? Int.max : expected, actual: end - begin)
-            }
-            tensors.append(TensorInfo(name: name, dtype: dtype, shape: shape, byteRange: begin..<end))
+            tensors.append(try parseEntry(name: name, value: value, path: path, dataSize: dataSize))
         }
-        tensors.sort { ($0.byteRange.lowerBound, $0.byteRange.upperBound, $0.name) < ($1.byteRange.lowerBound, $1.byteRange.upperBound, $1.name) }
-        for i in tensors.indices.dropFirst() where tensors[i].byteRange.lowerBound < tensors[i - 1].byteRange.upperBound {
-            throw SafeTensorsError.overlapping(path: path, tensor: tensors[i].name, other: tensors[i - 1].name)
+        tensors.sort { ($0.byteRange.lowerBound, $0.byteRange.upperBound) < ($1.byteRange.lowerBound, $1.byteRange.upperBound) }
+        var expectedBegin = 0
+        var previous: String?
+        for tensor in tensors {
+            let begin = tensor.byteRange.lowerBound
+            if begin < expectedBegin, let previous {
+                throw SafeTensorsError.overlapping(path: path, tensor: tensor.name, other: previous)
+            }
+            if begin > expectedBegin {
+                throw SafeTensorsError.badOffsets(path: path, tensor: tensor.name, reason: "it begins at \(begin) but the data before it ends at \(expectedBegin); safetensors requires tensors to tile the data section with no gaps")
+            }
+            expectedBegin = tensor.byteRange.upperBound
+            previous = tensor.name
+        }
+        guard expectedBegin == dataSize else {
+            throw SafeTensorsError.incompleteData(path: path, dataSize: dataSize, covered: expectedBegin)
         }
         return (metadata, tensors)
     }
 
-    private struct NotAnInteger: Error {}
+    private static func parseEntry(name: String, value: JSONValue, path: String, dataSize: Int) throws -> TensorInfo {
+        guard case .object = value else {
+            throw SafeTensorsError.invalidHeader(path: path, reason: "entry '\(name)' is \(value.kindName), not an object")
+        }
+        guard let dtypeName = value["dtype"]?.stringValue else {
+            throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' has no dtype string")
+        }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw SafeTensorsError.unknownDType(path: path, tensor: name, dtype: dtypeName)
+        }
+        guard case .array(let shapeValues)? = value["shape"] else {
+            throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' has no shape array")
+        }
+        var shape: [Int] = []
+        shape.reserveCapacity(shapeValues.count)
+        for dimension in shapeValues {
+            guard let d = dimension.intValue else {
+                throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' has a shape dimension that is \(dimension.kindName) (\(describe(dimension))), not a non-negative integer")
+            }
+            shape.append(d)
+        }
+        guard case .array(let offsetValues)? = value["data_offsets"], offsetValues.count == 2,
+              let begin = offsetValues[0].intValue, let end = offsetValues[1].intValue else {
+            throw SafeTensorsError.badOffsets(path: path, tensor: name, reason: "data_offsets must be two non-negative integers")
+        }
+        guard begin <= end else {
+            throw SafeTensorsError.badOffsets(path: path, tensor: name, reason: "begin \(begin) > end \(end)")
+        }
+        guard end <= dataSize else {
+            throw SafeTensorsError.badOffsets(path: path, tensor: name, reason: "end \(end) is past the \(dataSize)-byte data section")
+        }
+        var count = 1
+        for d in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow else {
+                throw SafeTensorsError.invalidHeader(path: path, reason: "tensor '\(name)' shape \(shape) is too large")
+            }
+            count = product
+        }
+        let (expected, overflow) = count.multipliedReportingOverflow(by: dtype.size)
+        guard !overflow, expected == end - begin else {
+            throw SafeTensorsError.sizeMismatch(path: path, tensor: name, expected: overflow ? Int.max : expected, actual: end - begin)
+        }
+        return TensorInfo(name: name, dtype: dtype, shape: shape, byteRange: begin..<end)
+    }
 
-    private static func nonNegativeInt(_ value: Any) throws -> Int {
-        guard let number = value as? NSNumber else { throw NotAnInteger() }
-        let d = number.doubleValue
-        guard d >= 0, d == d.rounded(), d < 9.0e15 else { throw NotAnInteger() }
-        return number.intValue
+    private static func describe(_ value: JSONValue) -> String {
+        switch value {
+        case .unsignedInteger(let u): return String(u)
+        case .number(let d): return String(d)
+        case .bool(let b): return String(b)
+        case .string(let s): return "\"\(s)\""
+        default: return value.kindName
+        }
     }
 }

@@ -2,6 +2,7 @@
 public enum CommandList {
     public static let all: [any Command.Type] = [
         VersionCommand.self,
+        QuantizeCommand.self,
         InspectCommand.self,
     ]
 }

@@ -17,11 +17,13 @@ let package = Package(
         // The library: kernels, NF4 store, model, LoRA, training, data, memory accounting.
         // OpenBLAS is loaded at run time (Runtime/OpenBLAS.swift), never linked, so that the
         // kernel choice (OPENBLAS_CORETYPE) can be made before the library initializes.
-        .target(name: "QLoRA", dependencies: ["SafeTensors"], swiftSettings: fastMath,
+        .target(name: "CQLoRAKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "QLoRA", dependencies: ["SafeTensors", "CQLoRAKernels"], swiftSettings: fastMath,
                 linkerSettings: [.linkedLibrary("dl")]),
         // One file per subcommand; argument parsing by hand.
         .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
+        .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),
         .testTarget(name: "QLoRACLITests", dependencies: ["QLoRACLI", "SafeTensors"], path: "Tests/QLoRACLITests"),
         .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "SafeTensors"], path: "Tests/QLoRATests"),

@@ -3,6 +3,7 @@ public enum CommandList {
     public static let all: [any Command.Type] = [
         DemoCommand.self,
         VersionCommand.self,
+        QuantizeCommand.self,
         InspectCommand.self,
     ]
 }

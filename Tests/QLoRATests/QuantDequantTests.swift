@@ -39,6 +39,34 @@ struct QuantDequantTests {
         }
     }
 
+    /// Every SIMD level this CPU has (scalar, AVX2, AVX-512F) against the reference, incl. blocksize 32
+    /// (16-byte blocks) and bf16/f16 outputs. Levels give identical bits, so parallel tests are unaffected.
+    @Test func everyKernelLevelEqualsReference() throws {
+        var rng = SeededGenerator(seed: 7)
+        let values = (0..<(40 * 200)).map { _ in Float.random(in: -3...3, using: &rng) }
+        defer { DequantKernels.setLevel(DequantKernels.bestLevel) }
+        for blocksize in [32, 64, 256] {
+            let q = try QuantizedTensor.quantize(values, shape: [40, 200], blocksize: blocksize)
+            var slow = [Float](repeating: 0, count: values.count), slowBits = [UInt16](repeating: 0, count: values.count)
+            for level in 0...DequantKernels.bestLevel {
+                #expect(DequantKernels.setLevel(level) == level)
+                for precision in DequantPrecision.allCases {
+                    var fast = [Float](repeating: .nan, count: values.count)
+                    q.dequantize(rows: 3..<40, into: &fast, roundedTo: precision)
+                    q.dequantizeReference(rows: 3..<40, into: &slow, roundedTo: precision)
+                    #expect(bitMismatches(Array(fast[0..<(37 * 200)]), Array(slow[0..<(37 * 200)])) == nil,
+                            "level \(level) blocksize \(blocksize) \(precision)")
+                }
+                for format in HalfPrecision.allCases {
+                    var fast = [UInt16](repeating: 0, count: values.count)
+                    q.dequantize(rows: 0..<40, into: &fast, as: format)
+                    q.dequantizeReference(rows: 0..<40, into: &slowBits, as: format)
+                    #expect(mismatches(fast, slowBits) == nil, "level \(level) blocksize \(blocksize) \(format)")
+                }
+            }
+        }
+    }
+
     @Test func oddElementRangesInsideBytes() throws {
         var rng = SeededGenerator(seed: 99)
         let values = (0..<301).map { _ in Float.random(in: -1...1, using: &rng) }

@@ -100,21 +100,20 @@ public enum BlockwiseQuantizer {
     @inline(__always)
     static func quantizeBlock(packed: UnsafeMutablePointer<UInt8>, codes: UnsafeMutablePointer<UInt8>,
                               x: UnsafePointer<Float>, length: Int, isFull: Bool, codebook: Codebook4) -> Float {
-        var amax: Float = 0
-        for i in 0..<length {
-            let a = abs(x[i])
-            amax = a > amax ? a : amax
-        }
+        // max|x| on the bit patterns: for non-NaN floats the order of |x| equals the integer order of
+        // (bits & 0x7fffffff), and an integer max reduction vectorizes (a float one does not, NaN rules).
+        let bits = UnsafeRawPointer(x).assumingMemoryBound(to: UInt32.self)
+        var amaxBits: UInt32 = 0
+        for i in 0..<length { amaxBits = max(amaxBits, bits[i] & 0x7fff_ffff) }
+        let amax = Float(bitPattern: amaxBits)
         let clamped = amax > minimumAbsmax ? amax : minimumAbsmax
-        codebook.midpoints.withUnsafeBufferPointer { m in
-            if isFull {
-                let inverse = 1 / clamped
-                for i in 0..<length { codes[i] = bucket(x[i] * inverse, m) }
-            } else {
-                for i in 0..<length { codes[i] = bucket(x[i] / clamped, m) }
-            }
-            if length & 1 == 1 { codes[length] = bucket(0, m) }
+        let m = Midpoints15(codebook.midpoints)
+        if isFull {
+            m.codes(codes, x, length, multiplyingBy: 1 / clamped)
+        } else {
+            for i in 0..<length { codes[i] = m.bucket(x[i] / clamped) }
         }
+        if length & 1 == 1 { codes[length] = m.bucket(0) }
         if !codebook.isSorted {   // FP4: sorted index -> nibble
             for i in 0..<(length + (length & 1)) { codes[i] = codebook.nibbleOfSorted[Int(codes[i])] }
         }
@@ -122,13 +121,44 @@ public enum BlockwiseQuantizer {
         return isFull ? amax : clamped
     }
 
-    /// Number of the 15 midpoints strictly below clamp(s, -1, 1).
-    @inline(__always)
-    static func bucket(_ value: Float, _ m: UnsafeBufferPointer<Float>) -> UInt8 {
-        let s = value > 1 ? 1 : (value < -1 ? -1 : value)
-        var c: UInt8 = 0
-        for k in 0..<15 { c &+= m[k] < s ? 1 : 0 }
-        return c
+    /// The 15 midpoints held in locals, so the counting loop keeps them in registers and vectorizes.
+    /// Clamping s to [-1, 1] first would not change the count: every midpoint lies inside (-1, 1).
+    struct Midpoints15 {
+        let m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14: Float
+
+        init(_ m: [Float]) {
+            (m0, m1, m2, m3, m4, m5, m6, m7) = (m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7])
+            (m8, m9, m10, m11, m12, m13, m14) = (m[8], m[9], m[10], m[11], m[12], m[13], m[14])
+        }
+
+        /// codes[i] = bucket(x[i] * scale) for i < n: the hot loop (vectorized).
+        @inline(never)
+        func codes(_ codes: UnsafeMutablePointer<UInt8>, _ x: UnsafePointer<Float>, _ n: Int, multiplyingBy scale: Float) {
+            let (m0, m1, m2, m3, m4, m5, m6, m7) = (self.m0, self.m1, self.m2, self.m3, self.m4, self.m5, self.m6, self.m7)
+            let (m8, m9, m10, m11, m12, m13, m14) = (self.m8, self.m9, self.m10, self.m11, self.m12, self.m13, self.m14)
+            for i in 0..<n {
+                let s = x[i] * scale
+                var c = below(m0, s) &+ below(m1, s) &+ below(m2, s) &+ below(m3, s) &+ below(m4, s)
+                c &+= below(m5, s) &+ below(m6, s) &+ below(m7, s) &+ below(m8, s) &+ below(m9, s)
+                c &+= below(m10, s) &+ below(m11, s) &+ below(m12, s) &+ below(m13, s) &+ below(m14, s)
+                codes[i] = UInt8(truncatingIfNeeded: c)
+            }
+        }
+
+        /// 1 if m < s else 0, branch-free: in IEEE arithmetic (with subnormals) m - s is negative exactly
+        /// when m < s and zero only when m == s, so the sign bit of the difference is the comparison.
+        /// (A plain `m < s ? 1 : 0` is turned into a branchy decision tree by LLVM and does not vectorize.)
+        @inline(__always)
+        func below(_ m: Float, _ s: Float) -> UInt32 { (m - s).bitPattern >> 31 }
+
+        /// Number of midpoints strictly below s.
+        @inline(__always)
+        func bucket(_ s: Float) -> UInt8 {
+            var c = below(m0, s) &+ below(m1, s) &+ below(m2, s) &+ below(m3, s) &+ below(m4, s)
+            c &+= below(m5, s) &+ below(m6, s) &+ below(m7, s) &+ below(m8, s) &+ below(m9, s)
+            c &+= below(m10, s) &+ below(m11, s) &+ below(m12, s) &+ below(m13, s) &+ below(m14, s)
+            return UInt8(truncatingIfNeeded: c)
+        }
     }
 
     /// Double quantization of `absmax`: offset = torch's float32 mean (with `meanThreads` threads, as

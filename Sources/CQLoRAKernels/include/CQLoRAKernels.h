@@ -1,0 +1,29 @@
+#ifndef CQLORA_KERNELS_H
+#define CQLORA_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* 4-bit table decoding for NF4/FP4 dequantization. Each byte holds two codes, the first element in
+ * the HIGH nibble: out[2j] = table[bytes[j] >> 4], out[2j+1] = table[bytes[j] & 15], j < byte_count.
+ * The caller builds the 16-entry table per block (code * scale, already rounded to the output type),
+ * so the result is bit-identical at every SIMD level. Dispatch at run time: AVX-512F, AVX2, scalar. */
+void qlora_nibbles_to_f32(float *out, const uint8_t *bytes, size_t byte_count, const float *table16);
+void qlora_nibbles_to_u16(uint16_t *out, const uint8_t *bytes, size_t byte_count, const uint16_t *table16);
+
+/* Whole aligned blocks: block b (b < block_count) covers bytes[b * block_bytes ..< (b + 1) * block_bytes]
+ * and is decoded with the table codes16[c] * scales[b] (one float32 multiply each), rounded per `rounding`:
+ * 0 = keep float32, 1 = round to bf16 (nearest-even) and keep the float32 layout. */
+void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const float *scales, size_t block_count,
+                               size_t block_bytes, const float *codes16, int rounding);
+/* Same, writing bf16 bit patterns (nearest-even). */
+void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const float *scales, size_t block_count,
+                                size_t block_bytes, const float *codes16);
+
+/* 0 = scalar, 1 = AVX2, 2 = AVX-512F: the level in use. */
+int qlora_kernels_level(void);
+/* The best level this CPU supports. */
+int qlora_kernels_best_level(void);
+/* Forces a level (clamped to what the CPU supports); returns the level now in use. For tests/benchmarks. */
+int qlora_kernels_set_level(int level);
+
+#endif

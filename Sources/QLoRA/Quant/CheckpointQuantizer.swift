@@ -1,0 +1,220 @@
+import Foundation
+import SafeTensors
+
+/// Options of `qlora quantize`.
+public struct QuantizeOptions: Sendable {
+    public var quantType: QuantType = .nf4
+    public var blocksize: Int = 64
+    public var doubleQuant: Bool = true
+    public var rounding: AbsmaxRounding = .cpuLUT
+    /// The compute dtype recorded in quantization_config (BF16, F16 or F32).
+    public var computeDType: DType = .BF16
+    /// Modules kept in full precision: a weight is skipped when any entry is a substring of its module
+    /// name (transformers' rule). Embeddings and norms are never quantized anyway.
+    public var skipModules: [String] = ["lm_head"]
+    public var threads: Int = 2
+
+    public init() {}
+}
+
+/// What the quantizer reports while it works (the CLI renders these; the library never prints).
+public enum QuantizeEvent: Sendable {
+    case started(tensors: Int, toQuantize: Int, parameters: Int)
+    case quantized(name: String, index: Int, of: Int, parameters: Int)
+    case writing(path: String)
+    case finished(QuantizeSummary)
+}
+
+public struct QuantizeSummary: Sendable {
+    public var tensorsQuantized = 0
+    public var tensorsKept = 0
+    public var parametersQuantized = 0
+    public var parametersKept = 0
+    /// Tensor data bytes of the input checkpoint and of the written model.safetensors file.
+    public var bytesBefore = 0
+    public var bytesAfter = 0
+    /// Stored bits per quantized parameter (packed + statistics), e.g. 4.127 for NF4 + DQ at block 64.
+    public var bitsPerParameter = 0.0
+    public var seconds = 0.0
+    /// Peak resident set (VmHWM) at the end, in bytes.
+    public var peakRSSBytes = 0
+    public var largestTensorBytes = 0
+    public var outputDirectory = ""
+}
+
+/// Quantizes a Hugging Face checkpoint directory into the bitsandbytes 4-bit format.
+///
+/// Which weights: every 2-D F32/BF16/F16 tensor under `model.layers.` whose name ends in
+/// `_proj.weight` (the Llama/Mistral/Qwen linears q/k/v/o/gate/up/down_proj), unless a skip-module
+/// entry is a substring of its module name. Embeddings, lm_head and norms are copied unchanged.
+///
+/// Memory: the input is memory-mapped; each linear is quantized in turn and only its packed output
+/// (about 1/8 of an fp32 input) is kept until the file is written; pages of the input are released
+/// after use. The output layout needs every entry's size up front, and a quant state's JSON length
+/// depends on the offset, so the (small) outputs are collected before the streaming write.
+public enum CheckpointQuantizer {
+    /// Whether `name` (with `shape`) is a Linear weight this tool quantizes.
+    public static func isQuantizable(_ name: String, shape: [Int], skipModules: [String]) -> Bool {
+        guard name.hasPrefix("model.layers."), name.hasSuffix("_proj.weight"), shape.count == 2 else { return false }
+        let module = String(name.dropLast(".weight".count))
+        return !skipModules.contains { !$0.isEmpty && module.contains($0) }
+    }
+
+    /// Files copied unchanged next to the model (tokenizer and generation settings).
+    public static let companionFiles = ["generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                                        "tokenizer.model", "chat_template.jinja", "chat_template.json"]
+
+    @discardableResult
+    public static func quantize(input: String, output: String, options: QuantizeOptions = QuantizeOptions(),
+                                progress: (QuantizeEvent) -> Void = { _ in }) throws -> QuantizeSummary {
+        let start = Date()
+        try BlockwiseQuantizer.validate(blocksize: options.blocksize)
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw QuantError.notADirectory(input)
+        }
+        let inputURL = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath()
+        let outputURL = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath()
+        guard inputURL.path != outputURL.path else { throw QuantError.outputIsInput(output) }
+        let configPath = inputURL.appendingPathComponent("config.json").path
+        guard fm.fileExists(atPath: configPath) else { throw QuantError.noConfig(directory: input) }
+        let contents = (try? fm.contentsOfDirectory(atPath: inputURL.path)) ?? []
+        guard contents.contains(where: { $0.hasSuffix(".safetensors") }) else { throw QuantError.noSafeTensors(directory: input) }
+        var config: PythonJSON
+        do {
+            config = try PythonJSON.parse(Data(contentsOf: URL(fileURLWithPath: configPath)))
+        } catch {
+            throw QuantError.badConfig(path: configPath, reason: "\(error)")
+        }
+        guard case .object = config else { throw QuantError.badConfig(path: configPath, reason: "the top level is not a JSON object") }
+        if config["quantization_config"] != nil {
+            throw QuantError.badConfig(path: configPath, reason: "the model is already quantized (config.json has quantization_config)")
+        }
+        guard [DType.BF16, .F16, .F32].contains(options.computeDType) else {
+            throw QuantError.badConfig(path: configPath, reason: "compute dtype must be bf16, fp16 or fp32")
+        }
+
+        let checkpoint = try SafeTensorsCheckpoint(directory: inputURL.path)
+        let infos = checkpoint.tensors.sorted { $0.name < $1.name }
+        let targets = infos.filter { isQuantizable($0.name, shape: $0.shape, skipModules: options.skipModules) }
+        for t in targets where ![DType.F32, .BF16, .F16].contains(t.dtype) {
+            throw QuantError.unsupportedDType(tensor: t.name, dtype: t.dtype.rawValue)
+        }
+        var summary = QuantizeSummary()
+        summary.bytesBefore = checkpoint.dataByteCount
+        summary.largestTensorBytes = infos.map(\.byteCount).max() ?? 0
+        summary.outputDirectory = outputURL.path
+        progress(.started(tensors: infos.count, toQuantize: targets.count, parameters: infos.reduce(0) { $0 + $1.elementCount }))
+
+        // 1. Quantize each linear (input pages released after use).
+        var quantized: [String: QuantizedTensor] = [:]
+        var storageBytes = 0
+        for (index, t) in targets.enumerated() {
+            let raw = try checkpoint.rawBytes(t.name)
+            let q = try QuantizedTensor.quantize(raw.baseAddress!, dtype: t.dtype, shape: t.shape, quantType: options.quantType,
+                                                 blocksize: options.blocksize, doubleQuant: options.doubleQuant,
+                                                 rounding: options.rounding, threads: options.threads, name: t.name)
+            releasePages(raw)
+            quantized[t.name] = q
+            storageBytes += q.storageBytes
+            summary.tensorsQuantized += 1
+            summary.parametersQuantized += q.count
+            progress(.quantized(name: t.name, index: index + 1, of: targets.count, parameters: q.count))
+        }
+
+        // 2. Lay out and stream the output file.
+        var entries: [TensorEntry] = []
+        var payload: [String: Data] = [:]
+        for t in infos {
+            if let q = quantized[t.name] {
+                for (entry, data) in BitsAndBytesFormat.tensors(q, weightName: t.name) {
+                    entries.append(entry)
+                    payload[entry.name] = data
+                }
+            } else {
+                entries.append(TensorEntry(name: t.name, dtype: t.dtype, shape: t.shape))
+                summary.tensorsKept += 1
+                summary.parametersKept += t.elementCount
+            }
+        }
+        quantized.removeAll()
+        try fm.createDirectory(at: outputURL, withIntermediateDirectories: true)
+        let modelPath = outputURL.appendingPathComponent("model.safetensors").path
+        progress(.writing(path: modelPath))
+        let writer = try SafeTensorsWriter(path: modelPath, entries: entries, metadata: ["format": "pt"])
+        do {
+            for entry in entries {
+                if let data = payload.removeValue(forKey: entry.name) {
+                    try data.withUnsafeBytes { try writer.write(entry.name, bytes: $0) }
+                } else {
+                    let raw = try checkpoint.rawBytes(entry.name)
+                    try writer.write(entry.name, bytes: raw)
+                    releasePages(raw)
+                }
+            }
+            try writer.finish()
+        } catch {
+            writer.abandon()
+            throw error
+        }
+
+        // 3. config.json with quantization_config, companion files.
+        let skipList: [String]? = options.skipModules == ["lm_head"] ? nil : options.skipModules
+        config.set("quantization_config", BitsAndBytesFormat.quantizationConfig(
+            quantType: options.quantType, doubleQuant: options.doubleQuant, computeDType: options.computeDType, skipModules: skipList))
+        try writeAtomically(Data((config.render(indent: 2, sortKeys: true) + "\n").utf8),
+                            to: outputURL.appendingPathComponent("config.json").path)
+        for name in companionFiles where contents.contains(name) {
+            try writeAtomically(Data(contentsOf: inputURL.appendingPathComponent(name)), to: outputURL.appendingPathComponent(name).path)
+        }
+
+        summary.bytesAfter = (try? fm.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? 0
+        summary.bitsPerParameter = summary.parametersQuantized > 0 ? Double(8 * storageBytes) / Double(summary.parametersQuantized) : 0
+        summary.seconds = Date().timeIntervalSince(start)
+        summary.peakRSSBytes = ProcessMemory.peakResidentBytes()
+        progress(.finished(summary))
+        return summary
+    }
+
+    /// Drops the mapped pages of an input tensor from the resident set (they are re-read if needed).
+    static func releasePages(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (Int(bitPattern: base) + page - 1) / page * page
+        let last = (Int(bitPattern: base) + bytes.count) / page * page
+        guard last > first else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED)
+    }
+
+    /// Temp file in the same directory, fsync, rename.
+    static func writeAtomically(_ data: Data, to path: String) throws {
+        let temp = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temp, contents: data) else {
+            throw QuantError.badConfig(path: path, reason: "cannot write \(temp); check permissions and free space")
+        }
+        let fd = open(temp, O_RDONLY)
+        if fd >= 0 { fsync(fd); close(fd) }
+        guard rename(temp, path) == 0 else {
+            unlink(temp)
+            throw QuantError.badConfig(path: path, reason: "cannot rename the temporary file: \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// Resident memory of this process, from /proc/self/status (Linux).
+public enum ProcessMemory {
+    /// VmHWM (peak resident set) in bytes; 0 where unavailable.
+    public static func peakResidentBytes() -> Int { statusKilobytes("VmHWM") * 1024 }
+    /// VmRSS (current resident set) in bytes.
+    public static func residentBytes() -> Int { statusKilobytes("VmRSS") * 1024 }
+
+    static func statusKilobytes(_ key: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        }
+        return 0
+    }
+}

@@ -33,7 +33,8 @@ import Testing
         Case(name: "untied_nf4", modelDir: "tiny-llama/untied-fp32", format: nf4, precision: .fp32),
         Case(name: "untied_nf4_bf16w", modelDir: "tiny-llama/untied-fp32", format: nf4, precision: .bf16),
         // bitsandbytes' own checkpoint; its base matmul ran in bf16 (inputs and outputs rounded),
-        // ours keeps fp32 activations with bf16 weights: differences of bf16 rounding of activations.
+        // ours keeps fp32 activations with bf16 weights. The reference README measured this very gap
+        // between bnb and untied_nf4_bf16w: logits 0.039, loss 2.3e-3, grads 2.4e-3, step-3 params 5.7e-3.
         Case(name: "untied_qlora_bnb", modelDir: "tiny-llama/untied-nf4", format: nf4, precision: .bf16,
              logitsTolerance: 0.1, lossTolerance: 5e-3, gradTolerance: 5e-3, paramTolerance: 1e-2),
     ]
@@ -144,7 +145,7 @@ import Testing
                 if d > worst { worst = d; worstIndex = i }
             }
             let noisy = (0..<p.count).filter { abs(p[$0] - expected[$0]) > c.paramTolerance }.count
-            #expect(noisy <= max(2, p.count / 200) && worst <= 3.1e-3,
+            #expect(noisy <= max(2, p.count / 200) && worst <= max(3.1e-3, c.paramTolerance),
                     "\(c.name) step3 \(entry.key): \(noisy) elements beyond \(c.paramTolerance), worst \(worst) at \(worstIndex)")
         }
     }

@@ -63,8 +63,15 @@ public enum LlamaLoader {
                              format: BaseWeightFormat) throws -> any FrozenWeight {
         guard checkpoint.contains(name) else { throw ModelError.missingTensor(path: path, tensor: name) }
         let info = try checkpoint.info(name)
-        if checkpoint.contains(name + ".absmax") {
-            throw ModelError.unsupported(path: path, reason: "pre-quantized bitsandbytes weights are not loaded yet (\(name))")
+        if checkpoint.names.contains(where: { $0.hasPrefix(name + "." + BitsAndBytesFormat.quantStatePrefix) }) {
+            // A bitsandbytes 4-bit weight (ours or theirs): used as it is, whatever `format` asks.
+            let tensor = try BitsAndBytesFormat.load(weightName: name, path: path, names: Set(checkpoint.names)) {
+                (try checkpoint.info($0), try checkpoint.rawBytes($0))
+            }
+            guard tensor.shape == [outFeatures, inFeatures] else {
+                throw ModelError.wrongShape(path: path, tensor: name, expected: [outFeatures, inFeatures], actual: tensor.shape)
+            }
+            return QuantizedWeight(tensor)
         }
         guard info.dtype.isFloat16or32 else { throw ModelError.unsupportedDType(path: path, tensor: name, dtype: info.dtype.rawValue) }
         guard info.shape == [outFeatures, inFeatures] else {

@@ -164,16 +164,16 @@ public enum CheckpointQuantizer {
         let skipList: [String]? = options.skipModules == ["lm_head"] ? nil : options.skipModules
         config.set("quantization_config", BitsAndBytesFormat.quantizationConfig(
             quantType: options.quantType, doubleQuant: options.doubleQuant, computeDType: options.computeDType, skipModules: skipList))
-        try writeAtomically(Data((config.render(indent: 2, sortKeys: true) + "\n").utf8),
-                            to: outputURL.appendingPathComponent("config.json").path)
+        try AtomicFile.write(Data((config.render(indent: 2, sortKeys: true) + "\n").utf8),
+                             to: outputURL.appendingPathComponent("config.json"))
         for name in companionFiles where contents.contains(name) {
-            try writeAtomically(Data(contentsOf: inputURL.appendingPathComponent(name)), to: outputURL.appendingPathComponent(name).path)
+            try AtomicFile.write(Data(contentsOf: inputURL.appendingPathComponent(name)), to: outputURL.appendingPathComponent(name))
         }
 
         summary.bytesAfter = (try? fm.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? 0
         summary.bitsPerParameter = summary.parametersQuantized > 0 ? Double(8 * storageBytes) / Double(summary.parametersQuantized) : 0
         summary.seconds = Date().timeIntervalSince(start)
-        summary.peakRSSBytes = ProcessMemory.peakResidentBytes()
+        summary.peakRSSBytes = ProcessMemory.residentBytes().peak
         progress(.finished(summary))
         return summary
     }
@@ -188,33 +188,4 @@ public enum CheckpointQuantizer {
         _ = madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED)
     }
 
-    /// Temp file in the same directory, fsync, rename.
-    static func writeAtomically(_ data: Data, to path: String) throws {
-        let temp = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: temp, contents: data) else {
-            throw QuantError.badConfig(path: path, reason: "cannot write \(temp); check permissions and free space")
-        }
-        let fd = open(temp, O_RDONLY)
-        if fd >= 0 { fsync(fd); close(fd) }
-        guard rename(temp, path) == 0 else {
-            unlink(temp)
-            throw QuantError.badConfig(path: path, reason: "cannot rename the temporary file: \(String(cString: strerror(errno)))")
-        }
-    }
-}
-
-/// Resident memory of this process, from /proc/self/status (Linux).
-public enum ProcessMemory {
-    /// VmHWM (peak resident set) in bytes; 0 where unavailable.
-    public static func peakResidentBytes() -> Int { statusKilobytes("VmHWM") * 1024 }
-    /// VmRSS (current resident set) in bytes.
-    public static func residentBytes() -> Int { statusKilobytes("VmRSS") * 1024 }
-
-    static func statusKilobytes(_ key: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
-            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
-        }
-        return 0
-    }
 }

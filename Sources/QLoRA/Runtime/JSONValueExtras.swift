@@ -25,3 +25,21 @@ extension JSONValue {
 }
 
 import Foundation
+
+extension PythonJSON {
+    /// Converts a parsed JSONValue (numbers become Python literals: integers as written, floats by repr).
+    public init(_ value: JSONValue) {
+        switch value {
+        case .null: self = .null
+        case .bool(let b): self = .bool(b)
+        case .string(let s): self = .string(s)
+        case .unsignedInteger(let u): self = .number(String(u))
+        case .number(let d): self = d == d.rounded() && abs(d) < 1e16 && d < 0 && !"\(d)".contains("e") ? .number(String(Int(d))) : .number(PythonFloat.repr(d))
+        case .array(let items): self = .array(items.map(PythonJSON.init))
+        case .object(let pairs): self = .object(pairs.map { (key: $0.key, value: PythonJSON($0.value)) })
+        }
+    }
+
+    /// `json.dumps(value, indent=2, sort_keys=True)`: what PEFT and transformers write for their JSON files.
+    public static func dumps(_ value: JSONValue) -> String { PythonJSON(value).render(indent: 2, sortKeys: true) }
+}

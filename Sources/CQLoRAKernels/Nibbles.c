@@ -28,22 +28,41 @@ static inline __m256 lookup8_avx2(__m256 lo, __m256 hi, __m128i nibbles8) {
 }
 
 __attribute__((target("avx2")))
+static inline void decode16_f32_avx2(float *o, const uint8_t *src, __m256 lo, __m256 hi) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i b = _mm_loadu_si128((const __m128i *)src);
+    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+    __m128i l = _mm_and_si128(b, mask);
+    __m128i first = _mm_unpacklo_epi8(h, l);   /* elements 0..15 of these 32 */
+    __m128i second = _mm_unpackhi_epi8(h, l);  /* elements 16..31 */
+    _mm256_storeu_ps(o, lookup8_avx2(lo, hi, first));
+    _mm256_storeu_ps(o + 8, lookup8_avx2(lo, hi, _mm_srli_si128(first, 8)));
+    _mm256_storeu_ps(o + 16, lookup8_avx2(lo, hi, second));
+    _mm256_storeu_ps(o + 24, lookup8_avx2(lo, hi, _mm_srli_si128(second, 8)));
+}
+
+/* 16 bytes -> 32 u16 from byte tables tl (low bytes) / th (high bytes) */
+__attribute__((target("avx2")))
+static inline void decode16_u16_avx2(uint16_t *out, const uint8_t *src, __m128i tl, __m128i th) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i b = _mm_loadu_si128((const __m128i *)src);
+    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+    __m128i l = _mm_and_si128(b, mask);
+    __m128i first = _mm_unpacklo_epi8(h, l), second = _mm_unpackhi_epi8(h, l);
+    __m128i fl = _mm_shuffle_epi8(tl, first), fh = _mm_shuffle_epi8(th, first);
+    __m128i sl = _mm_shuffle_epi8(tl, second), sh = _mm_shuffle_epi8(th, second);
+    __m128i *o = (__m128i *)out;
+    _mm_storeu_si128(o, _mm_unpacklo_epi8(fl, fh));
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi8(fl, fh));
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi8(sl, sh));
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi8(sl, sh));
+}
+
+__attribute__((target("avx2")))
 static void f32_avx2(float *out, const uint8_t *bytes, size_t n, const float *table) {
     const __m256 lo = _mm256_loadu_ps(table), hi = _mm256_loadu_ps(table + 8);
-    const __m128i mask = _mm_set1_epi8(0x0f);
     size_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(bytes + j));
-        __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-        __m128i l = _mm_and_si128(b, mask);
-        __m128i first = _mm_unpacklo_epi8(h, l);   /* elements 0..15 of these 32 */
-        __m128i second = _mm_unpackhi_epi8(h, l);  /* elements 16..31 */
-        float *o = out + 2 * j;
-        _mm256_storeu_ps(o, lookup8_avx2(lo, hi, first));
-        _mm256_storeu_ps(o + 8, lookup8_avx2(lo, hi, _mm_srli_si128(first, 8)));
-        _mm256_storeu_ps(o + 16, lookup8_avx2(lo, hi, second));
-        _mm256_storeu_ps(o + 24, lookup8_avx2(lo, hi, _mm_srli_si128(second, 8)));
-    }
+    for (; j + 16 <= n; j += 16) decode16_f32_avx2(out + 2 * j, bytes + j, lo, hi);
     f32_scalar(out + 2 * j, bytes + j, n - j, table);
 }
 
@@ -52,39 +71,27 @@ static void u16_avx2(uint16_t *out, const uint8_t *bytes, size_t n, const uint16
     uint8_t low[16], high[16];
     for (int k = 0; k < 16; k++) { low[k] = (uint8_t)(table[k] & 0xff); high[k] = (uint8_t)(table[k] >> 8); }
     const __m128i tl = _mm_loadu_si128((const __m128i *)low), th = _mm_loadu_si128((const __m128i *)high);
-    const __m128i mask = _mm_set1_epi8(0x0f);
     size_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(bytes + j));
-        __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-        __m128i l = _mm_and_si128(b, mask);
-        __m128i first = _mm_unpacklo_epi8(h, l), second = _mm_unpackhi_epi8(h, l);
-        __m128i fl = _mm_shuffle_epi8(tl, first), fh = _mm_shuffle_epi8(th, first);
-        __m128i sl = _mm_shuffle_epi8(tl, second), sh = _mm_shuffle_epi8(th, second);
-        __m128i *o = (__m128i *)(out + 2 * j);
-        _mm_storeu_si128(o, _mm_unpacklo_epi8(fl, fh));
-        _mm_storeu_si128(o + 1, _mm_unpackhi_epi8(fl, fh));
-        _mm_storeu_si128(o + 2, _mm_unpacklo_epi8(sl, sh));
-        _mm_storeu_si128(o + 3, _mm_unpackhi_epi8(sl, sh));
-    }
+    for (; j + 16 <= n; j += 16) decode16_u16_avx2(out + 2 * j, bytes + j, tl, th);
     u16_scalar(out + 2 * j, bytes + j, n - j, table);
 }
 
 /* ---- AVX-512F: one vpermps over the whole 16-entry table ---- */
 __attribute__((target("avx512f")))
+static inline void decode16_f32_avx512(float *o, const uint8_t *src, __m512 table) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i b = _mm_loadu_si128((const __m128i *)src);
+    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+    __m128i l = _mm_and_si128(b, mask);
+    _mm512_storeu_ps(o, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(h, l)), table));
+    _mm512_storeu_ps(o + 16, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(h, l)), table));
+}
+
+__attribute__((target("avx512f")))
 static void f32_avx512(float *out, const uint8_t *bytes, size_t n, const float *table) {
     const __m512 t = _mm512_loadu_ps(table);
-    const __m128i mask = _mm_set1_epi8(0x0f);
     size_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(bytes + j));
-        __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-        __m128i l = _mm_and_si128(b, mask);
-        __m512i first = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(h, l));
-        __m512i second = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(h, l));
-        _mm512_storeu_ps(out + 2 * j, _mm512_permutexvar_ps(first, t));
-        _mm512_storeu_ps(out + 2 * j + 16, _mm512_permutexvar_ps(second, t));
-    }
+    for (; j + 16 <= n; j += 16) decode16_f32_avx512(out + 2 * j, bytes + j, t);
     f32_scalar(out + 2 * j, bytes + j, n - j, table);
 }
 
@@ -133,7 +140,6 @@ static void blocks_f32_avx2(float *out, const uint8_t *bytes, const float *scale
                             const float *codes, int rounding) {
     if (bb % 16 != 0) { blocks_f32_scalar(out, bytes, scales, nb, bb, codes, rounding); return; }
     const __m256 code_lo = _mm256_loadu_ps(codes), code_hi = _mm256_loadu_ps(codes + 8);
-    const __m128i mask = _mm_set1_epi8(0x0f);
     for (size_t b = 0; b < nb; b++) {
         __m256 s = _mm256_set1_ps(scales[b]);
         __m256 lo = _mm256_mul_ps(code_lo, s), hi = _mm256_mul_ps(code_hi, s);
@@ -141,17 +147,7 @@ static void blocks_f32_avx2(float *out, const uint8_t *bytes, const float *scale
             lo = _mm256_castsi256_ps(_mm256_slli_epi32(bf16_round_avx2(lo), 16));
             hi = _mm256_castsi256_ps(_mm256_slli_epi32(bf16_round_avx2(hi), 16));
         }
-        const uint8_t *src = bytes + b * bb;
-        float *o = out + 2 * b * bb;
-        for (size_t j = 0; j < bb; j += 16, o += 32) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(src + j));
-            __m128i h = _mm_and_si128(_mm_srli_epi16(v, 4), mask), l = _mm_and_si128(v, mask);
-            __m128i first = _mm_unpacklo_epi8(h, l), second = _mm_unpackhi_epi8(h, l);
-            _mm256_storeu_ps(o, lookup8_avx2(lo, hi, first));
-            _mm256_storeu_ps(o + 8, lookup8_avx2(lo, hi, _mm_srli_si128(first, 8)));
-            _mm256_storeu_ps(o + 16, lookup8_avx2(lo, hi, second));
-            _mm256_storeu_ps(o + 24, lookup8_avx2(lo, hi, _mm_srli_si128(second, 8)));
-        }
+        for (size_t j = 0; j < bb; j += 16) decode16_f32_avx2(out + 2 * (b * bb + j), bytes + b * bb + j, lo, hi);
     }
 }
 
@@ -160,7 +156,6 @@ static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const float *s
                              const float *codes) {
     if (bb % 16 != 0) { blocks_bf16_scalar(out, bytes, scales, nb, bb, codes); return; }
     const __m256 code_lo = _mm256_loadu_ps(codes), code_hi = _mm256_loadu_ps(codes + 8);
-    const __m128i mask = _mm_set1_epi8(0x0f);
     for (size_t b = 0; b < nb; b++) {
         __m256 s = _mm256_set1_ps(scales[b]);
         /* table entries: bf16 bits in the low half of each 32-bit lane -> 16 u16 in order -> byte tables */
@@ -172,19 +167,7 @@ static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const float *s
         __m256i bytes8 = _mm256_shuffle_epi8(t16, split);   /* per lane: 8 low bytes, 8 high bytes */
         __m128i lane0 = _mm256_castsi256_si128(bytes8), lane1 = _mm256_extracti128_si256(bytes8, 1);
         __m128i tl = _mm_unpacklo_epi64(lane0, lane1), th = _mm_unpackhi_epi64(lane0, lane1);
-        const uint8_t *src = bytes + b * bb;
-        __m128i *o = (__m128i *)(out + 2 * b * bb);
-        for (size_t j = 0; j < bb; j += 16, o += 4) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(src + j));
-            __m128i h = _mm_and_si128(_mm_srli_epi16(v, 4), mask), l = _mm_and_si128(v, mask);
-            __m128i first = _mm_unpacklo_epi8(h, l), second = _mm_unpackhi_epi8(h, l);
-            __m128i fl = _mm_shuffle_epi8(tl, first), fh = _mm_shuffle_epi8(th, first);
-            __m128i sl = _mm_shuffle_epi8(tl, second), sh = _mm_shuffle_epi8(th, second);
-            _mm_storeu_si128(o, _mm_unpacklo_epi8(fl, fh));
-            _mm_storeu_si128(o + 1, _mm_unpackhi_epi8(fl, fh));
-            _mm_storeu_si128(o + 2, _mm_unpacklo_epi8(sl, sh));
-            _mm_storeu_si128(o + 3, _mm_unpackhi_epi8(sl, sh));
-        }
+        for (size_t j = 0; j < bb; j += 16) decode16_u16_avx2(out + 2 * (b * bb + j), bytes + b * bb + j, tl, th);
     }
 }
 
@@ -193,17 +176,9 @@ static void blocks_f32_avx512(float *out, const uint8_t *bytes, const float *sca
                               const float *codes, int rounding) {
     if (bb % 16 != 0 || rounding != 0) { blocks_f32_avx2(out, bytes, scales, nb, bb, codes, rounding); return; }
     const __m512 code = _mm512_loadu_ps(codes);
-    const __m128i mask = _mm_set1_epi8(0x0f);
     for (size_t b = 0; b < nb; b++) {
         __m512 t = _mm512_mul_ps(code, _mm512_set1_ps(scales[b]));
-        const uint8_t *src = bytes + b * bb;
-        float *o = out + 2 * b * bb;
-        for (size_t j = 0; j < bb; j += 16, o += 32) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(src + j));
-            __m128i h = _mm_and_si128(_mm_srli_epi16(v, 4), mask), l = _mm_and_si128(v, mask);
-            _mm512_storeu_ps(o, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(h, l)), t));
-            _mm512_storeu_ps(o + 16, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(h, l)), t));
-        }
+        for (size_t j = 0; j < bb; j += 16) decode16_f32_avx512(out + 2 * (b * bb + j), bytes + b * bb + j, t);
     }
 }
 

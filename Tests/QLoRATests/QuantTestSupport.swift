@@ -60,15 +60,5 @@ func mismatches<T: Equatable>(_ a: [T], _ b: [T]) -> String? {
     return "\(bad.count) of \(a.count) differ; first: " + bad.prefix(5).map { "[\($0)] \(a[$0]) vs \(b[$0])" }.joined(separator: ", ")
 }
 
-/// Deterministic generator for property tests (SplitMix64).
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// Deterministic generator for property tests.
+typealias SeededGenerator = SplitMix64

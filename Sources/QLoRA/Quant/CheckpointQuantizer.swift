@@ -128,7 +128,7 @@ public enum CheckpointQuantizer {
         var entries: [TensorEntry] = []
         var payload: [String: Data] = [:]
         for t in infos {
-            if let q = quantized[t.name] {
+            if let q = quantized.removeValue(forKey: t.name) {   // moved, so packed data is never held twice
                 for (entry, data) in BitsAndBytesFormat.tensors(q, weightName: t.name) {
                     entries.append(entry)
                     payload[entry.name] = data
@@ -139,7 +139,6 @@ public enum CheckpointQuantizer {
                 summary.parametersKept += t.elementCount
             }
         }
-        quantized.removeAll()
         try fm.createDirectory(at: outputURL, withIntermediateDirectories: true)
         let modelPath = outputURL.appendingPathComponent("model.safetensors").path
         progress(.writing(path: modelPath))

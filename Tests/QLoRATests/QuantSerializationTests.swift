@@ -90,7 +90,7 @@ struct QuantSerializationTests {
     }
 
     @Test func pythonJSONRoundTripsConfigFormatting() throws {
-        let data = try Data(contentsOf: QuantFixtures.directory.appendingPathComponent("untied-nf4/config.json"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: QuantFixtures.path("untied-nf4/config.json")))
         let parsed = try PythonJSON.parse(data)
         #expect(parsed.render(indent: 2, sortKeys: true) + "\n" == String(decoding: data, as: UTF8.self))
         let tricky = try PythonJSON.parse(Data(#"{"b": [1, -1, 2.50, 1e-05], "a": {"é": "x\ny\u00e9\ud83d\ude00"}, "c": []}"#.utf8))

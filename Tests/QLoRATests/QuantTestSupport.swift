@@ -4,17 +4,12 @@ import SafeTensors
 
 /// Locates Fixtures/nf4 from this file, walking up to the package root.
 enum QuantFixtures {
-    static let directory: URL = {
-        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while url.path != "/" {
-            let candidate = url.appendingPathComponent("Fixtures/nf4")
-            if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
-            url = url.deletingLastPathComponent()
-        }
-        fatalError("Fixtures/nf4 not found above \(#filePath)")
-    }()
+    static let directory = FixturePaths.url("nf4")
 
-    static func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+    /// The tiny-llama checkpoints are shared with the model tests under Fixtures/tiny-llama.
+    static func path(_ name: String) -> String {
+        name.hasPrefix("untied-") ? FixturePaths.url("tiny-llama/" + name).path : directory.appendingPathComponent(name).path
+    }
 
     static func open(_ name: String) throws -> SafeTensorsFile { try SafeTensorsFile(path: path(name)) }
 

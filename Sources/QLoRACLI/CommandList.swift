@@ -2,6 +2,7 @@
 public enum CommandList {
     public static let all: [any Command.Type] = [
         DemoCommand.self,
+        TrainCommand.self,
         VersionCommand.self,
         QuantizeCommand.self,
         InspectCommand.self,

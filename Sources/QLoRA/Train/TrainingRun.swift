@@ -1,0 +1,196 @@
+import Foundation
+import SafeTensors
+
+/// A whole fine-tuning run as `qlora train` performs it: load (and quantize) the base model, tokenize a
+/// JSONL dataset, build adapters, train with periodic evaluation and checkpoints, write the final
+/// adapter and a metrics log. Resumable from the newest checkpoint in the output directory.
+public struct TrainingRun {
+    public struct Options: Sendable {
+        public var modelDirectory: URL
+        public var dataFile: URL
+        public var evalFile: URL?
+        /// Fraction of the training file held out for evaluation when no eval file is given.
+        public var evalFraction: Double = 0
+        public var outputDirectory: URL
+        public var format: BaseWeightFormat = .quantized(QuantizationOptions())
+        public var precision: ComputePrecision = .bf16
+        public var lora = LoRAConfig(r: 16, loraAlpha: 32, targetModules: ["all-linear"])
+        public var batchSize = 1
+        public var seqLen = 512
+        public var packing = true
+        public var gradientCheckpointing = false
+        public var trainer = TrainerOptions()
+        /// Train for this many epochs instead of `trainer.maxSteps` when set.
+        public var epochs: Double?
+        public var resume = false
+        public var seed: UInt64 = 42
+
+        public init(modelDirectory: URL, dataFile: URL, outputDirectory: URL) {
+            self.modelDirectory = modelDirectory
+            self.dataFile = dataFile
+            self.outputDirectory = outputDirectory
+        }
+    }
+
+    public enum Event {
+        case loaded(model: LlamaConfig, trainableSummary: String, trainExamples: Int, evalExamples: Int, rows: Int, seconds: Double)
+        case resumed(step: Int, from: URL)
+        case training(TrainingEvent)
+        case saved(URL)
+    }
+
+    public let options: Options
+
+    public init(options: Options) { self.options = options }
+
+    /// A BatchSource over a Batcher: global batch index = step * accumulation + micro, wrapping epochs.
+    struct BatcherSource: BatchSource {
+        let batcher: Batcher
+        let accumulation: Int
+
+        func batch(step: Int, micro: Int) -> TokenBatch {
+            let global = step * accumulation + micro
+            let perEpoch = max(1, batcher.batchesPerEpoch)
+            batcher.loadBatch(global % perEpoch, epoch: global / perEpoch)
+            return TokenBatch(inputIDs: batcher.inputIDs, labels: batcher.labels,
+                              batch: batcher.options.batchSize, seqLen: batcher.options.maxSequenceLength)
+        }
+    }
+
+    @discardableResult
+    public func run(onEvent: (Event) -> Void) throws -> TrainingSummary? {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let o = options
+        guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
+        let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.format, precision: o.precision)
+        let tokenizer = try Tokenizer(directory: o.modelDirectory)
+        let template = try tokenizer.chatTemplateSource.map { try ChatTemplate($0) }
+        let exampleTokenizer = ExampleTokenizer(tokenizer: tokenizer, chatTemplate: template,
+                                                addBOS: tokenizer.addsBOSToken, addEOS: true)
+        var trainExamples = try TrainingExample.load(jsonl: o.dataFile)
+        var evalExamples: [TrainingExample] = []
+        if let evalFile = o.evalFile {
+            evalExamples = try TrainingExample.load(jsonl: evalFile)
+        } else if o.evalFraction > 0 {
+            (trainExamples, evalExamples) = try TrainingExample.split(trainExamples, evalFraction: o.evalFraction, seed: o.seed)
+        }
+        let vocab = model.config.vocabSize
+        func tokenize(_ examples: [TrainingExample], file: URL) throws -> [TokenizedExample] {
+            try examples.enumerated().map { index, example in
+                let tokenized = try exampleTokenizer.tokenize(example)
+                if let bad = tokenized.inputIDs.first(where: { Int($0) >= vocab }) {
+                    throw TrainError.badOptions("\(file.path): example \(index + 1) has token id \(bad) but the model's vocabulary has \(vocab) ids; the tokenizer does not match the model")
+                }
+                return tokenized
+            }
+        }
+        let pad = tokenizer.padTokenID ?? tokenizer.eosTokenID ?? 0
+        let mode: BatchingMode = o.packing ? .packing : .padding
+        let train = try Batcher(examples: try tokenize(trainExamples, file: o.dataFile),
+                                options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: o.seed),
+                                padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
+        var trainerOptions = o.trainer
+        trainerOptions.seed = o.seed
+        if let epochs = o.epochs {
+            let perStep = max(1, trainerOptions.gradientAccumulationSteps)
+            trainerOptions.maxSteps = max(1, Int((Double(train.batchesPerEpoch) * epochs / Double(perStep)).rounded(.up)))
+        }
+        var lora = o.lora
+        lora.baseModelNameOrPath = o.modelDirectory.path
+        let adapters = try LoRAAdapters(modelConfig: model.config, config: lora)
+        adapters.initialize(seed: o.seed)
+        let executor = LlamaExecutor(model: model, lora: adapters,
+                                     shape: .init(batch: o.batchSize, seqLen: o.seqLen, gradientCheckpointing: o.gradientCheckpointing))
+        let trainer = Trainer(executor: executor, parameters: adapters.parameters, options: trainerOptions)
+        if !evalExamples.isEmpty {
+            let evalBatcher = try Batcher(examples: try tokenize(evalExamples, file: o.evalFile ?? o.dataFile),
+                                          options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: nil),
+                                          padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
+            trainer.evalBatches = (0..<evalBatcher.batchesPerEpoch).map { index in
+                evalBatcher.loadBatch(index, epoch: 0)
+                return TokenBatch(inputIDs: evalBatcher.inputIDs, labels: evalBatcher.labels, batch: o.batchSize, seqLen: o.seqLen)
+            }
+        }
+        let trainable = adapters.parameters.parameterCount
+        onEvent(.loaded(model: model.config, trainableSummary: LoRAAdapters.summaryLine(trainable: trainable, all: Self.pefAllParameters(model) + trainable),
+                        trainExamples: trainExamples.count, evalExamples: evalExamples.count, rows: train.rowCount,
+                        seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9))
+
+        try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true)
+        var losses: [Double] = []
+        if o.resume, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
+            let restored = try TrainingCheckpoint.load(checkpoint, into: adapters)
+            trainer.resume(atStep: restored.step)
+            losses = restored.losses
+            onEvent(.resumed(step: restored.step, from: checkpoint))
+        }
+        let metrics = try MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume)
+        trainer.saveCheckpoint = { step in
+            try TrainingCheckpoint.save(adapters: adapters, step: step, losses: losses, into: o.outputDirectory,
+                                        extraState: ["max_steps": .int(trainerOptions.maxSteps), "seed": .int(Int(o.seed))])
+        }
+        var summary: TrainingSummary?
+        try trainer.run(BatcherSource(batcher: train, accumulation: max(1, trainerOptions.gradientAccumulationSteps))) { event in
+            switch event {
+            case .step(let report):
+                losses.append(report.loss)
+                metrics.write(step: report)
+            case .evaluated(let step, let loss):
+                metrics.write(evaluation: loss, step: step)
+            case .finished(let s):
+                summary = s
+            default: break
+            }
+            onEvent(.training(event))
+        }
+        try PEFTAdapterIO.save(adapters, to: o.outputDirectory)
+        onEvent(.saved(o.outputDirectory))
+        return summary
+    }
+
+    /// PEFT's "all params" for a 4-bit base counts each Params4bit as half its elements (two codes a byte).
+    static func pefAllParameters(_ model: LlamaModel) -> Int {
+        let config = model.config
+        var total = config.totalParameterCount
+        for layer in model.layers {
+            for linear in layer.linears where linear.weight is QuantizedWeight {
+                total -= linear.outFeatures * linear.inFeatures / 2
+            }
+        }
+        return total
+    }
+}
+
+/// metrics.jsonl: one JSON object per step / evaluation, appended and flushed as training goes.
+final class MetricsLog {
+    private let handle: FileHandle
+
+    init(url: URL, append: Bool) throws {
+        if !append || !FileManager.default.fileExists(atPath: url.path) {
+            FileManager.default.createFile(atPath: url.path, contents: nil)
+        }
+        handle = try FileHandle(forWritingTo: url)
+        _ = try handle.seekToEnd()
+    }
+
+    deinit { try? handle.close() }
+
+    private func write(_ value: JSONValue) {
+        handle.write(Data((PythonJSON(value).render(indent: nil, sortKeys: false) + "\n").utf8))
+    }
+
+    func write(step r: StepReport) {
+        var memory: [(key: String, value: JSONValue)] = MemoryCategory.allCases.map { ($0.rawValue, .int(r.memory[$0])) }
+        memory.append(("rss", .int(r.residentBytes)))
+        memory.append(("peak_rss", .int(r.peakResidentBytes)))
+        write(.object([
+            ("step", .int(r.step)), ("loss", .number(r.loss)), ("learning_rate", .number(r.learningRate)),
+            ("grad_norm", .number(r.gradNorm)), ("tokens", .int(r.tokens)), ("seconds", .number(r.seconds)),
+            ("tokens_per_second", .number(r.tokensPerSecond)), ("memory_bytes", .object(memory)),
+        ]))
+    }
+
+    func write(evaluation loss: Double, step: Int) {
+        write(.object([("step", .int(step)), ("eval_loss", .number(loss)), ("eval_perplexity", .number(Foundation.exp(loss)))]))
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import QLoRA
+
+/// `qlora train`: QLoRA / LoRA fine-tuning of a Hugging Face model on a JSONL dataset.
+public enum TrainCommand: Command {
+    public static let name = "train"
+    public static let summary = "Fine-tune LoRA adapters on a (4-bit) Hugging Face model from a JSONL dataset"
+    public static let help = """
+    Usage: qlora train --model DIR --data FILE.jsonl --output DIR [options]
+
+    Loads the model (dense safetensors are quantized to NF4 on load; bitsandbytes 4-bit checkpoints are
+    used as they are), tokenizes the dataset with the model's tokenizer.json and chat template, trains
+    LoRA adapters, and writes the adapter (PEFT format: adapter_config.json + adapter_model.safetensors)
+    to the output directory, with metrics.jsonl and checkpoint-N/ directories along the way.
+
+    Dataset lines (JSONL): {"text": ...} trains every token; {"prompt": ..., "completion": ...} trains the
+    completion; {"messages": [{"role": ..., "content": ...}, ...]} renders the chat template and trains
+    the assistant turns.
+
+    Options:
+      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
+      --data FILE              training JSONL
+      --output DIR             where the adapter, checkpoints and metrics.jsonl go
+      --eval-data FILE         evaluation JSONL (or --eval-fraction F to hold out part of --data)
+      --steps N                optimizer steps (default 100), or --epochs E
+      --lr X                   peak learning rate (default 2e-4)
+      --schedule S             linear (default), cosine, constant, constant_with_warmup
+      --warmup N               warmup steps (default 0)
+      --grad-accum N           micro-batches per optimizer step (default 1)
+      --max-grad-norm X        global-norm clipping (default 1.0; 0 disables)
+      --weight-decay X         AdamW decoupled weight decay (default 0)
+      --[no-]packing           pack examples into full rows (default on) or pad each example
+      --eval-every N           evaluate every N steps
+      --save-every N           checkpoint every N steps (and at the end)
+      --resume                 continue from the newest checkpoint-N in --output
+      --seed S                 data order, LoRA init and dropout (default 42)
+    \(TrainingArguments.helpText)
+    """
+
+    public static func run(_ arguments: [String]) throws -> Int32 {
+        let args = try Arguments(arguments, command: name,
+                                 valueOptions: TrainingArguments.valueOptions.union([
+                                    "model", "data", "output", "eval-data", "eval-fraction", "steps", "epochs", "lr", "schedule",
+                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed"]),
+                                 flagOptions: TrainingArguments.flagOptions.union(["packing", "resume"]))
+        guard let model = args.string("model"), let data = args.string("data"), let output = args.string("output") else {
+            throw CLIError.failed("qlora train: --model, --data and --output are required. Run `qlora train --help`.")
+        }
+        let shared = try TrainingArguments(args)
+        var options = TrainingRun.Options(modelDirectory: URL(fileURLWithPath: model), dataFile: URL(fileURLWithPath: data),
+                                          outputDirectory: URL(fileURLWithPath: output))
+        options.evalFile = args.string("eval-data").map { URL(fileURLWithPath: $0) }
+        options.evalFraction = try args.double("eval-fraction", default: 0)
+        options.format = shared.format
+        options.precision = shared.precision
+        options.lora = shared.lora
+        options.batchSize = shared.batch
+        options.seqLen = shared.seqLen
+        options.gradientCheckpointing = shared.gradientCheckpointing
+        options.packing = args.flag("packing", default: true)
+        options.resume = args.flag("resume")
+        options.seed = UInt64(try args.int("seed", default: 42))
+        options.epochs = try args.double("epochs")
+        var trainer = TrainerOptions()
+        trainer.maxSteps = try args.int("steps", default: 100)
+        trainer.learningRate = try args.double("lr", default: 2e-4)
+        let schedule = try args.choice("schedule", LearningRateSchedule.allCases.map(\.rawValue), default: "linear")
+        trainer.schedule = LearningRateSchedule(rawValue: schedule)!
+        trainer.warmupSteps = try args.int("warmup", default: 0)
+        trainer.gradientAccumulationSteps = try args.int("grad-accum", default: 1)
+        let clip = try args.double("max-grad-norm", default: 1.0)
+        trainer.maxGradNorm = clip > 0 ? clip : nil
+        trainer.weightDecay = try args.double("weight-decay", default: 0)
+        trainer.evalEvery = try args.int("eval-every")
+        trainer.saveEvery = try args.int("save-every")
+        guard trainer.maxSteps > 0, trainer.gradientAccumulationSteps > 0 else {
+            throw CLIError.badValue(command: name, option: "steps/grad-accum", value: "0", expected: "positive integers")
+        }
+        options.trainer = trainer
+
+        let blas = try OpenBLAS.ensureLoaded()
+        print("qlora train — \(blas.summary)")
+        let every = max(1, trainer.maxSteps / 20)
+        try TrainingRun(options: options).run { event in
+            switch event {
+            case .loaded(let config, let summary, let train, let eval, let rows, let seconds):
+                print("model: \(config.numHiddenLayers) layers, hidden \(config.hiddenSize), vocab \(config.vocabSize); loaded in \(String(format: "%.1f", seconds)) s")
+                print("data: \(train) training examples -> \(rows) rows of \(options.seqLen) tokens; \(eval) evaluation examples")
+                print(summary)
+            case .resumed(let step, let from):
+                print("resumed at step \(step) from \(from.path)")
+            case .training(.started(let start)):
+                print("memory held (from the buffers themselves):\n\(Formatting.memoryTable(start.memory))")
+            case .training(.step(let report)):
+                Formatting.reportProgress(report, label: "train", every: every)
+            case .training(.evaluated(let step, let loss)):
+                print(String(format: "eval at step %d: loss %.4f  perplexity %.2f", step, loss, exp(loss)))
+            case .training(.checkpointSaved(_, let directory)):
+                print("saved \(directory.path)")
+            case .training(.finished(let s)):
+                print(String(format: "done: %d steps, loss %.4f -> %.4f, %.1f s, %.0f tokens/s, peak RSS %@", s.steps, s.firstLoss,
+                             s.lastLoss, s.seconds, s.tokensPerSecond, Formatting.bytes(s.peakResidentBytes)))
+            case .saved(let directory):
+                print("adapter written to \(directory.path) (adapter_config.json, adapter_model.safetensors)")
+            }
+        }
+        return 0
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+@testable import QLoRA
+
+/// `qlora train` end to end on a small random Llama with a real SentencePiece-style tokenizer:
+/// loss goes down on real text, checkpoints resume bit-exactly, outputs are PEFT adapters.
+@Suite struct TrainingRunTests {
+    /// A temp model directory: random weights (vocab 2000, matching the tokenizer) + tokenizer files.
+    static func makeModelDirectory() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qlora-train-\(UUID().uuidString)")
+        var config = LlamaConfig(vocabSize: 2000, hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2,
+                                 numAttentionHeads: 4, numKeyValueHeads: 2, maxPositionEmbeddings: 256)
+        config.bosTokenID = 1
+        config.eosTokenIDs = [2]
+        let model = try LlamaLoader.random(config: config, format: .dense32, precision: .fp32, seed: 3, std: 0.05)
+        try LlamaWriter.save(model, to: dir)
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            try FileManager.default.copyItem(at: FixturePaths.url("tokenizer-sp/metaspace/\(file)"), to: dir.appendingPathComponent(file))
+        }
+        return dir
+    }
+
+    static func writeData(_ dir: URL) throws -> URL {
+        let lines = (0..<24).map { i in
+            i % 2 == 0 ? #"{"text": "The quick brown fox jumps over the lazy dog number \#(i)."}"#
+                : #"{"prompt": "Question \#(i): what is the capital of France?", "completion": " Paris is the capital of France."}"#
+        }
+        let url = dir.appendingPathComponent("train.jsonl")
+        try lines.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    static func options(model: URL, data: URL, output: URL, steps: Int, saveEvery: Int?, resume: Bool = false) -> TrainingRun.Options {
+        var options = TrainingRun.Options(modelDirectory: model, dataFile: data, outputDirectory: output)
+        options.lora = LoRAConfig(r: 4, loraAlpha: 8, targetModules: ["all-linear"])
+        options.batchSize = 2
+        options.seqLen = 32
+        options.evalFraction = 0.2
+        options.trainer.maxSteps = steps
+        options.trainer.learningRate = 3e-3
+        // Constant, so that a run stopped at step 5 saw the same learning rates as a 10-step run.
+        options.trainer.schedule = .constant
+        options.trainer.saveEvery = saveEvery
+        options.trainer.evalEvery = 5
+        options.resume = resume
+        return options
+    }
+
+    @Test func trainsResumesBitExactlyAndWritesPEFTAdapters() throws {
+        let model = try Self.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: model) }
+        let data = try Self.writeData(model)
+
+        // Uninterrupted: 10 steps.
+        let straight = model.appendingPathComponent("straight")
+        var losses: [Double] = []
+        var evals: [Double] = []
+        try TrainingRun(options: Self.options(model: model, data: data, output: straight, steps: 10, saveEvery: nil)).run { event in
+            if case .training(.step(let r)) = event { losses.append(r.loss) }
+            if case .training(.evaluated(_, let loss)) = event { evals.append(loss) }
+        }
+        #expect(losses.count == 10 && evals.count == 2)
+        #expect(losses.suffix(3).reduce(0, +) < losses.prefix(3).reduce(0, +), "loss did not go down: \(losses)")
+
+        // Interrupted after 5 (checkpoint), then resumed to 10.
+        let resumed = model.appendingPathComponent("resumed")
+        try TrainingRun(options: Self.options(model: model, data: data, output: resumed, steps: 5, saveEvery: 5)).run { _ in }
+        #expect(FileManager.default.fileExists(atPath: resumed.appendingPathComponent("checkpoint-5/adapter_model.safetensors").path))
+        var resumedAt = -1
+        try TrainingRun(options: Self.options(model: model, data: data, output: resumed, steps: 10, saveEvery: 5, resume: true)).run { event in
+            if case .resumed(let step, _) = event { resumedAt = step }
+        }
+        #expect(resumedAt == 5)
+        let a = try Data(contentsOf: straight.appendingPathComponent(PEFTAdapterIO.weightsFile))
+        let b = try Data(contentsOf: resumed.appendingPathComponent(PEFTAdapterIO.weightsFile))
+        #expect(a == b, "resumed training diverged from uninterrupted training")
+        // metrics.jsonl: one line per step (+ evaluations), resumed run appended.
+        let metrics = try String(contentsOf: resumed.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        #expect(metrics.split(separator: "\n").filter { $0.contains("\"loss\"") }.count == 10)
+        // The output loads as a PEFT adapter for this model.
+        let config = try LlamaConfig.load(directory: model)
+        let adapters = try PEFTAdapterIO.load(directory: straight, modelConfig: config)
+        #expect(adapters.parameters.entries.count == 2 * 7 * 2)
+    }
+
+    @Test func badDatasetLineNamesFileAndLine() throws {
+        let model = try Self.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: model) }
+        let data = model.appendingPathComponent("bad.jsonl")
+        try "{\"text\": \"ok\"}\n{\"txt\": 3}\n".write(to: data, atomically: true, encoding: .utf8)
+        let run = TrainingRun(options: Self.options(model: model, data: data, output: model.appendingPathComponent("out"), steps: 1, saveEvery: nil))
+        #expect {
+            try run.run { _ in }
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("bad.jsonl") && text.contains("2")
+        }
+    }
+}

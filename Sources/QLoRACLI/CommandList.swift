@@ -2,5 +2,6 @@
 public enum CommandList {
     public static let all: [any Command.Type] = [
         VersionCommand.self,
+        MemoryCommand.self,
     ]
 }

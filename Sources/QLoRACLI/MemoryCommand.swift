@@ -47,7 +47,7 @@ public enum MemoryCommand: Command {
       --json                   the same numbers as JSON (exact bytes) instead of tables
       --svg FILE               also write the compare set as a stacked-bar SVG picture
       --probe-runtime          measure this process' runtime overhead (OpenBLAS loaded, one GEMM run)
-                               and print it; no model needed
+                               and print it; no model needed (--gemm-size N: the GEMM's size, default 1024)
 
     Examples:
       qlora memory Fixtures/configs/llama-2-7b.json --seq-len 2048 --gradient-checkpointing
@@ -56,7 +56,7 @@ public enum MemoryCommand: Command {
 
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len",
-        "optimizer", "tile-rows", "tile-threads", "logits-chunk", "svg",
+        "optimizer", "tile-rows", "tile-threads", "logits-chunk", "svg", "gemm-size",
     ]
     static let flagOptions: Set<String> = [
         "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime",
@@ -66,7 +66,7 @@ public enum MemoryCommand: Command {
         let args = try Arguments(arguments, command: name, valueOptions: valueOptions, flagOptions: flagOptions)
         if args.flag("probe-runtime") {
             _ = try args.requirePositionals([])
-            print(renderProbe(try RuntimeOverhead.probe()))
+            print(renderProbe(try RuntimeOverhead.probe(gemmSize: try positive(args, "gemm-size", default: 1024))))
             return 0
         }
         let path = try args.requirePositionals(["model-dir | config.json"])[0]
@@ -118,7 +118,7 @@ public enum MemoryCommand: Command {
         runtime overhead of this qlora process (resident memory, VmRSS):
           at start                 \(MemoryReport.humanBytes(probe.atStart)) (\(MemoryReport.withCommas(probe.atStart)) bytes)
           after loading OpenBLAS   \(MemoryReport.humanBytes(probe.afterLoadingBLAS)) (+\(MemoryReport.humanBytes(probe.loadingBLAS)))
-          after one GEMM           \(MemoryReport.humanBytes(probe.afterGEMM)) (+\(MemoryReport.humanBytes(probe.blasBuffers)) OpenBLAS buffers, \(probe.blasThreads) threads)
+          after one GEMM           \(MemoryReport.humanBytes(probe.afterGEMM)) (\(MemoryReport.withCommas(probe.afterGEMM)) bytes; +\(MemoryReport.humanBytes(probe.blasBuffers)) OpenBLAS buffers, \(probe.blasThreads) threads)
         the memory plan uses \(MemoryReport.humanBytes(RuntimeOverhead.measuredBytes)) (\(MemoryReport.withCommas(RuntimeOverhead.measuredBytes)) bytes)
         """
     }

@@ -92,15 +92,17 @@ public enum MemoryReport {
 
     /// Categories as rows, plans as columns, the total last.
     public static func compareTable(_ plans: [MemoryPlan]) -> String {
-        let labels = plans.map(\.label)
-        let width = max(14, (labels.map(\.count).max() ?? 0) + 2)
-        var lines = [pad("category", 22) + labels.map { pad($0, width, right: true) }.joined()]
-        for category in MemoryCategory.allCases {
-            lines.append(pad(category.rawValue, 22) + plans.map { pad(humanBytes($0.breakdown[category]), width, right: true) }.joined())
+        let widths = plans.map { max(14, $0.label.count + 2) }
+        func row(_ name: String, _ cell: (MemoryPlan) -> String) -> String {
+            pad(name, 22) + zip(plans, widths).map { pad(cell($0), $1, right: true) }.joined()
         }
-        lines.append(String(repeating: "─", count: 22 + width * plans.count))
-        lines.append(pad("total", 22) + plans.map { pad(humanBytes($0.totalBytes), width, right: true) }.joined())
-        lines.append(pad("trainable params", 22) + plans.map { pad(withCommas($0.trainableParameterCount), width, right: true) }.joined())
+        var lines = [row("category") { $0.label }]
+        for category in MemoryCategory.allCases {
+            lines.append(row(category.rawValue) { humanBytes($0.breakdown[category]) })
+        }
+        lines.append(String(repeating: "─", count: 22 + widths.reduce(0, +)))
+        lines.append(row("total") { humanBytes($0.totalBytes) })
+        lines.append(row("trainable params") { withCommas($0.trainableParameterCount) })
         return lines.joined(separator: "\n")
     }
 

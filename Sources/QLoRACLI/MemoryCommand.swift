@@ -78,7 +78,8 @@ public enum MemoryCommand: Command {
             plans = args.flag("compare") ? try MemoryPlan.compareSet(config: config, options: options)
                 : [try MemoryPlan(config: config, options: options)]
         } catch let error as MemoryPlanError {
-            throw CLIError.failed("qlora memory: \(error). Run `qlora memory --help`.")
+            let text = "\(error)"
+            throw CLIError.failed("qlora memory: \(text)\(text.hasSuffix(".") ? "" : ".") Run `qlora memory --help`.")
         } catch let error as LoRAError {
             throw CLIError.failed("qlora memory: \(error) (--rank, --targets, --dropout).")
         }
@@ -89,7 +90,7 @@ public enum MemoryCommand: Command {
             do {
                 try AtomicFile.write(Data(MemoryReport.svg(set, title: title).utf8), to: URL(fileURLWithPath: svgPath))
             } catch {
-                throw CLIError.failed("qlora memory: --svg \(svgPath): \(error)")
+                throw CLIError.failed("qlora memory: --svg: \(error)")
             }
         }
         if args.flag("json") {

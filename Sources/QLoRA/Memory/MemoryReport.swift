@@ -56,7 +56,7 @@ public enum MemoryReport {
         }
         parts.append("batch \(o.batch) × seq \(o.seqLen)")
         parts.append("checkpointing \(o.gradientCheckpointing ? "on" : "off")")
-        parts.append(o.training ? o.optimizer.rawValue == "adamw" ? "AdamW" : "SGD" : "inference")
+        parts.append(!o.training ? "inference" : o.optimizer == .adamw ? "AdamW" : "SGD")
         return parts.joined(separator: ", ")
     }
 

@@ -2,9 +2,10 @@
 public enum CommandList {
     public static let all: [any Command.Type] = [
         DemoCommand.self,
-        TrainCommand.self,
-        VersionCommand.self,
         QuantizeCommand.self,
+        TrainCommand.self,
+        MemoryCommand.self,
         InspectCommand.self,
+        VersionCommand.self,
     ]
 }

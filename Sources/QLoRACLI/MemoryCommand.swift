@@ -1,0 +1,188 @@
+import Foundation
+import QLoRA
+
+/// `qlora memory`: where every byte of a training run goes, from config.json alone.
+public enum MemoryCommand: Command {
+    public static let name = "memory"
+    public static let summary = "Plan the memory of a fine-tuning run per category, from config.json alone"
+    public static let help = """
+    Usage: qlora memory <model-dir | config.json> [options]
+
+    Plans the memory of a training run from the model's config.json alone (no weights are read; a 70B
+    plan takes milliseconds): bytes per category (quantized weights, other frozen weights, trainable
+    parameters, gradients, optimizer state, saved activations, workspace, runtime overhead), the total,
+    and parameter counts. The figures are those of qlora's own buffers, computed by the same functions
+    that size them, so a real run holds exactly these bytes plus the runtime overhead (docs/memory.md).
+
+    Base weights:
+      --quant nf4|fp4|none     4-bit base (QLoRA) or a dense one (default: the checkpoint's
+                               quantization_config if it has one, else nf4)
+      --base-dtype bf16|fp32   dense base precision with --quant none (default bf16)
+      --blocksize N            4-bit block size, a power of two 32...4096 (default 64)
+      --double-quant / --no-double-quant
+                               8-bit quantized block scales (default on)
+      --compute-dtype bf16|fp16|fp32
+                               precision of the dequantized weight tiles (default bf16)
+    Adapters:
+      --rank R                 LoRA rank (default 16)
+      --alpha A                LoRA alpha (default 2 x rank; does not change memory)
+      --targets LIST           comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+                               or all-linear (default all-linear)
+      --dropout P              LoRA dropout; > 0 adds a dropout scratch buffer (default 0)
+      --full                   full fine-tuning instead of LoRA (needs --quant none; --base-dtype fp32
+                               = fp32 training, bf16 = bf16 mixed precision with fp32 master weights)
+    Run:
+      --batch B                sequences per step (default 1)
+      --seq-len T              tokens per sequence (default 512)
+      --gradient-checkpointing / --no-gradient-checkpointing
+                               keep only each layer's input, recompute the rest (default off)
+      --optimizer adamw|sgd    AdamW keeps 2 fp32 states per trainable parameter, SGD none (default adamw)
+      --tile-rows N            rows per dequantized weight tile (default 256)
+      --tile-threads N         tiles dequantized concurrently (default 2)
+      --logits-chunk N         rows of logits computed at once (default 64)
+    Output:
+      --compare                full fine-tuning fp32, full fine-tuning bf16 mixed precision, LoRA on a
+                               bf16 base and QLoRA side by side: a table and a stacked-bar chart
+      --ascii                  letters instead of block shades in the chart
+      --json                   the same numbers as JSON (exact bytes) instead of tables
+      --svg FILE               also write the compare set as a stacked-bar SVG picture
+      --probe-runtime          measure this process' runtime overhead (OpenBLAS loaded, one GEMM run)
+                               and print it; no model needed (--gemm-size N: the GEMM's size, default 1024)
+
+    Examples:
+      qlora memory Fixtures/configs/llama-2-7b.json --seq-len 2048 --gradient-checkpointing
+      qlora memory meta-llama/Meta-Llama-3-8B --compare --svg memory.svg
+    """
+
+    static let valueOptions: Set<String> = [
+        "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len",
+        "optimizer", "tile-rows", "tile-threads", "logits-chunk", "svg", "gemm-size",
+    ]
+    static let flagOptions: Set<String> = [
+        "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime",
+    ]
+
+    public static func run(_ arguments: [String]) throws -> Int32 {
+        let args = try Arguments(arguments, command: name, valueOptions: valueOptions, flagOptions: flagOptions)
+        if args.flag("probe-runtime") {
+            _ = try args.requirePositionals([])
+            print(renderProbe(try RuntimeOverhead.probe(gemmSize: try positive(args, "gemm-size", default: 1024))))
+            return 0
+        }
+        let path = try args.requirePositionals(["model-dir | config.json"])[0]
+        let config = try loadConfig(path)
+        let options = try planOptions(args, config: config)
+        let model = modelName(path)
+        let plans: [MemoryPlan]
+        do {
+            plans = args.flag("compare") ? try MemoryPlan.compareSet(config: config, options: options)
+                : [try MemoryPlan(config: config, options: options)]
+        } catch let error as MemoryPlanError {
+            let text = "\(error)"
+            throw CLIError.failed("qlora memory: \(text)\(text.hasSuffix(".") ? "" : ".") Run `qlora memory --help`.")
+        } catch let error as LoRAError {
+            throw CLIError.failed("qlora memory: \(error) (--rank, --targets, --dropout).")
+        }
+        if let svgPath = args.string("svg") {
+            let set = args.flag("compare") ? plans : try MemoryPlan.compareSet(config: config, options: options)
+            let title = "\(model): memory per category, batch \(options.batch) × seq \(options.seqLen)"
+                + (options.gradientCheckpointing ? ", gradient checkpointing" : "")
+            do {
+                try AtomicFile.write(Data(MemoryReport.svg(set, title: title).utf8), to: URL(fileURLWithPath: svgPath))
+            } catch {
+                throw CLIError.failed("qlora memory: --svg: \(error)")
+            }
+        }
+        if args.flag("json") {
+            print(MemoryReport.json(plans, model: model), terminator: "")
+            return 0
+        }
+        print(render(plans, model: model, config: config, ascii: args.flag("ascii")))
+        if let svgPath = args.string("svg") { print("\nwrote \(svgPath)") }
+        return 0
+    }
+
+    /// The text output: one plan's table, or the compare table and chart.
+    static func render(_ plans: [MemoryPlan], model: String, config: LlamaConfig, ascii: Bool) -> String {
+        let header = "\(model): \(config.numHiddenLayers) layers, hidden \(config.hiddenSize), vocab \(config.vocabSize), "
+            + "\(MemoryReport.withCommas(config.totalParameterCount)) parameters"
+        if plans.count == 1 {
+            return header + "\n" + MemoryReport.describe(plans[0]) + "\n\n" + MemoryReport.table(plans[0])
+        }
+        var settings = plans.last.map(MemoryReport.describe) ?? ""
+        if let range = settings.range(of: "compute ") { settings = String(settings[range.lowerBound...]) }
+        return header + "\n" + settings + "\n\n" + MemoryReport.compareTable(plans) + "\n\n" + MemoryReport.stackedBars(plans, ascii: ascii)
+    }
+
+    static func renderProbe(_ probe: RuntimeOverhead.Probe) -> String {
+        """
+        runtime overhead of this qlora process (resident memory, VmRSS):
+          at start                 \(MemoryReport.humanBytes(probe.atStart)) (\(MemoryReport.withCommas(probe.atStart)) bytes)
+          after loading OpenBLAS   \(MemoryReport.humanBytes(probe.afterLoadingBLAS)) (+\(MemoryReport.humanBytes(probe.loadingBLAS)))
+          after one GEMM           \(MemoryReport.humanBytes(probe.afterGEMM)) (\(MemoryReport.withCommas(probe.afterGEMM)) bytes; +\(MemoryReport.humanBytes(probe.blasBuffers)) OpenBLAS buffers, \(probe.blasThreads) threads)
+        the memory plan uses \(MemoryReport.humanBytes(RuntimeOverhead.measuredBytes)) (\(MemoryReport.withCommas(RuntimeOverhead.measuredBytes)) bytes)
+        """
+    }
+
+    static func loadConfig(_ path: String) throws -> LlamaConfig {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CLIError.failed("qlora memory: \(path) does not exist. Give a model directory with a config.json, or a config.json file.")
+        }
+        return try LlamaConfig.load(directory: URL(fileURLWithPath: path, isDirectory: isDirectory.boolValue))
+    }
+
+    /// "Llama-2-7b" from ".../Llama-2-7b" or ".../llama-2-7b.json" (config.json: its directory's name).
+    static func modelName(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        if url.lastPathComponent == "config.json" { return url.deletingLastPathComponent().lastPathComponent }
+        return url.pathExtension == "json" ? url.deletingPathExtension().lastPathComponent : url.lastPathComponent
+    }
+
+    /// The plan options from the command line; defaults for 4-bit settings come from the checkpoint's
+    /// quantization_config when it has one. (A `--measure` run builds its executor from the same options.)
+    public static func planOptions(_ args: Arguments, config: LlamaConfig) throws -> MemoryPlan.Options {
+        let checkpointQuant = config.quantizationConfig?["bnb_4bit_quant_type"]?.stringValue
+        let checkpointDoubleQuant = config.quantizationConfig?["bnb_4bit_use_double_quant"]?.boolValue
+        let quant = try args.choice("quant", ["nf4", "fp4", "none"], default: checkpointQuant ?? "nf4")
+        let baseDType = try args.choice("base-dtype", ["bf16", "fp32"], default: "bf16")
+        if args.string("base-dtype") != nil && quant != "none" {
+            throw CLIError.failed("qlora memory: --base-dtype applies to a dense base only; add --quant none (or drop --base-dtype for a 4-bit base).")
+        }
+        var options = MemoryPlan.Options()
+        if quant == "none" {
+            options.baseFormat = baseDType == "fp32" ? .dense32 : .denseBF16
+        } else {
+            let blocksize = try args.int("blocksize", default: 64)
+            options.baseFormat = .quantized(QuantizationOptions(quantType: quant == "fp4" ? .fp4 : .nf4, blocksize: blocksize,
+                                                                doubleQuant: args.flag("double-quant", default: checkpointDoubleQuant ?? true)))
+        }
+        options.computePrecision = ComputePrecision(rawValue: try args.choice("compute-dtype", ["bf16", "fp16", "fp32"], default: "bf16"))!
+        let rank = try args.int("rank", default: 16)
+        guard rank > 0 else { throw CLIError.badValue(command: name, option: "rank", value: "\(rank)", expected: "a positive integer") }
+        let targets = args.list("targets") ?? ["all-linear"]
+        let dropout = try args.double("dropout", default: 0)
+        options.lora = LoRAConfig(r: rank, loraAlpha: try args.double("alpha", default: Double(2 * rank)), loraDropout: dropout,
+                                  targetModules: targets)
+        if args.flag("full") {
+            guard quant == "none" else {
+                throw CLIError.failed("qlora memory: --full trains every weight, which a 4-bit base cannot hold; add --quant none --base-dtype fp32 (or bf16 for mixed precision).")
+            }
+            options.lora = nil
+        }
+        options.batch = try positive(args, "batch", default: 1)
+        options.seqLen = try positive(args, "seq-len", default: 512)
+        options.gradientCheckpointing = args.flag("gradient-checkpointing")
+        options.optimizer = MemoryPlan.Optimizer(rawValue: try args.choice("optimizer", ["adamw", "sgd"], default: "adamw"))!
+        options.tileRows = try positive(args, "tile-rows", default: 256)
+        options.tileThreads = try positive(args, "tile-threads", default: 2)
+        options.logitsChunkRows = try positive(args, "logits-chunk", default: 64)
+        return options
+    }
+
+    static func positive(_ args: Arguments, _ option: String, default value: Int) throws -> Int {
+        let result = try args.int(option, default: value)
+        guard result > 0 else { throw CLIError.badValue(command: name, option: option, value: "\(result)", expected: "a positive integer") }
+        return result
+    }
+}

@@ -1,0 +1,264 @@
+import Foundation
+import SafeTensors
+import Testing
+@testable import QLoRA
+
+/// The memory plan (config + options only) against the real buffers: QuantizedTensor sizes, the frozen
+/// model, the LoRA arena and the executor's activation arena, per category.
+@Suite struct MemoryPlanTests {
+    // MARK: - Quantized weight bytes == QuantizedTensor
+
+    struct QuantCase: CustomStringConvertible, Sendable {
+        var shape: [Int]
+        var blocksize: Int
+        var doubleQuant: Bool
+        var description: String { "\(shape) bs \(blocksize) \(doubleQuant ? "dq" : "plain")" }
+    }
+
+    /// Partial last blocks, odd element counts (a half-filled packed byte), several nested blocks.
+    static let quantCases: [QuantCase] = {
+        let shapes = [[96, 96], [32, 96], [264, 96], [3, 67], [7, 90], [150, 110], [300, 300], [1, 33]]
+        var cases: [QuantCase] = []
+        for shape in shapes {
+            for blocksize in [32, 64, 128, 256, 4096] {
+                for doubleQuant in [true, false] { cases.append(QuantCase(shape: shape, blocksize: blocksize, doubleQuant: doubleQuant)) }
+            }
+        }
+        return cases
+    }()
+
+    @Test(arguments: quantCases)
+    func quantizedBytesMatchQuantizedTensor(_ c: QuantCase) throws {
+        let n = c.shape.reduce(1, *)
+        var generator = QLoRA.SeededGenerator(seed: UInt64(n * 31 + c.blocksize))
+        let values = (0..<n).map { _ in generator.normal() }
+        let tensor = try QuantizedTensor.quantize(values, shape: c.shape, blocksize: c.blocksize, doubleQuant: c.doubleQuant)
+        #expect(QuantizedWeightBytes.storage(elements: n, blocksize: c.blocksize, doubleQuant: c.doubleQuant) == tensor.storageBytes)
+        #expect(QuantizedWeightBytes.resident(elements: n, blocksize: c.blocksize, doubleQuant: c.doubleQuant) == tensor.residentBytes)
+        #expect(QuantizedWeightBytes.blockScales(elements: n, blocksize: c.blocksize) == tensor.blockScaleBytes)
+        if c.shape.count == 2 {
+            let options = QuantizationOptions(blocksize: c.blocksize, doubleQuant: c.doubleQuant)
+            #expect(QuantizedWeightBytes.resident(elements: n, options: options) == QuantizedWeight(tensor).storageBytes)
+        }
+    }
+
+    // MARK: - Plan == live buffers
+
+    static let nf4 = BaseWeightFormat.quantized(QuantizationOptions())
+    static let fp4Plain = BaseWeightFormat.quantized(QuantizationOptions(quantType: .fp4, blocksize: 128, doubleQuant: false))
+
+    struct LiveCase: CustomStringConvertible, Sendable {
+        var name: String
+        var model: String          // a Fixtures/tiny-llama directory, or "random:<variant>"
+        var format: BaseWeightFormat
+        var lora: LoRAConfig
+        var batch: Int
+        var seqLen: Int
+        var checkpointing: Bool
+        var training = true
+        var tileRows = 256
+        var logitsChunkRows = 64
+        var description: String { name }
+    }
+
+    static let allLinear = LoRAConfig(r: 4, loraAlpha: 8, targetModules: ["all-linear"])
+    static let qvLayer1 = LoRAConfig(r: 8, loraAlpha: 16, targetModules: ["q_proj", "v_proj"], layersToTransform: [1])
+    static let mlpDropout = LoRAConfig(r: 2, loraAlpha: 4, loraDropout: 0.1, targetModules: ["gate_proj", "up_proj", "down_proj"])
+
+    static let liveCases: [LiveCase] = [
+        LiveCase(name: "fp32 all-linear", model: "tiny-llama/untied-fp32", format: .dense32, lora: allLinear, batch: 2, seqLen: 12, checkpointing: false),
+        LiveCase(name: "fp32 all-linear ckpt", model: "tiny-llama/untied-fp32", format: .dense32, lora: allLinear, batch: 2, seqLen: 12, checkpointing: true),
+        LiveCase(name: "nf4 all-linear", model: "tiny-llama/untied-fp32", format: nf4, lora: allLinear, batch: 1, seqLen: 16, checkpointing: false),
+        LiveCase(name: "nf4 all-linear ckpt", model: "tiny-llama/untied-fp32", format: nf4, lora: allLinear, batch: 3, seqLen: 5, checkpointing: true),
+        LiveCase(name: "nf4 qv layer1", model: "tiny-llama/untied-fp32", format: nf4, lora: qvLayer1, batch: 2, seqLen: 7, checkpointing: false),
+        LiveCase(name: "nf4 qv layer1 ckpt", model: "tiny-llama/untied-fp32", format: nf4, lora: qvLayer1, batch: 2, seqLen: 7, checkpointing: true),
+        LiveCase(name: "bf16 mlp dropout", model: "tiny-llama/untied-fp32", format: .denseBF16, lora: mlpDropout, batch: 1, seqLen: 9, checkpointing: true),
+        LiveCase(name: "tied fp32", model: "tiny-llama/tied-fp32", format: .dense32, lora: allLinear, batch: 2, seqLen: 4, checkpointing: false),
+        LiveCase(name: "tied nf4 small tiles", model: "tiny-llama/tied-fp32", format: nf4, lora: allLinear, batch: 2, seqLen: 4,
+                 checkpointing: true, tileRows: 32, logitsChunkRows: 3),
+        LiveCase(name: "nf4 inference", model: "tiny-llama/untied-fp32", format: nf4, lora: allLinear, batch: 2, seqLen: 6,
+                 checkpointing: false, training: false),
+        LiveCase(name: "random GQA biases fp4", model: "random:qkv-bias", format: fp4Plain, lora: allLinear, batch: 2, seqLen: 6, checkpointing: false),
+        LiveCase(name: "random GQA biases bf16 ckpt", model: "random:qkv-bias", format: .denseBF16, lora: qvLayer1, batch: 1, seqLen: 10, checkpointing: true),
+        LiveCase(name: "random tied odd dims nf4", model: "random:tied-odd", format: nf4, lora: allLinear, batch: 3, seqLen: 3, checkpointing: true),
+        LiveCase(name: "random tied odd dims fp32", model: "random:tied-odd", format: .dense32, lora: mlpDropout, batch: 1, seqLen: 11, checkpointing: false),
+    ]
+
+    /// Small random architectures the fixtures do not cover: Qwen2-style q/k/v biases with GQA, and a tied
+    /// model whose sizes are no multiple of 16 or 64 (padding and partial blocks everywhere).
+    static func randomConfig(_ variant: String) -> LlamaConfig {
+        switch variant {
+        case "qkv-bias":
+            var config = LlamaConfig(vocabSize: 300, hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2,
+                                     numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16)
+            config.qkvBiasOnly = true
+            config.mlpBias = true
+            return config
+        default:
+            return LlamaConfig(vocabSize: 131, hiddenSize: 50, intermediateSize: 94, numHiddenLayers: 3,
+                               numAttentionHeads: 5, numKeyValueHeads: 1, headDim: 10, tieWordEmbeddings: true)
+        }
+    }
+
+    static func model(_ c: LiveCase) throws -> LlamaModel {
+        if c.model.hasPrefix("random:") {
+            return try LlamaLoader.random(config: randomConfig(String(c.model.dropFirst(7))), format: c.format, precision: .bf16, seed: 7)
+        }
+        return try LlamaLoader.load(directory: FixturePaths.url(c.model), format: c.format, precision: .bf16)
+    }
+
+    static func options(_ c: LiveCase) -> MemoryPlan.Options {
+        MemoryPlan.Options(baseFormat: c.format, computePrecision: .bf16, lora: c.lora, batch: c.batch, seqLen: c.seqLen,
+                           gradientCheckpointing: c.checkpointing, training: c.training, tileRows: c.tileRows,
+                           logitsChunkRows: c.logitsChunkRows)
+    }
+
+    @Test(arguments: liveCases)
+    func planEqualsLiveBuffers(_ c: LiveCase) throws {
+        let model = try Self.model(c)
+        let options = Self.options(c)
+        let plan = try MemoryPlan(config: model.config, options: options)
+        let lora = try LoRAAdapters(modelConfig: model.config, config: c.lora, training: c.training)
+        let executor = LlamaExecutor(model: model, lora: lora, shape: options.activationShape)
+        let live = LiveMemory.breakdown(executor: executor)
+        for category in MemoryCategory.allCases where category != .runtimeOverhead {
+            #expect(plan.breakdown[category] == live[category], "\(category.rawValue): planned \(plan.breakdown[category]), live \(live[category])")
+        }
+        #expect(plan.breakdown[.otherFrozenWeights] == model.frozenBytes.other)
+        #expect(plan.breakdown[.quantizedWeights] == model.frozenBytes.quantized)
+        #expect(plan.trainableParameterCount == lora.parameters.parameterCount)
+        #expect(plan.breakdown[.runtimeOverhead] == RuntimeOverhead.measuredBytes)
+        if case .quantized = c.format {
+            #expect(plan.quantizedParameterCount == model.config.decoderLinearParameterCount)
+            #expect(plan.breakdown[.quantizedWeights] > 0)
+        } else {
+            #expect(plan.breakdown[.quantizedWeights] == 0)
+        }
+    }
+
+    @Test func sgdKeepsNoOptimizerState() throws {
+        let config = Self.randomConfig("qkv-bias")
+        var options = MemoryPlan.Options(baseFormat: Self.nf4, lora: Self.allLinear, batch: 2, seqLen: 8)
+        let adamw = try MemoryPlan(config: config, options: options)
+        options.optimizer = .sgd
+        let sgd = try MemoryPlan(config: config, options: options)
+        #expect(sgd.breakdown[.optimizerState] == 0)
+        #expect(adamw.breakdown[.optimizerState] == 2 * adamw.breakdown[.trainableParameters])
+        for category in MemoryCategory.allCases where category != .optimizerState {
+            #expect(sgd.breakdown[category] == adamw.breakdown[category])
+        }
+    }
+
+    // MARK: - Full fine-tuning
+
+    @Test(arguments: ["tiny-llama/untied-fp32", "tiny-llama/tied-fp32", "configs/llama-3-8b.json", "configs/smollm2-135m.json"])
+    func fullFineTuningCountsEveryParameter(_ path: String) throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url(path))
+        let shapes = MemoryPlan.allParameterShapes(config: config)
+        #expect(shapes.reduce(0) { $0 + $1.reduce(1, *) } == config.totalParameterCount)
+        let section = TrainableParameters.arenaFloats(shapes: shapes) * 4
+        var options = MemoryPlan.Options(baseFormat: .dense32, lora: nil, batch: 1, seqLen: 16)
+        let fp32 = try MemoryPlan(config: config, options: options)
+        options.baseFormat = .denseBF16
+        let mixed = try MemoryPlan(config: config, options: options)
+        #expect(fp32.options.method == .fullFP32 && mixed.options.method == .fullBF16Mixed)
+        #expect(fp32.trainableParameterCount == config.totalParameterCount)
+        // fp32: weights 4 + grads 4 + AdamW 8 bytes; bf16 mixed: bf16 2 + master 4 + grads 4 + AdamW 8.
+        #expect(fp32.breakdown[.trainableParameters] == section)
+        #expect(mixed.breakdown[.trainableParameters] == section + section / 2)
+        for plan in [fp32, mixed] {
+            #expect(plan.breakdown[.gradients] == section)
+            #expect(plan.breakdown[.optimizerState] == 2 * section)
+            #expect(plan.breakdown[.quantizedWeights] == 0 && plan.breakdown[.otherFrozenWeights] == 0)
+            let counts = ActivationLayout.counts(config: config, lora: nil, shape: options.activationShape)
+            #expect(plan.breakdown[.activations] == counts.saved * 4)
+        }
+    }
+
+    // MARK: - Published configs
+
+    @Test(arguments: [("llama-2-7b", 6_738_415_616), ("llama-3-8b", 8_030_261_248), ("llama-3-70b", 70_553_706_496),
+                      ("smollm2-135m", 134_515_008), ("tinyllama-1.1b", 1_100_048_384)])
+    func publishedConfigsHaveTheirPublishedParameterCounts(_ name: String, _ parameters: Int) throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("configs/\(name).json"))
+        #expect(config.totalParameterCount == parameters)
+    }
+
+    @Test(arguments: ["llama-2-7b", "llama-3-8b", "llama-3-70b", "smollm2-135m", "tinyllama-1.1b"])
+    func largeConfigsPlanWithoutWeights(_ name: String) throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("configs/\(name).json"))
+        let start = Date()
+        let options = MemoryPlan.Options(seqLen: 2048, gradientCheckpointing: true)
+        let plans = try MemoryPlan.compareSet(config: config, options: options)
+        let elapsed = Date().timeIntervalSince(start)
+        print("memory plan \(name): 4 plans in \(String(format: "%.2f", elapsed * 1000)) ms (debug build)")
+        #expect(plans.count == 4)
+        let qlora = plans[3]
+        #expect(qlora.quantizedParameterCount == config.decoderLinearParameterCount)
+        // The stored figure is the formula up to the per-tensor offset and partial nested blocks; the
+        // resident one adds exactly 32 bits per 64-element block when every linear is a multiple of 64.
+        let nominal = QuantizedTensor.bitsPerParameter(blocksize: 64, doubleQuant: true)
+        #expect(abs(qlora.quantizedStorageBitsPerParameter - nominal) < 1e-3)
+        #expect(abs(qlora.quantizedResidentBitsPerParameter - qlora.quantizedStorageBitsPerParameter - 0.5) < 1e-9)
+        // The ordering every memory table shows: full fp32 < full bf16 mixed, QLoRA < LoRA on bf16 for big models.
+        #expect(plans[0].totalBytes < plans[1].totalBytes)
+        if config.totalParameterCount > 1_000_000_000 { #expect(plans[3].totalBytes < plans[2].totalBytes) }
+    }
+
+    // MARK: - Checkpointing (the formula of docs/memory.md)
+
+    @Test(arguments: [false, true])
+    func savedActivationsFollowTheDocumentedFormula(_ checkpointing: Bool) throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("configs/smollm2-135m.json"))
+        let lora = LoRAConfig(r: 16, loraAlpha: 32, targetModules: ["all-linear"])
+        let plan = try MemoryPlan(config: config, options: .init(lora: lora, batch: 1, seqLen: 256, gradientCheckpointing: checkpointing))
+        func pad(_ n: Int) -> Int { (n + 15) & ~15 }
+        let n = 256, c = config.hiddenSize, f = config.intermediateSize, l = config.numHiddenLayers
+        let qd = config.queryDim, kvd = config.keyValueDim, h = config.numAttentionHeads
+        let final = 2 * pad(n * c) + pad(n)
+        let perLayer = pad(n * c) + 2 * pad(n) + 3 * pad(n * c) + 2 * pad(n * qd) + 2 * pad(n * kvd) + pad(h * n * n)
+            + 3 * pad(n * f) + 7 * pad(n * 16)
+        let expected = checkpointing ? l * pad(n * c) + final : l * perLayer + final
+        #expect(plan.breakdown[.activations] == 4 * expected)
+    }
+
+    // MARK: - Bad options
+
+    @Test func badOptionsNameTheOption() throws {
+        let config = Self.randomConfig("qkv-bias")
+        var options = MemoryPlan.Options(baseFormat: .quantized(QuantizationOptions(blocksize: 48)))
+        #expect(throws: MemoryPlanError.badOption(option: "blocksize", reason: "\(QuantError.badBlocksize(48))")) {
+            try MemoryPlan(config: config, options: options)
+        }
+        options = MemoryPlan.Options(lora: nil)
+        #expect { try MemoryPlan(config: config, options: options) } throws: { error in
+            guard case MemoryPlanError.badOption(let option, _) = error else { return false }
+            return option == "full fine-tuning"
+        }
+        options = MemoryPlan.Options(batch: 0)
+        #expect { try MemoryPlan(config: config, options: options) } throws: { error in
+            guard case MemoryPlanError.badOption(let option, _) = error else { return false }
+            return option == "batch"
+        }
+        options = MemoryPlan.Options(lora: LoRAConfig(r: 4, targetModules: ["q_proj"], layersToTransform: [2]))
+        #expect { try MemoryPlan(config: config, options: options) } throws: { error in
+            guard case MemoryPlanError.badOption(let option, let reason) = error else { return false }
+            return option == "layers" && reason.contains("0..<2")
+        }
+        options = MemoryPlan.Options(lora: LoRAConfig(r: 4, targetModules: ["mlp"]))
+        #expect { try MemoryPlan(config: config, options: options) } throws: { error in
+            guard case LoRAError.badConfig(let reason) = error else { return false }
+            return reason.contains("'mlp'")
+        }
+    }
+
+    // MARK: - Runtime overhead
+
+    @Test func runtimeProbeMeasuresThisProcess() throws {
+        let probe = try RuntimeOverhead.probe(gemmSize: 256)
+        #expect(probe.atStart > 0)
+        #expect(probe.afterGEMM >= probe.afterLoadingBLAS)
+        #expect(probe.blasThreads >= 1)
+        #expect(RuntimeOverhead.measuredBytes > 0)
+    }
+}

@@ -10,6 +10,7 @@ protocol Benchmark {
 let benchmarks: [any Benchmark.Type] = [
     DequantBenchmark.self,
     QuantizeBenchmark.self,
+    TrainBenchmark.self,
 ]
 
 let argv = Array(CommandLine.arguments.dropFirst())

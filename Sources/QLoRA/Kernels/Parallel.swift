@@ -3,10 +3,9 @@ import Foundation
 
 /// Runs independent chunks of kernel work on up to `Parallel.threads` threads.
 ///
-/// The rule: never nest two thread pools. A body run by `forEach` must not start its own threads, and
-/// when it calls BLAS, OpenBLAS must be single-threaded for the duration: use `forEachCallingBLAS`,
-/// which sets `OpenBLAS.shared.threads = 1` around the call and restores it. Code outside `forEach`
-/// (one big GEMM) leaves OpenBLAS' own threading alone so that it can use every core.
+/// The rule: never nest two thread pools. A body run by `forEach` must not start its own threads.
+/// OpenBLAS stays single-threaded for the whole process; big GEMMs are split across threads by
+/// `Blas.sgemmParallel` instead.
 ///
 /// Why `DispatchQueue.concurrentPerform`: measured against a persistent worker thread woken by a
 /// semaphore (2 cores, swiftc -O, machine shared with other builds, load ~4): per call with empty work
@@ -37,16 +36,10 @@ public enum Parallel {
         DispatchQueue.concurrentPerform(iterations: count, execute: body)
     }
 
-    /// `forEach` for bodies that call BLAS: OpenBLAS runs single-threaded for the whole call, also when
-    /// the chunks run on the calling thread (such bodies make many small GEMMs, which OpenBLAS' own
-    /// threads slow down rather than speed up). Restores OpenBLAS' thread count afterwards.
+    /// `forEach` for bodies that call BLAS. OpenBLAS is kept single-threaded for the whole process
+    /// (Runtime/OpenBLAS.swift), so this is `forEach`; the name records that the bodies make BLAS calls.
     public static func forEachCallingBLAS(_ count: Int, _ body: (Int) -> Void) {
-        if count <= 0 { return }
-        let blas = OpenBLAS.shared
-        let saved = blas.threads
-        if saved != 1 { blas.threads = 1 }
         forEach(count, body)
-        if saved != 1 { blas.threads = saved }
     }
 
     /// How many chunks to cut `total` items into so that each chunk holds at least `minimumPerChunk`

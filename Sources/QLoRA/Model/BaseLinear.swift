@@ -36,13 +36,17 @@ public final class BaseLinear {
                         tile: UnsafeMutablePointer<Float>, tileRows: Int) {
         let o = outFeatures, i = inFeatures
         if let w = direct {
-            Blas.sgemm(y, ldc: o, x, lda: i, w, ldb: i, transB: true, m: n, n: o, k: i)
+            StepProfiler.measure(.gemm) {
+                Blas.sgemmParallel(y, ldc: o, x, lda: i, w, ldb: i, transB: true, m: n, n: o, k: i)
+            }
         } else {
             var r0 = 0
             while r0 < o {
                 let r1 = min(o, r0 + tileRows)
-                weight.writeTile(rows: r0..<r1, into: tile, precision: precision)
-                Blas.sgemm(y + r0, ldc: o, x, lda: i, tile, ldb: i, transB: true, m: n, n: r1 - r0, k: i)
+                writeTile(rows: r0..<r1, into: tile)
+                StepProfiler.measure(.gemm) {
+                    Blas.sgemmParallel(y + r0, ldc: o, x, lda: i, tile, ldb: i, transB: true, m: n, n: r1 - r0, k: i)
+                }
                 r0 = r1
             }
         }
@@ -59,15 +63,32 @@ public final class BaseLinear {
                               tile: UnsafeMutablePointer<Float>, tileRows: Int) {
         let o = outFeatures, i = inFeatures
         if let w = direct {
-            Blas.sgemm(dx, ldc: i, dy, lda: o, w, ldb: i, m: n, n: i, k: o, beta: 1)
+            StepProfiler.measure(.gemm) {
+                Blas.sgemmParallel(dx, ldc: i, dy, lda: o, w, ldb: i, m: n, n: i, k: o, beta: 1)
+            }
             return
         }
         var r0 = 0
         while r0 < o {
             let r1 = min(o, r0 + tileRows)
-            weight.writeTile(rows: r0..<r1, into: tile, precision: precision)
-            Blas.sgemm(dx, ldc: i, dy + r0, lda: o, tile, ldb: i, m: n, n: i, k: r1 - r0, beta: 1)
+            writeTile(rows: r0..<r1, into: tile)
+            StepProfiler.measure(.gemm) {
+                Blas.sgemmParallel(dx, ldc: i, dy + r0, lda: o, tile, ldb: i, m: n, n: i, k: r1 - r0, beta: 1)
+            }
             r0 = r1
+        }
+    }
+
+    /// Rows [rows) of W into the tile (rows.count, I), the rows split across threads.
+    private func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>) {
+        StepProfiler.measure(.dequant) {
+            let i = inFeatures
+            let parts = rows.count * i >= 32768 ? Parallel.threads : 1
+            Parallel.forEach(parts) { part in
+                let sub = Parallel.range(chunk: part, of: parts, total: rows.count)
+                weight.writeTile(rows: (rows.lowerBound + sub.lowerBound)..<(rows.lowerBound + sub.upperBound),
+                                 into: tile + sub.lowerBound * i, precision: precision)
+            }
         }
     }
 }

@@ -102,9 +102,9 @@ public final class LlamaExecutor {
         project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
         rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
-        Attention.forward(out: p(s.attn), probs: p(s.probs), q: p(s.q), k: p(s.k), v: p(s.v),
+        StepProfiler.measure(.attention) { Attention.forward(out: p(s.attn), probs: p(s.probs), q: p(s.q), k: p(s.k), v: p(s.v),
                           batch: batch, seqLen: seqLen, heads: config.numAttentionHeads,
-                          kvHeads: config.numKeyValueHeads, headDim: config.headDim, scratch: p(layout.attentionScratch))
+                          kvHeads: config.numKeyValueHeads, headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         project(layer, .o, y: p(s.xMid), x: p(s.attn), slots: s, rows: n)
         add(p(s.xMid), p(s.x), count: n * c)
         RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
@@ -180,7 +180,7 @@ public final class LlamaExecutor {
                                                tile: tile, tileRows: shape.tileRows)
                     if let dHead = gradients?.lmHead {
                         // dW (V, C) += dlogits^T (V, rows) x hFinal (rows, C)
-                        Blas.sgemm(dHead, ldc: c, logits, lda: v, transA: true, p(layout.hFinal) + r0 * c, ldb: c,
+                        Blas.sgemmParallel(dHead, ldc: c, logits, lda: v, transA: true, p(layout.hFinal) + r0 * c, ldb: c,
                                    m: v, n: c, k: r1 - r0, beta: 1)
                     }
                 }
@@ -236,7 +236,7 @@ public final class LlamaExecutor {
         linear.backwardInput(dx: dx, dy: dy, rows: n, tile: tile, tileRows: shape.tileRows)
         if let dW = gradients?.layers[layer].linears[projection.rawValue] {
             // dW (O, I) += dy^T (O, N) x (N, I)
-            Blas.sgemm(dW, ldc: linear.inFeatures, dy, lda: linear.outFeatures, transA: true, x, ldb: linear.inFeatures,
+            Blas.sgemmParallel(dW, ldc: linear.inFeatures, dy, lda: linear.outFeatures, transA: true, x, ldb: linear.inFeatures,
                        m: linear.outFeatures, n: linear.inFeatures, k: n, beta: 1)
         }
         if let adapter = lora?.adapters[layer][projection.rawValue] {
@@ -273,9 +273,9 @@ public final class LlamaExecutor {
         dQ.update(repeating: 0, count: n * config.queryDim)
         dK.update(repeating: 0, count: n * config.keyValueDim)
         dV.update(repeating: 0, count: n * config.keyValueDim)
-        Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), probs: p(s.probs),
+        StepProfiler.measure(.attention) { Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), probs: p(s.probs),
                            batch: batch, seqLen: seqLen, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
-                           headDim: config.headDim, scratch: p(layout.attentionScratch))
+                           headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
         dHidden.update(repeating: 0, count: n * c)

@@ -84,6 +84,10 @@ public final class OpenBLAS: @unchecked Sendable {
             sgemm: sgemm, corename: corename, config: config, choice: choice,
             setNumThreads: symbol("openblas_set_num_threads", (@convention(c) (Int32) -> Void).self),
             getNumThreads: symbol("openblas_get_num_threads", (@convention(c) () -> Int32).self))
+        // qlora parallelizes around BLAS (Blas.sgemmParallel, Parallel.forEach) and keeps OpenBLAS'
+        // own pool at one thread: two pools never nest, and a GEMM's rounding never depends on how many
+        // threads OpenBLAS happened to use (its results differ bit-wise between 1 and 2 threads).
+        instance.threads = 1
         loadedInstance = instance
         return instance
     }

@@ -46,6 +46,10 @@ public enum MemoryCommand: Command {
       --ascii                  letters instead of block shades in the chart
       --json                   the same numbers as JSON (exact bytes) instead of tables
       --svg FILE               also write the compare set as a stacked-bar SVG picture
+      --measure                build the model and buffers (the real weights if the directory has them,
+                               random ones of the same shape otherwise), run a few real training steps,
+                               and print plan vs measured per category and peak RSS vs planned total
+      --steps N                training steps for --measure (default 3)
       --probe-runtime          measure this process' runtime overhead (OpenBLAS loaded, one GEMM run)
                                and print it; no model needed (--gemm-size N: the GEMM's size, default 1024)
 
@@ -56,10 +60,10 @@ public enum MemoryCommand: Command {
 
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len",
-        "optimizer", "tile-rows", "tile-threads", "logits-chunk", "svg", "gemm-size",
+        "optimizer", "tile-rows", "tile-threads", "logits-chunk", "svg", "gemm-size", "steps",
     ]
     static let flagOptions: Set<String> = [
-        "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime",
+        "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime", "measure",
     ]
 
     public static func run(_ arguments: [String]) throws -> Int32 {
@@ -73,6 +77,9 @@ public enum MemoryCommand: Command {
         let config = try loadConfig(path)
         let options = try planOptions(args, config: config)
         let model = modelName(path)
+        if args.flag("measure") {
+            return try measure(path: path, config: config, options: options, steps: try positive(args, "steps", default: 3), model: model)
+        }
         let plans: [MemoryPlan]
         do {
             plans = args.flag("compare") ? try MemoryPlan.compareSet(config: config, options: options)
@@ -112,6 +119,24 @@ public enum MemoryCommand: Command {
         var settings = plans.last.map(MemoryReport.describe) ?? ""
         if let range = settings.range(of: "compute ") { settings = String(settings[range.lowerBound...]) }
         return header + "\n" + settings + "\n\n" + MemoryReport.compareTable(plans) + "\n\n" + MemoryReport.stackedBars(plans, ascii: ascii)
+    }
+
+    /// `--measure`: real buffers and steps, then plan vs measured.
+    static func measure(path: String, config: LlamaConfig, options: MemoryPlan.Options, steps: Int, model: String) throws -> Int32 {
+        guard options.training else { throw CLIError.failed("qlora memory: --measure runs training steps; drop --optimizer none") }
+        let directory = URL(fileURLWithPath: path)
+        let hasWeights = (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.contains { $0.hasSuffix(".safetensors") || $0.hasSuffix(".index.json") } ?? false
+        let plan = try MemoryPlan(config: config, options: options)
+        print("\(model): \(MemoryReport.describe(plan))")
+        print("measuring with \(hasWeights ? "the checkpoint's weights" : "random weights of this shape (config.json only)"), \(steps) training steps...")
+        let result = try MemoryMeasurement.run(config: config, directory: hasWeights ? directory : nil, options: options, steps: steps)
+        print("")
+        print(MemoryReport.planVersusMeasured(planned: result.planned, measured: result.measured, peakResidentBytes: result.peakTrainingRSS))
+        print("process baseline before loading (runtime, libraries): \(MemoryReport.humanBytes(result.baselineRSS)); planned runtime overhead \(MemoryReport.humanBytes(result.planned[.runtimeOverhead]))")
+        print("peak RSS while loading: \(MemoryReport.humanBytes(result.peakLoadingRSS)); \(String(format: "%.2f", result.secondsPerStep)) s per step")
+        let error = result.relativeError
+        print(String(format: "peak training RSS is %.1f %% %@ the planned total (target: within 5 %%)", abs(error) * 100, error >= 0 ? "above" : "below"))
+        return 0
     }
 
     static func renderProbe(_ probe: RuntimeOverhead.Probe) -> String {

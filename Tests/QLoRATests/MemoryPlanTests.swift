@@ -262,3 +262,23 @@ import Testing
         #expect(RuntimeOverhead.measuredBytes > 0)
     }
 }
+
+@Suite struct MemoryMeasurementTests {
+    /// `qlora memory --measure`'s engine: real buffers and steps; every category but the runtime
+    /// overhead must equal the plan to the byte (peak RSS is process-wide, so it is not asserted here,
+    /// where other tests run in the same process; docs/memory.md records the measured figures).
+    @Test(arguments: [false, true])
+    func measuredBuffersEqualThePlan(checkpointing: Bool) throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("tiny-llama/untied-fp32"))
+        var options = MemoryPlan.Options()
+        options.lora = LoRAConfig(r: 4, loraAlpha: 8)
+        options.batch = 2
+        options.seqLen = 12
+        options.gradientCheckpointing = checkpointing
+        let result = try MemoryMeasurement.run(config: config, directory: FixturePaths.url("tiny-llama/untied-fp32"), options: options, steps: 2)
+        for category in MemoryCategory.allCases where category != .runtimeOverhead {
+            #expect(result.measured[category] == result.planned[category], "\(category)")
+        }
+        #expect(result.peakTrainingRSS > 0 && result.baselineRSS > 0)
+    }
+}

@@ -14,8 +14,9 @@ public enum LiveMemory {
             }
         }
         result[.activations] = executor.arena.floats(prefix: "saved.") * 4
-        // Workspace: arena scratch plus the executor's per-row index buffers (positions, targets, ids).
-        result[.workspace] = executor.arena.floats(prefix: "work.") * 4 + 3 * executor.shape.batch * executor.shape.seqLen * 4
+        // Workspace: arena scratch plus the executor's index buffers and RoPE tables.
+        result[.workspace] = executor.arena.floats(prefix: "work.") * 4
+            + LlamaExecutor.auxiliaryBytes(config: executor.model.config, shape: executor.shape)
         return result
     }
 }

@@ -135,10 +135,10 @@ public struct MemoryPlan: Sendable {
             breakdown[.optimizerState] = options.optimizer.statesPerParameter * sectionBytes
         }
 
-        // Activations and workspace: the executor's arena plus its 3 Int32 per row (positions, targets, ids).
+        // Activations and workspace: the executor's arena plus its index buffers and RoPE tables.
         let counts = ActivationLayout.counts(config: config, lora: options.lora, shape: options.activationShape)
         breakdown[.activations] = counts.saved * 4
-        breakdown[.workspace] = counts.workspace * 4 + 3 * options.batch * options.seqLen * 4
+        breakdown[.workspace] = counts.workspace * 4 + LlamaExecutor.auxiliaryBytes(config: config, shape: options.activationShape)
         breakdown[.runtimeOverhead] = options.runtimeOverheadBytes
 
         self.breakdown = breakdown

@@ -54,8 +54,14 @@ public enum DemoCommand: Command {
                   + String(format: "(%.3f bits/param resident, incl. fp32 block scales) in %.2f s\n", bits, seconds))
         case .trainableSummary(let line):
             print("  \(line)")
-        case .finetuneStart(let memory):
-            print("  memory held by the fine-tune (from the buffers themselves):\n\(Formatting.memoryTable(memory))")
+        case .finetuneStart(let planned, let measured):
+            print("  memory of the fine-tune, planned from the config alone / held by the buffers:")
+            for category in MemoryCategory.allCases where planned[category] > 0 || measured[category] > 0 {
+                print("    \(category.rawValue.padding(toLength: 22, withPad: " ", startingAt: 0)) \(MemoryReport.humanBytes(planned[category]).padding(toLength: 12, withPad: " ", startingAt: 0)) \(category == .runtimeOverhead ? "(measured at the end)" : MemoryReport.humanBytes(measured[category]))")
+            }
+        case .memoryCheck(let planned, _, let peak):
+            print(String(format: "  peak RSS %@ vs planned total %@ (%+.1f %%; the peak was reset after pretraining)",
+                         MemoryReport.humanBytes(peak), MemoryReport.humanBytes(planned.total), 100 * Double(peak - planned.total) / Double(planned.total)))
         case .finetuneStep(let report):
             Formatting.reportProgress(report, label: "  lora", every: max(1, options.finetuneSteps / 6))
         case .samples(let samples):

@@ -21,7 +21,10 @@ public struct DemoRun {
         case pretrained(lossFirst: Double, lossLast: Double, accuracyPlus: Double, accuracyMinus: Double, seconds: Double)
         case quantized(bytesBefore: Int, bytesAfter: Int, bitsPerParameter: Double, parameters: Int, seconds: Double)
         case trainableSummary(String)
-        case finetuneStart(MemoryBreakdown)
+        /// The plan (from the config alone) and the bytes the fine-tune's buffers really hold.
+        case finetuneStart(planned: MemoryBreakdown, measured: MemoryBreakdown)
+        /// Plan vs measured after fine-tuning, with the peak RSS of the fine-tune.
+        case memoryCheck(planned: MemoryBreakdown, measured: MemoryBreakdown, peakResidentBytes: Int)
         case finetuneStep(StepReport)
         case samples([Sample])
         case finished(Report)
@@ -70,7 +73,75 @@ public struct DemoRun {
         let config = Self.modelConfig
         let seqLen = CountingTask.sequenceLength
 
-        // 1. Pretrain every weight in fp32 on the "+" task.
+        // 1-2. Pretrain in full precision, then quantize; the fp32 model and its training state are
+        // freed before the fine-tune, whose memory the plan describes.
+        let options4 = QuantizationOptions()
+        let (base, pretrainLosses) = try pretrainAndQuantize(config: config, seqLen: seqLen, quantization: options4, onEvent: onEvent)
+        let linearParameters = config.decoderLinearParameterCount
+        let quantizedBytes = base.frozenBytes.quantized
+        ProcessMemory.resetPeak()
+
+        // 3. LoRA on the frozen 4-bit base, "-" task.
+        onEvent(.phase("Fine-tuning LoRA adapters (r=\(options.rank), all linears) on \"-k d:\" with the base frozen in NF4, bf16 compute"))
+        let loraConfig = LoRAConfig(r: options.rank, loraAlpha: Double(2 * options.rank), targetModules: ["all-linear"],
+                                    baseModelNameOrPath: "qlora-demo-base")
+        let lora = try LoRAAdapters(modelConfig: config, config: loraConfig)
+        lora.initialize(seed: options.seed &+ 1)
+        let allParameters = config.totalParameterCount - linearParameters + linearParameters / 2
+        onEvent(.trainableSummary(LoRAAdapters.summaryLine(trainable: lora.parameters.parameterCount, all: allParameters + lora.parameters.parameterCount)))
+        let before = try samples(model: base, lora: nil)
+        let accuracyBefore = try accuracy(model: base, lora: nil, direction: "-")
+        let shape = ActivationLayout.Shape(batch: options.batchSize, seqLen: seqLen, tileThreads: 1)
+        let executor = LlamaExecutor(model: base, lora: lora, shape: shape)
+        var planOptions = MemoryPlan.Options(baseFormat: .quantized(options4), computePrecision: .bf16, lora: loraConfig)
+        planOptions.batch = options.batchSize
+        planOptions.seqLen = seqLen
+        planOptions.tileThreads = shape.tileThreads
+        let plan = try MemoryPlan(config: config, options: planOptions)
+        var finetuneOptions = TrainerOptions()
+        finetuneOptions.learningRate = 4e-3
+        finetuneOptions.schedule = .linear
+        finetuneOptions.warmupSteps = options.finetuneSteps / 20
+        finetuneOptions.maxSteps = options.finetuneSteps
+        finetuneOptions.seed = options.seed &+ 2
+        let trainer = Trainer(executor: executor, parameters: lora.parameters, options: finetuneOptions)
+        var finetuneLosses: [Double] = []
+        onEvent(.finetuneStart(planned: plan.breakdown, measured: LiveMemory.breakdown(executor: executor)))
+        try trainer.run(CountingTask(direction: "-", batchSize: options.batchSize, seed: options.seed &+ 3)) { event in
+            if case .step(let report) = event {
+                finetuneLosses.append(report.loss)
+                onEvent(.finetuneStep(report))
+            }
+        }
+        var measured = LiveMemory.breakdown(executor: executor)
+        measured[.runtimeOverhead] = plan.breakdown[.runtimeOverhead]
+        onEvent(.memoryCheck(planned: plan.breakdown, measured: measured, peakResidentBytes: ProcessMemory.residentBytes().peak))
+        let after = try samples(model: base, lora: lora)
+        onEvent(.samples(zip(before, after).map { Sample(prompt: $0.prompt, expected: $0.expected, before: $0.output, after: $1.output) }))
+        let accuracyAfter = try accuracy(model: base, lora: lora, direction: "-")
+        let plusAfter = try accuracy(model: base, lora: nil, direction: "+")
+
+        // 4. Save the adapter (PEFT format) and a report.
+        let adapterDirectory = options.outputDirectory.appendingPathComponent("adapter")
+        try PEFTAdapterIO.save(lora, to: adapterDirectory)
+        let report = Report(
+            pretrainLoss: (pretrainLosses.first ?? .nan, pretrainLosses.last ?? .nan),
+            finetuneLoss: (finetuneLosses.first ?? .nan, finetuneLosses.last ?? .nan),
+            accuracyMinusBefore: accuracyBefore, accuracyMinusAfter: accuracyAfter, accuracyPlusAfterBase: plusAfter,
+            quantizedBytes: quantizedBytes, denseBytes: linearParameters * 4,
+            bitsPerParameter: Double(quantizedBytes * 8) / Double(linearParameters),
+            memory: LiveMemory.breakdown(executor: executor), peakResidentBytes: ProcessMemory.residentBytes().peak,
+            seconds: elapsed(since: started), adapterDirectory: adapterDirectory,
+            reportFile: options.outputDirectory.appendingPathComponent("report.json"))
+        try writeReport(report, losses: (pretrainLosses, finetuneLosses))
+        onEvent(.finished(report))
+        return report
+    }
+
+    /// Pretrains every weight in fp32 on the "+" task, reports accuracy, and returns the model quantized.
+    private func pretrainAndQuantize(config: LlamaConfig, seqLen: Int, quantization: QuantizationOptions,
+                                     onEvent: (Event) -> Void) throws -> (LlamaModel, [Double]) {
+        func elapsed(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9 }
         onEvent(.phase("Pretraining a \(config.totalParameterCount)-parameter Llama (\(config.numHiddenLayers) layers, hidden \(config.hiddenSize)) in full precision on \"+k d:\" progressions"))
         let phaseStart = DispatchTime.now().uptimeNanoseconds
         let initial = try LlamaLoader.random(config: config, format: .dense32, precision: .fp32, seed: options.seed, std: 0.05)
@@ -100,60 +171,14 @@ public struct DemoRun {
         // 2. Quantize the linears to NF4 with double quantization (bitsandbytes' format).
         onEvent(.phase("Quantizing the base linears to NF4 (blocksize 64, double quantization)"))
         let quantizeStart = DispatchTime.now().uptimeNanoseconds
-        let options4 = QuantizationOptions()
-        let base = try full.exportModel(format: .quantized(options4), precision: .bf16)
+        let base = try full.exportModel(format: .quantized(quantization), precision: .bf16)
         let linearParameters = config.decoderLinearParameterCount
         let quantizedBytes = base.frozenBytes.quantized
         onEvent(.quantized(bytesBefore: linearParameters * 4, bytesAfter: quantizedBytes,
                            bitsPerParameter: Double(quantizedBytes * 8) / Double(linearParameters),
                            parameters: linearParameters, seconds: elapsed(since: quantizeStart)))
 
-        // 3. LoRA on the frozen 4-bit base, "-" task.
-        onEvent(.phase("Fine-tuning LoRA adapters (r=\(options.rank), all linears) on \"-k d:\" with the base frozen in NF4, bf16 compute"))
-        let loraConfig = LoRAConfig(r: options.rank, loraAlpha: Double(2 * options.rank), targetModules: ["all-linear"],
-                                    baseModelNameOrPath: "qlora-demo-base")
-        let lora = try LoRAAdapters(modelConfig: config, config: loraConfig)
-        lora.initialize(seed: options.seed &+ 1)
-        let allParameters = config.totalParameterCount - linearParameters + linearParameters / 2
-        onEvent(.trainableSummary(LoRAAdapters.summaryLine(trainable: lora.parameters.parameterCount, all: allParameters + lora.parameters.parameterCount)))
-        let before = try samples(model: base, lora: nil)
-        let accuracyBefore = try accuracy(model: base, lora: nil, direction: "-")
-        let executor = LlamaExecutor(model: base, lora: lora, shape: .init(batch: options.batchSize, seqLen: seqLen, tileThreads: 1))
-        var finetuneOptions = TrainerOptions()
-        finetuneOptions.learningRate = 4e-3
-        finetuneOptions.schedule = .linear
-        finetuneOptions.warmupSteps = options.finetuneSteps / 20
-        finetuneOptions.maxSteps = options.finetuneSteps
-        finetuneOptions.seed = options.seed &+ 2
-        let trainer = Trainer(executor: executor, parameters: lora.parameters, options: finetuneOptions)
-        var finetuneLosses: [Double] = []
-        onEvent(.finetuneStart(LiveMemory.breakdown(executor: executor)))
-        try trainer.run(CountingTask(direction: "-", batchSize: options.batchSize, seed: options.seed &+ 3)) { event in
-            if case .step(let report) = event {
-                finetuneLosses.append(report.loss)
-                onEvent(.finetuneStep(report))
-            }
-        }
-        let after = try samples(model: base, lora: lora)
-        onEvent(.samples(zip(before, after).map { Sample(prompt: $0.prompt, expected: $0.expected, before: $0.output, after: $1.output) }))
-        let accuracyAfter = try accuracy(model: base, lora: lora, direction: "-")
-        let plusAfter = try accuracy(model: base, lora: nil, direction: "+")
-
-        // 4. Save the adapter (PEFT format) and a report.
-        let adapterDirectory = options.outputDirectory.appendingPathComponent("adapter")
-        try PEFTAdapterIO.save(lora, to: adapterDirectory)
-        let report = Report(
-            pretrainLoss: (pretrainLosses.first ?? .nan, pretrainLosses.last ?? .nan),
-            finetuneLoss: (finetuneLosses.first ?? .nan, finetuneLosses.last ?? .nan),
-            accuracyMinusBefore: accuracyBefore, accuracyMinusAfter: accuracyAfter, accuracyPlusAfterBase: plusAfter,
-            quantizedBytes: quantizedBytes, denseBytes: linearParameters * 4,
-            bitsPerParameter: Double(quantizedBytes * 8) / Double(linearParameters),
-            memory: LiveMemory.breakdown(executor: executor), peakResidentBytes: ProcessMemory.residentBytes().peak,
-            seconds: elapsed(since: started), adapterDirectory: adapterDirectory,
-            reportFile: options.outputDirectory.appendingPathComponent("report.json"))
-        try writeReport(report, losses: (pretrainLosses, finetuneLosses))
-        onEvent(.finished(report))
-        return report
+        return (base, pretrainLosses)
     }
 
     /// Exact-match accuracy of greedy answers over all 30 problems of a direction.

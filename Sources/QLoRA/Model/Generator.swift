@@ -18,6 +18,8 @@ public final class IncrementalDecoder {
     private let positions: UnsafeMutablePointer<Int32>   /// (M)
     private let ids: UnsafeMutablePointer<Int32>         /// (M)
     private let rstd: UnsafeMutablePointer<Float>        /// (M)
+    /// Rows of the last chunk run (its last row is the newest position).
+    private var lastChunkRows = 0
     // Offsets into `scratch`.
     private let x, h, q, k, v, attn, gate, up, loraT, tile, attentionScratch, logits: Int
 
@@ -34,11 +36,11 @@ public final class IncrementalDecoder {
         var total = 0
         func slot(_ count: Int) -> Int { defer { total += count }; return total }
         x = slot(m * c.hiddenSize)                    /// (M, C) residual stream
-        h = slot(m * max(c.hiddenSize, 1))            /// (M, C) normed
+        h = slot(m * c.hiddenSize)                    /// (M, C) normed, then o_proj output
         q = slot(m * c.queryDim)                      /// (M, H, D)
         k = slot(m * c.keyValueDim)                   /// (M, KV, D)
         v = slot(m * c.keyValueDim)                   /// (M, KV, D)
-        attn = slot(m * max(c.queryDim, c.hiddenSize)) /// (M, H, D), then (M, C) projection output
+        attn = slot(m * max(c.queryDim, c.hiddenSize)) /// (M, H, D), then (M, C) down_proj output
         gate = slot(m * c.intermediateSize)           /// (M, F)
         up = slot(m * c.intermediateSize)             /// (M, F)
         loraT = slot(m * max(lora?.config.r ?? 0, 1)) /// (M, r)
@@ -93,8 +95,6 @@ public final class IncrementalDecoder {
         model.lmHead.forward(y: p(logits), x: p(h), rows: 1, tile: p(tile), tileRows: tileRows)
         return Array(UnsafeBufferPointer(start: p(logits), count: config.vocabSize))
     }
-
-    private var lastChunkRows = 0
 
     /// One chunk of at most `chunkRows` tokens through every layer; leaves the layer output in `x`.
     private func run(_ tokens: [Int32]) {

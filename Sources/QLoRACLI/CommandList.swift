@@ -4,6 +4,8 @@ public enum CommandList {
         DemoCommand.self,
         QuantizeCommand.self,
         TrainCommand.self,
+        GenerateCommand.self,
+        MergeCommand.self,
         MemoryCommand.self,
         InspectCommand.self,
         VersionCommand.self,

@@ -33,4 +33,4 @@ enum DequantBenchmark: Benchmark {
     }
 }
 
-typealias BenchGenerator = SplitMix64
+typealias BenchGenerator = SeededGenerator

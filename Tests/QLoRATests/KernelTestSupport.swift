@@ -1,24 +1,10 @@
 import Testing
 @testable import QLoRA
 
-/// Seeded generator (SplitMix64) for kernel tests: same seed, same inputs.
-struct KernelRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
+/// Kernel tests draw their inputs from the library's seeded generator: same seed, same inputs.
+typealias KernelRandom = SeededGenerator
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [low, high).
-    mutating func uniform(_ low: Float = -1, _ high: Float = 1) -> Float {
-        low + (high - low) * Float(next() >> 40) / Float(1 << 24)
-    }
-
+extension SeededGenerator {
     mutating func floats(_ count: Int, _ low: Float = -1, _ high: Float = 1) -> [Float] {
         (0..<count).map { _ in uniform(low, high) }
     }

@@ -56,4 +56,3 @@ func mismatches<T: Equatable>(_ a: [T], _ b: [T]) -> String? {
 }
 
 /// Deterministic generator for property tests.
-typealias SeededGenerator = SplitMix64

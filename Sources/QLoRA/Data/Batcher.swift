@@ -143,7 +143,7 @@ public final class Batcher {
     private func reorder(epoch: Int) {
         for i in order.indices { order[i] = i }
         if let seed = options.shuffleSeed {
-            var generator = DataRandom(seed: seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15))
+            var generator = SeededGenerator(seed: seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15))
             generator.shuffle(&order)
         }
         orderEpoch = epoch

@@ -62,7 +62,7 @@ public enum TrainingExample: Sendable, Equatable {
             throw DataError.invalidBatcherOptions(detail: "eval fraction \(evalFraction) must be in [0, 1)")
         }
         var order = Array(0..<items.count)
-        var generator = DataRandom(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         generator.shuffle(&order)
         let evalCount = Int((Double(items.count) * evalFraction).rounded())
         return (order[evalCount...].map { items[$0] }, order[..<evalCount].map { items[$0] })
@@ -193,20 +193,9 @@ public struct ExampleTokenizer: @unchecked Sendable {
     }
 }
 
-/// SplitMix64: the data area's seeded generator (shuffles and splits).
-struct DataRandom: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Fisher-Yates with an explicit, platform-independent bounded draw.
+extension SeededGenerator {
+    /// Fisher-Yates with an explicit, platform-independent bounded draw (the stdlib's `shuffle(using:)`
+    /// does not promise the same order across Swift versions).
     mutating func shuffle<T>(_ items: inout [T]) {
         guard items.count > 1 else { return }
         for i in stride(from: items.count - 1, to: 0, by: -1) {

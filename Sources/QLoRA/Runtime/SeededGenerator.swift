@@ -21,8 +21,8 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     /// Uniform in [0, 1) with 24 random bits (exactly representable in Float).
     public mutating func nextUnitFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
 
-    /// Uniform in [low, high).
-    public mutating func uniform(_ low: Float, _ high: Float) -> Float { low + (high - low) * nextUnitFloat() }
+    /// Uniform in [low, high) (default [-1, 1)).
+    public mutating func uniform(_ low: Float = -1, _ high: Float = 1) -> Float { low + (high - low) * nextUnitFloat() }
 
     /// Standard normal (Box-Muller in Double).
     public mutating func normal() -> Float {

@@ -1,6 +1,45 @@
 #include "CQLoRAKernels.h"
 #include <immintrin.h>
 
+/* Bit-exactness with bitsandbytes: the double-quantized scale is a multiply THEN an add, each rounded to
+ * float32. Clang contracts a * b + c into an FMA by default where the target has one (AVX-512F does). */
+#pragma STDC FP_CONTRACT OFF
+
+/* ---- block scales, computed from the stored statistics as the blocks are walked ---- */
+typedef struct {
+    const float *absmax;      /* plain: the next block's absmax; NULL when double-quantized */
+    const uint8_t *codes;     /* double-quantized: the next block's code */
+    const float *nested;      /* the nested absmax of the next block */
+    const float *map;
+    float offset;
+    size_t left;              /* blocks left under *nested, the next one included */
+    size_t nested_blocksize;
+} scale_cursor;
+
+static inline scale_cursor scale_cursor_at(const qlora_block_scales *s, size_t first) {
+    scale_cursor c = { 0 };
+    if (s->absmax) { c.absmax = s->absmax + first; return c; }
+    c.codes = s->codes + first;
+    c.nested = s->nested_absmax + first / s->nested_blocksize;
+    c.map = s->dynamic_map;
+    c.offset = s->offset;
+    c.nested_blocksize = s->nested_blocksize;
+    c.left = s->nested_blocksize - first % s->nested_blocksize;
+    return c;
+}
+
+static inline float scale_next(scale_cursor *c) {
+    if (c->absmax) return *c->absmax++;
+    float product = c->map[*c->codes++] * *c->nested;
+    if (--c->left == 0) { c->nested++; c->left = c->nested_blocksize; }
+    return product + c->offset;
+}
+
+void qlora_block_scales_f32(float *out, const qlora_block_scales *scales, size_t first_block, size_t block_count) {
+    scale_cursor c = scale_cursor_at(scales, first_block);
+    for (size_t b = 0; b < block_count; b++) out[b] = scale_next(&c);
+}
+
 /* ---- scalar ---- */
 static void f32_scalar(float *out, const uint8_t *bytes, size_t n, const float *table) {
     for (size_t j = 0; j < n; j++) {
@@ -102,12 +141,14 @@ static inline uint32_t bf16_round_bits(float x) {   /* nearest-even; NaN stays a
     return (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
 }
 
-static void blocks_f32_scalar(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+static void blocks_f32_scalar(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                               const float *codes, int rounding) {
     float table[16];
+    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
+        float scale = scale_next(&cursor);
         for (int c = 0; c < 16; c++) {
-            float w = codes[c] * scales[b];
+            float w = codes[c] * scale;
             if (rounding == 1) { union { uint32_t u; float f; } r = { bf16_round_bits(w) << 16 }; w = r.f; }
             table[c] = w;
         }
@@ -115,11 +156,13 @@ static void blocks_f32_scalar(float *out, const uint8_t *bytes, const float *sca
     }
 }
 
-static void blocks_bf16_scalar(uint16_t *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+static void blocks_bf16_scalar(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                                const float *codes) {
     uint16_t table[16];
+    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes[c] * scales[b]);
+        float scale = scale_next(&cursor);
+        for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes[c] * scale);
         u16_scalar(out + 2 * b * bb, bytes + b * bb, bb, table);
     }
 }
@@ -136,12 +179,13 @@ static inline __m256i bf16_round_avx2(__m256 x) {
 }
 
 __attribute__((target("avx2")))
-static void blocks_f32_avx2(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+static void blocks_f32_avx2(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                             const float *codes, int rounding) {
-    if (bb % 16 != 0) { blocks_f32_scalar(out, bytes, scales, nb, bb, codes, rounding); return; }
+    if (bb % 16 != 0) { blocks_f32_scalar(out, bytes, scales, first, nb, bb, codes, rounding); return; }
     const __m256 code_lo = _mm256_loadu_ps(codes), code_hi = _mm256_loadu_ps(codes + 8);
+    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        __m256 s = _mm256_set1_ps(scales[b]);
+        __m256 s = _mm256_set1_ps(scale_next(&cursor));
         __m256 lo = _mm256_mul_ps(code_lo, s), hi = _mm256_mul_ps(code_hi, s);
         if (rounding == 1) {
             lo = _mm256_castsi256_ps(_mm256_slli_epi32(bf16_round_avx2(lo), 16));
@@ -152,12 +196,13 @@ static void blocks_f32_avx2(float *out, const uint8_t *bytes, const float *scale
 }
 
 __attribute__((target("avx2")))
-static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                              const float *codes) {
-    if (bb % 16 != 0) { blocks_bf16_scalar(out, bytes, scales, nb, bb, codes); return; }
+    if (bb % 16 != 0) { blocks_bf16_scalar(out, bytes, scales, first, nb, bb, codes); return; }
     const __m256 code_lo = _mm256_loadu_ps(codes), code_hi = _mm256_loadu_ps(codes + 8);
+    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        __m256 s = _mm256_set1_ps(scales[b]);
+        __m256 s = _mm256_set1_ps(scale_next(&cursor));
         /* table entries: bf16 bits in the low half of each 32-bit lane -> 16 u16 in order -> byte tables */
         __m256i lo = bf16_round_avx2(_mm256_mul_ps(code_lo, s));
         __m256i hi = bf16_round_avx2(_mm256_mul_ps(code_hi, s));
@@ -172,12 +217,13 @@ static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const float *s
 }
 
 __attribute__((target("avx512f")))
-static void blocks_f32_avx512(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+static void blocks_f32_avx512(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                               const float *codes, int rounding) {
-    if (bb % 16 != 0 || rounding != 0) { blocks_f32_avx2(out, bytes, scales, nb, bb, codes, rounding); return; }
+    if (bb % 16 != 0 || rounding != 0) { blocks_f32_avx2(out, bytes, scales, first, nb, bb, codes, rounding); return; }
     const __m512 code = _mm512_loadu_ps(codes);
+    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        __m512 t = _mm512_mul_ps(code, _mm512_set1_ps(scales[b]));
+        __m512 t = _mm512_mul_ps(code, _mm512_set1_ps(scale_next(&cursor)));
         for (size_t j = 0; j < bb; j += 16) decode16_f32_avx512(out + 2 * (b * bb + j), bytes + b * bb + j, t);
     }
 }
@@ -221,17 +267,17 @@ void qlora_nibbles_to_u16(uint16_t *out, const uint8_t *bytes, size_t n, const u
     if (level() >= 1) u16_avx2(out, bytes, n, table); else u16_scalar(out, bytes, n, table);
 }
 
-void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                                const float *codes, int rounding) {
     switch (level()) {
-    case 2: blocks_f32_avx512(out, bytes, scales, nb, bb, codes, rounding); break;
-    case 1: blocks_f32_avx2(out, bytes, scales, nb, bb, codes, rounding); break;
-    default: blocks_f32_scalar(out, bytes, scales, nb, bb, codes, rounding); break;
+    case 2: blocks_f32_avx512(out, bytes, scales, first, nb, bb, codes, rounding); break;
+    case 1: blocks_f32_avx2(out, bytes, scales, first, nb, bb, codes, rounding); break;
+    default: blocks_f32_scalar(out, bytes, scales, first, nb, bb, codes, rounding); break;
     }
 }
 
-void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
+void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
                                 const float *codes) {
-    if (level() >= 1) blocks_bf16_avx2(out, bytes, scales, nb, bb, codes);
-    else blocks_bf16_scalar(out, bytes, scales, nb, bb, codes);
+    if (level() >= 1) blocks_bf16_avx2(out, bytes, scales, first, nb, bb, codes);
+    else blocks_bf16_scalar(out, bytes, scales, first, nb, bb, codes);
 }

@@ -2,10 +2,13 @@
 #include <immintrin.h>
 
 /* Bit-exactness with bitsandbytes: the double-quantized scale is a multiply THEN an add, each rounded to
- * float32. Clang contracts a * b + c into an FMA by default where the target has one (AVX-512F does). */
+ * float32. Clang may contract a * b + c into an FMA where the target has one (AVX-512F does); this pragma
+ * and -ffp-contract=off (Package.swift) forbid it. */
 #pragma STDC FP_CONTRACT OFF
 
-/* ---- block scales, computed from the stored statistics as the blocks are walked ---- */
+/* ---- block scales, computed from the stored statistics a chunk of blocks at a time ---- */
+enum { SCALE_CHUNK = 64 };   /* blocks per chunk: the scales of a chunk live on the stack (256 bytes) */
+
 typedef struct {
     const float *absmax;      /* plain: the next block's absmax; NULL when double-quantized */
     const uint8_t *codes;     /* double-quantized: the next block's code */
@@ -28,16 +31,34 @@ static inline scale_cursor scale_cursor_at(const qlora_block_scales *s, size_t f
     return c;
 }
 
-static inline float scale_next(scale_cursor *c) {
-    if (c->absmax) return *c->absmax++;
-    float product = c->map[*c->codes++] * *c->nested;
-    if (--c->left == 0) { c->nested++; c->left = c->nested_blocksize; }
-    return product + c->offset;
+/* The scales of the next n (<= SCALE_CHUNK) blocks: the stored absmax itself when plain, else computed
+ * into buffer. A separate tight loop, so the block kernels below stay as they were with precomputed scales. */
+static inline const float *scale_chunk(scale_cursor *c, float *buffer, size_t n) {
+    if (c->absmax) { const float *s = c->absmax; c->absmax += n; return s; }
+    for (size_t done = 0; done < n;) {
+        size_t run = n - done < c->left ? n - done : c->left;
+        const float nested = *c->nested, offset = c->offset, *map = c->map;
+        const uint8_t *codes = c->codes;
+        for (size_t k = 0; k < run; k++) {
+            float product = map[codes[k]] * nested;
+            buffer[done + k] = product + offset;
+        }
+        c->codes += run;
+        done += run;
+        c->left -= run;
+        if (c->left == 0) { c->nested++; c->left = c->nested_blocksize; }
+    }
+    return buffer;
 }
 
 void qlora_block_scales_f32(float *out, const qlora_block_scales *scales, size_t first_block, size_t block_count) {
     scale_cursor c = scale_cursor_at(scales, first_block);
-    for (size_t b = 0; b < block_count; b++) out[b] = scale_next(&c);
+    float buffer[SCALE_CHUNK];
+    for (size_t b = 0; b < block_count; b += SCALE_CHUNK) {
+        size_t n = block_count - b < SCALE_CHUNK ? block_count - b : SCALE_CHUNK;
+        const float *chunk = scale_chunk(&c, buffer, n);
+        for (size_t k = 0; k < n; k++) out[b + k] = chunk[k];
+    }
 }
 
 /* ---- scalar ---- */
@@ -141,14 +162,12 @@ static inline uint32_t bf16_round_bits(float x) {   /* nearest-even; NaN stays a
     return (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
 }
 
-static void blocks_f32_scalar(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
+static void blocks_f32_scalar(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
                               const float *codes, int rounding) {
     float table[16];
-    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        float scale = scale_next(&cursor);
         for (int c = 0; c < 16; c++) {
-            float w = codes[c] * scale;
+            float w = codes[c] * scales[b];
             if (rounding == 1) { union { uint32_t u; float f; } r = { bf16_round_bits(w) << 16 }; w = r.f; }
             table[c] = w;
         }
@@ -156,13 +175,11 @@ static void blocks_f32_scalar(float *out, const uint8_t *bytes, const qlora_bloc
     }
 }
 
-static void blocks_bf16_scalar(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
+static void blocks_bf16_scalar(uint16_t *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
                                const float *codes) {
     uint16_t table[16];
-    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        float scale = scale_next(&cursor);
-        for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes[c] * scale);
+        for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes[c] * scales[b]);
         u16_scalar(out + 2 * b * bb, bytes + b * bb, bb, table);
     }
 }
@@ -179,13 +196,12 @@ static inline __m256i bf16_round_avx2(__m256 x) {
 }
 
 __attribute__((target("avx2")))
-static void blocks_f32_avx2(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
+static void blocks_f32_avx2(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
                             const float *codes, int rounding) {
-    if (bb % 16 != 0) { blocks_f32_scalar(out, bytes, scales, first, nb, bb, codes, rounding); return; }
+    if (bb % 16 != 0) { blocks_f32_scalar(out, bytes, scales, nb, bb, codes, rounding); return; }
     const __m256 code_lo = _mm256_loadu_ps(codes), code_hi = _mm256_loadu_ps(codes + 8);
-    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        __m256 s = _mm256_set1_ps(scale_next(&cursor));
+        __m256 s = _mm256_set1_ps(scales[b]);
         __m256 lo = _mm256_mul_ps(code_lo, s), hi = _mm256_mul_ps(code_hi, s);
         if (rounding == 1) {
             lo = _mm256_castsi256_ps(_mm256_slli_epi32(bf16_round_avx2(lo), 16));
@@ -196,13 +212,12 @@ static void blocks_f32_avx2(float *out, const uint8_t *bytes, const qlora_block_
 }
 
 __attribute__((target("avx2")))
-static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
+static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
                              const float *codes) {
-    if (bb % 16 != 0) { blocks_bf16_scalar(out, bytes, scales, first, nb, bb, codes); return; }
+    if (bb % 16 != 0) { blocks_bf16_scalar(out, bytes, scales, nb, bb, codes); return; }
     const __m256 code_lo = _mm256_loadu_ps(codes), code_hi = _mm256_loadu_ps(codes + 8);
-    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        __m256 s = _mm256_set1_ps(scale_next(&cursor));
+        __m256 s = _mm256_set1_ps(scales[b]);
         /* table entries: bf16 bits in the low half of each 32-bit lane -> 16 u16 in order -> byte tables */
         __m256i lo = bf16_round_avx2(_mm256_mul_ps(code_lo, s));
         __m256i hi = bf16_round_avx2(_mm256_mul_ps(code_hi, s));
@@ -217,13 +232,12 @@ static void blocks_bf16_avx2(uint16_t *out, const uint8_t *bytes, const qlora_bl
 }
 
 __attribute__((target("avx512f")))
-static void blocks_f32_avx512(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
+static void blocks_f32_avx512(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
                               const float *codes, int rounding) {
-    if (bb % 16 != 0 || rounding != 0) { blocks_f32_avx2(out, bytes, scales, first, nb, bb, codes, rounding); return; }
+    if (bb % 16 != 0 || rounding != 0) { blocks_f32_avx2(out, bytes, scales, nb, bb, codes, rounding); return; }
     const __m512 code = _mm512_loadu_ps(codes);
-    scale_cursor cursor = scale_cursor_at(scales, first);
     for (size_t b = 0; b < nb; b++) {
-        __m512 t = _mm512_mul_ps(code, _mm512_set1_ps(scale_next(&cursor)));
+        __m512 t = _mm512_mul_ps(code, _mm512_set1_ps(scales[b]));
         for (size_t j = 0; j < bb; j += 16) decode16_f32_avx512(out + 2 * (b * bb + j), bytes + b * bb + j, t);
     }
 }
@@ -267,17 +281,34 @@ void qlora_nibbles_to_u16(uint16_t *out, const uint8_t *bytes, size_t n, const u
     if (level() >= 1) u16_avx2(out, bytes, n, table); else u16_scalar(out, bytes, n, table);
 }
 
-void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
-                               const float *codes, int rounding) {
-    switch (level()) {
-    case 2: blocks_f32_avx512(out, bytes, scales, first, nb, bb, codes, rounding); break;
-    case 1: blocks_f32_avx2(out, bytes, scales, first, nb, bb, codes, rounding); break;
-    default: blocks_f32_scalar(out, bytes, scales, first, nb, bb, codes, rounding); break;
+/* The public whole-block entry points: scales a chunk at a time, then the kernel of the current level. */
+void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
+                               size_t block_count, size_t bb, const float *codes, int rounding) {
+    scale_cursor cursor = scale_cursor_at(scales, first_block);
+    float buffer[SCALE_CHUNK];
+    const int l = level();
+    for (size_t b = 0; b < block_count; b += SCALE_CHUNK) {
+        size_t nb = block_count - b < SCALE_CHUNK ? block_count - b : SCALE_CHUNK;
+        const float *chunk = scale_chunk(&cursor, buffer, nb);
+        float *o = out + 2 * b * bb;
+        const uint8_t *in = bytes + b * bb;
+        switch (l) {
+        case 2: blocks_f32_avx512(o, in, chunk, nb, bb, codes, rounding); break;
+        case 1: blocks_f32_avx2(o, in, chunk, nb, bb, codes, rounding); break;
+        default: blocks_f32_scalar(o, in, chunk, nb, bb, codes, rounding); break;
+        }
     }
 }
 
-void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first, size_t nb, size_t bb,
-                                const float *codes) {
-    if (level() >= 1) blocks_bf16_avx2(out, bytes, scales, first, nb, bb, codes);
-    else blocks_bf16_scalar(out, bytes, scales, first, nb, bb, codes);
+void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
+                                size_t block_count, size_t bb, const float *codes) {
+    scale_cursor cursor = scale_cursor_at(scales, first_block);
+    float buffer[SCALE_CHUNK];
+    const int l = level();
+    for (size_t b = 0; b < block_count; b += SCALE_CHUNK) {
+        size_t nb = block_count - b < SCALE_CHUNK ? block_count - b : SCALE_CHUNK;
+        const float *chunk = scale_chunk(&cursor, buffer, nb);
+        if (l >= 1) blocks_bf16_avx2(out + 2 * b * bb, bytes + b * bb, chunk, nb, bb, codes);
+        else blocks_bf16_scalar(out + 2 * b * bb, bytes + b * bb, chunk, nb, bb, codes);
+    }
 }

@@ -133,11 +133,13 @@ extension QuantizedTensor {
             }
         }
         guard !elements.isEmpty else { return }
-        let bs = blocksize
+        let bs = blocksize, blockCount = blockCount
         packed.withUnsafeBufferPointer { packedBuffer in
             withBlockScales { scales in
                 withUnsafeTemporaryAllocation(of: T.self, capacity: 16) { tableBuffer in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { scaleBuffer in
                     let table = tableBuffer.baseAddress!
+                    var scalesFirst = 0, scalesCount = 0    // scaleBuffer holds blocks scalesFirst ..< + scalesCount
                     let bytes = packedBuffer.baseAddress!
                     var e = elements.lowerBound
                     var out = output
@@ -152,9 +154,12 @@ extension QuantizedTensor {
                         }
                         let block = e / bs
                         let blockEnd = min(end, (block + 1) * bs)
-                        var scale: Float = 0
-                        qlora_block_scales_f32(&scale, scales, block, 1)
-                        makeTable(table, scale)
+                        if block - scalesFirst >= scalesCount || block < scalesFirst {   // scales 64 blocks at a time
+                            scalesFirst = block
+                            scalesCount = min(scaleBuffer.count, blockCount - block)
+                            qlora_block_scales_f32(scaleBuffer.baseAddress!, scales, block, scalesCount)
+                        }
+                        makeTable(table, scaleBuffer[block - scalesFirst])
                         if e & 1 == 1 {                 // odd start: the low nibble of a byte
                             out[0] = table[Int(bytes[e >> 1] & 0x0f)]
                             out += 1
@@ -170,6 +175,7 @@ extension QuantizedTensor {
                             e += 1
                         }
                     }
+                }
                 }
             }
         }

@@ -51,14 +51,35 @@ static inline const float *scale_chunk(scale_cursor *c, float *buffer, size_t n)
     return buffer;
 }
 
-void qlora_block_scales_f32(float *out, const qlora_block_scales *scales, size_t first_block, size_t block_count) {
-    scale_cursor c = scale_cursor_at(scales, first_block);
+/* Blocks first ..< first + count in chunks: while (scale_chunks_next(&chunks)) uses chunks.block (relative
+ * to first), chunks.count and chunks.scales (count). */
+typedef struct {
+    scale_cursor cursor;
+    size_t block, count, total;
+    const float *scales;
     float buffer[SCALE_CHUNK];
-    for (size_t b = 0; b < block_count; b += SCALE_CHUNK) {
-        size_t n = block_count - b < SCALE_CHUNK ? block_count - b : SCALE_CHUNK;
-        const float *chunk = scale_chunk(&c, buffer, n);
-        for (size_t k = 0; k < n; k++) out[b + k] = chunk[k];
-    }
+} scale_chunks;
+
+static inline void scale_chunks_init(scale_chunks *c, const qlora_block_scales *s, size_t first, size_t count) {
+    c->cursor = scale_cursor_at(s, first);
+    c->block = 0;
+    c->count = 0;
+    c->total = count;
+}
+
+static inline int scale_chunks_next(scale_chunks *c) {
+    c->block += c->count;
+    if (c->block >= c->total) return 0;
+    c->count = c->total - c->block < SCALE_CHUNK ? c->total - c->block : SCALE_CHUNK;
+    c->scales = scale_chunk(&c->cursor, c->buffer, c->count);
+    return 1;
+}
+
+void qlora_block_scales_f32(float *out, const qlora_block_scales *scales, size_t first_block, size_t block_count) {
+    scale_chunks chunks;
+    scale_chunks_init(&chunks, scales, first_block, block_count);
+    while (scale_chunks_next(&chunks))
+        for (size_t k = 0; k < chunks.count; k++) out[chunks.block + k] = chunks.scales[k];
 }
 
 /* ---- scalar ---- */
@@ -284,31 +305,27 @@ void qlora_nibbles_to_u16(uint16_t *out, const uint8_t *bytes, size_t n, const u
 /* The public whole-block entry points: scales a chunk at a time, then the kernel of the current level. */
 void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
                                size_t block_count, size_t bb, const float *codes, int rounding) {
-    scale_cursor cursor = scale_cursor_at(scales, first_block);
-    float buffer[SCALE_CHUNK];
     const int l = level();
-    for (size_t b = 0; b < block_count; b += SCALE_CHUNK) {
-        size_t nb = block_count - b < SCALE_CHUNK ? block_count - b : SCALE_CHUNK;
-        const float *chunk = scale_chunk(&cursor, buffer, nb);
-        float *o = out + 2 * b * bb;
-        const uint8_t *in = bytes + b * bb;
+    scale_chunks c;
+    scale_chunks_init(&c, scales, first_block, block_count);
+    while (scale_chunks_next(&c)) {
+        float *o = out + 2 * c.block * bb;
+        const uint8_t *in = bytes + c.block * bb;
         switch (l) {
-        case 2: blocks_f32_avx512(o, in, chunk, nb, bb, codes, rounding); break;
-        case 1: blocks_f32_avx2(o, in, chunk, nb, bb, codes, rounding); break;
-        default: blocks_f32_scalar(o, in, chunk, nb, bb, codes, rounding); break;
+        case 2: blocks_f32_avx512(o, in, c.scales, c.count, bb, codes, rounding); break;
+        case 1: blocks_f32_avx2(o, in, c.scales, c.count, bb, codes, rounding); break;
+        default: blocks_f32_scalar(o, in, c.scales, c.count, bb, codes, rounding); break;
         }
     }
 }
 
 void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
                                 size_t block_count, size_t bb, const float *codes) {
-    scale_cursor cursor = scale_cursor_at(scales, first_block);
-    float buffer[SCALE_CHUNK];
     const int l = level();
-    for (size_t b = 0; b < block_count; b += SCALE_CHUNK) {
-        size_t nb = block_count - b < SCALE_CHUNK ? block_count - b : SCALE_CHUNK;
-        const float *chunk = scale_chunk(&cursor, buffer, nb);
-        if (l >= 1) blocks_bf16_avx2(out + 2 * b * bb, bytes + b * bb, chunk, nb, bb, codes);
-        else blocks_bf16_scalar(out + 2 * b * bb, bytes + b * bb, chunk, nb, bb, codes);
+    scale_chunks c;
+    scale_chunks_init(&c, scales, first_block, block_count);
+    while (scale_chunks_next(&c)) {
+        if (l >= 1) blocks_bf16_avx2(out + 2 * c.block * bb, bytes + c.block * bb, c.scales, c.count, bb, codes);
+        else blocks_bf16_scalar(out + 2 * c.block * bb, bytes + c.block * bb, c.scales, c.count, bb, codes);
     }
 }

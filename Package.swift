@@ -17,7 +17,7 @@ let package = Package(
         // The library: kernels, NF4 store, model, LoRA, training, data, memory accounting.
         // OpenBLAS is loaded at run time (Runtime/OpenBLAS.swift), never linked, so that the
         // kernel choice (OPENBLAS_CORETYPE) can be made before the library initializes.
-        .target(name: "CQLoRAKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CQLoRAKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),   // double-quant scales: no FMA
         .target(name: "QLoRA", dependencies: ["SafeTensors", "CQLoRAKernels"], swiftSettings: fastMath,
                 linkerSettings: [.linkedLibrary("dl")]),
         // One file per subcommand; argument parsing by hand.

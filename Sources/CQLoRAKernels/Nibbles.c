@@ -1,6 +1,87 @@
 #include "CQLoRAKernels.h"
 #include <immintrin.h>
 
+/* Bit-exactness with bitsandbytes: the double-quantized scale is a multiply THEN an add, each rounded to
+ * float32. Clang may contract a * b + c into an FMA where the target has one (AVX-512F does); this pragma
+ * and -ffp-contract=off (Package.swift) forbid it. */
+#pragma STDC FP_CONTRACT OFF
+
+/* ---- block scales, computed from the stored statistics a chunk of blocks at a time ---- */
+enum { SCALE_CHUNK = 64 };   /* blocks per chunk: the scales of a chunk live on the stack (256 bytes) */
+
+typedef struct {
+    const float *absmax;      /* plain: the next block's absmax; NULL when double-quantized */
+    const uint8_t *codes;     /* double-quantized: the next block's code */
+    const float *nested;      /* the nested absmax of the next block */
+    const float *map;
+    float offset;
+    size_t left;              /* blocks left under *nested, the next one included */
+    size_t nested_blocksize;
+} scale_cursor;
+
+static inline scale_cursor scale_cursor_at(const qlora_block_scales *s, size_t first) {
+    scale_cursor c = { 0 };
+    if (s->absmax) { c.absmax = s->absmax + first; return c; }
+    c.codes = s->codes + first;
+    c.nested = s->nested_absmax + first / s->nested_blocksize;
+    c.map = s->dynamic_map;
+    c.offset = s->offset;
+    c.nested_blocksize = s->nested_blocksize;
+    c.left = s->nested_blocksize - first % s->nested_blocksize;
+    return c;
+}
+
+/* The scales of the next n (<= SCALE_CHUNK) blocks: the stored absmax itself when plain, else computed
+ * into buffer. A separate tight loop, so the block kernels below stay as they were with precomputed scales. */
+static inline const float *scale_chunk(scale_cursor *c, float *buffer, size_t n) {
+    if (c->absmax) { const float *s = c->absmax; c->absmax += n; return s; }
+    for (size_t done = 0; done < n;) {
+        size_t run = n - done < c->left ? n - done : c->left;
+        const float nested = *c->nested, offset = c->offset, *map = c->map;
+        const uint8_t *codes = c->codes;
+        for (size_t k = 0; k < run; k++) {
+            float product = map[codes[k]] * nested;
+            buffer[done + k] = product + offset;
+        }
+        c->codes += run;
+        done += run;
+        c->left -= run;
+        if (c->left == 0) { c->nested++; c->left = c->nested_blocksize; }
+    }
+    return buffer;
+}
+
+/* Blocks first ..< first + count in chunks: while (scale_chunks_next(&chunks)) uses chunks.block (relative
+ * to first), chunks.count and chunks.scales (count). */
+typedef struct {
+    scale_cursor cursor;
+    size_t block, count, total;
+    const float *scales;
+    float buffer[SCALE_CHUNK];
+} scale_chunks;
+
+static inline void scale_chunks_init(scale_chunks *c, const qlora_block_scales *s, size_t first, size_t count) {
+    c->cursor = scale_cursor_at(s, first);
+    c->block = 0;
+    c->count = 0;
+    c->total = count;
+}
+
+static inline int scale_chunks_next(scale_chunks *c) {
+    c->block += c->count;
+    if (c->block >= c->total) return 0;
+    c->count = c->total - c->block < SCALE_CHUNK ? c->total - c->block : SCALE_CHUNK;
+    c->scales = scale_chunk(&c->cursor, c->buffer, c->count);
+    return 1;
+}
+
+void qlora_block_scales_f32(float *out, const qlora_block_scales *scales, size_t first_block, size_t block_count) {
+    scale_chunks chunks;
+    scale_chunks_init(&chunks, scales, first_block, block_count);
+    while (scale_chunks_next(&chunks))
+        for (size_t k = 0; k < chunks.count; k++) out[chunks.block + k] = chunks.scales[k];
+}
+
 /* ---- scalar ---- */
 static void f32_scalar(float *out, const uint8_t *bytes, size_t n, const float *table) {
     for (size_t j = 0; j < n; j++) {
@@ -221,17 +302,30 @@ void qlora_nibbles_to_u16(uint16_t *out, const uint8_t *bytes, size_t n, const u
     if (level() >= 1) u16_avx2(out, bytes, n, table); else u16_scalar(out, bytes, n, table);
 }
 
-void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
-                               const float *codes, int rounding) {
-    switch (level()) {
-    case 2: blocks_f32_avx512(out, bytes, scales, nb, bb, codes, rounding); break;
-    case 1: blocks_f32_avx2(out, bytes, scales, nb, bb, codes, rounding); break;
-    default: blocks_f32_scalar(out, bytes, scales, nb, bb, codes, rounding); break;
+/* The public whole-block entry points: scales a chunk at a time, then the kernel of the current level. */
+void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
+                               size_t block_count, size_t bb, const float *codes, int rounding) {
+    const int l = level();
+    scale_chunks c;
+    scale_chunks_init(&c, scales, first_block, block_count);
+    while (scale_chunks_next(&c)) {
+        float *o = out + 2 * c.block * bb;
+        const uint8_t *in = bytes + c.block * bb;
+        switch (l) {
+        case 2: blocks_f32_avx512(o, in, c.scales, c.count, bb, codes, rounding); break;
+        case 1: blocks_f32_avx2(o, in, c.scales, c.count, bb, codes, rounding); break;
+        default: blocks_f32_scalar(o, in, c.scales, c.count, bb, codes, rounding); break;
+        }
     }
 }
 
-void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
-                                const float *codes) {
-    if (level() >= 1) blocks_bf16_avx2(out, bytes, scales, nb, bb, codes);
-    else blocks_bf16_scalar(out, bytes, scales, nb, bb, codes);
+void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
+                                size_t block_count, size_t bb, const float *codes) {
+    const int l = level();
+    scale_chunks c;
+    scale_chunks_init(&c, scales, first_block, block_count);
+    while (scale_chunks_next(&c)) {
+        if (l >= 1) blocks_bf16_avx2(out + 2 * c.block * bb, bytes + c.block * bb, c.scales, c.count, bb, codes);
+        else blocks_bf16_scalar(out + 2 * c.block * bb, bytes + c.block * bb, c.scales, c.count, bb, codes);
+    }
 }

@@ -51,7 +51,7 @@ public enum DemoCommand: Command {
                          first, last, seconds, plus * 100, minus * 100))
         case .quantized(let before, let after, let bits, let parameters, let seconds):
             print("  \(Formatting.count(parameters)) linear weights: \(Formatting.bytes(before)) fp32 → \(Formatting.bytes(after)) NF4 "
-                  + String(format: "(%.3f bits/param resident, incl. fp32 block scales) in %.2f s\n", bits, seconds))
+                  + String(format: "(%.3f bits/param resident) in %.2f s\n", bits, seconds))
         case .trainableSummary(let line):
             print("  \(line)")
         case .finetuneStart(let planned, let measured):

@@ -102,14 +102,56 @@ struct QuantDequantTests {
         }
     }
 
+    /// Double-quantized statistics where a fused multiply-add would change the scale of many blocks: the
+    /// fast path (every SIMD level, row ranges starting inside a nested block, nested block sizes 256 and 3)
+    /// must round the product and the sum separately, as the reference and bitsandbytes do.
+    @Test(arguments: [256, 3])
+    func doubleQuantScalesComputedOnTheFlyWithoutFMA(nestedBlocksize: Int) throws {
+        let rows = 70, columns = 640, blocksize = 64
+        let blocks = rows * columns / blocksize
+        var rng = SeededGenerator(seed: UInt64(nestedBlocksize))
+        let packed = (0..<(rows * columns / 2)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let codes = (0..<blocks).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let nested = (0..<((blocks + nestedBlocksize - 1) / nestedBlocksize)).map { _ in Float.random(in: 0.01...3, using: &rng) }
+        let offset = Float.random(in: 0.01...0.5, using: &rng)
+        let dq = DoubleQuantizedAbsmax(codes: codes, nestedAbsmax: nested, offset: offset, nestedBlocksize: nestedBlocksize)
+        let q = try QuantizedTensor(quantType: .nf4, shape: [rows, columns], blocksize: blocksize, originalDType: .F32,
+                                    packed: packed, absmax: .doubleQuantized(dq))
+        let fused = (0..<blocks).filter { b in
+            offset.addingProduct(DynamicMap8.values[Int(codes[b])], nested[b / nestedBlocksize]).bitPattern != dq.reconstructed(b).bitPattern
+        }
+        #expect(fused.count > blocks / 10, "the data must tell a fused multiply-add apart (\(fused.count) of \(blocks) blocks)")
+        #expect(bitMismatches(q.blockScales(), (0..<blocks).map { dq.reconstructed($0) }) == nil, "blockScales()")
+        #expect(q.residentBytes == q.storageBytes)
+        defer { DequantKernels.setLevel(DequantKernels.bestLevel) }
+        for level in 0...DequantKernels.bestLevel {
+            #expect(DequantKernels.setLevel(level) == level)
+            for range in [0..<rows, 13..<61, 27..<28] {
+                let m = range.count * columns
+                for precision in DequantPrecision.allCases {
+                    var fast = [Float](repeating: .nan, count: m), slow = [Float](repeating: .nan, count: m)
+                    q.dequantize(rows: range, into: &fast, roundedTo: precision)
+                    q.dequantizeReference(rows: range, into: &slow, roundedTo: precision)
+                    #expect(bitMismatches(fast, slow) == nil, "level \(level) rows \(range) \(precision)")
+                }
+                for format in HalfPrecision.allCases {
+                    var fast = [UInt16](repeating: 0, count: m), slow = [UInt16](repeating: 1, count: m)
+                    q.dequantize(rows: range, into: &fast, as: format)
+                    q.dequantizeReference(rows: range, into: &slow, as: format)
+                    #expect(mismatches(fast, slow) == nil, "level \(level) rows \(range) \(format)")
+                }
+            }
+        }
+    }
+
     @Test func byteAccounting() throws {
         let values = (0..<(96 * 264)).map { Float($0 % 97) / 97 - 0.5 }
         let q = try QuantizedTensor.quantize(values, shape: [96, 264])
         // 25344 elements: 12672 packed bytes, 396 absmax codes, 2 nested absmax, 1 offset
         #expect(q.storageBytes == 12672 + 396 + 8 + 4)
-        #expect(q.blockScaleBytes == 396 * 4)
-        #expect(q.residentBytes == q.storageBytes + q.blockScaleBytes)
+        #expect(q.residentBytes == q.storageBytes, "the block scales are computed on the fly, not held")
         let plain = try QuantizedTensor.quantize(values, shape: [96, 264], doubleQuant: false)
         #expect(plain.storageBytes == 12672 + 396 * 4)
+        #expect(plain.residentBytes == plain.storageBytes)
     }
 }

@@ -76,7 +76,7 @@ struct QuantReferenceCaseTests {
     func dequantAllOutputsFastAndReference(name: String) throws {
         let c = try Case(name)
         let q = try c.quantize(doubleQuant: true)
-        #expect(bitMismatches(q.blockScales, try c.file.floats("dq_absmax_rec")) == nil, "absmax_rec")
+        #expect(bitMismatches(q.blockScales(), try c.file.floats("dq_absmax_rec")) == nil, "absmax_rec")
         let n = q.count
         let expectF32 = try c.file.floats("dequant_f32")
         var fast = [Float](repeating: .nan, count: n), slow = [Float](repeating: .nan, count: n)

@@ -84,7 +84,7 @@ public struct MemoryPlan: Sendable {
     public let baseParameterCount: Int
     /// Elements of the 4-bit linears (0 unless the base is quantized).
     public let quantizedParameterCount: Int
-    /// Stored bytes of the 4-bit linears (checkpoint format, without the runtime's fp32 block scales).
+    /// Stored bytes of the 4-bit linears (checkpoint format; the runtime holds exactly these).
     public let quantizedStorageBytes: Int
 
     public init(config: LlamaConfig, options: Options) throws {
@@ -214,7 +214,7 @@ public struct MemoryPlan: Sendable {
         quantizedParameterCount == 0 ? 0 : Double(quantizedStorageBytes * 8) / Double(quantizedParameterCount)
     }
 
-    /// Bits per quantized parameter as resident in memory (+32/blocksize for the fp32 block scales).
+    /// Bits per quantized parameter as resident in memory (== stored: block scales are computed on the fly).
     public var quantizedResidentBitsPerParameter: Double {
         quantizedParameterCount == 0 ? 0 : Double(breakdown[.quantizedWeights] * 8) / Double(quantizedParameterCount)
     }

@@ -82,7 +82,7 @@ public enum MemoryReport {
         var lines = ["parameters: trainable \(withCommas(plan.trainableParameterCount)) (\(share)) of \(withCommas(plan.allParameterCount)) in all"]
         if plan.quantizedParameterCount > 0 {
             lines.append("4-bit weights: \(withCommas(plan.quantizedParameterCount)) parameters, "
-                         + String(format: "%.3f bits/param stored, %.3f bits/param resident (with the fp32 block scales)",
+                         + String(format: "%.3f bits/param stored, %.3f bits/param resident",
                                   plan.quantizedStorageBitsPerParameter, plan.quantizedResidentBitsPerParameter))
         }
         return lines

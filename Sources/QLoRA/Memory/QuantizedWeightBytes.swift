@@ -5,7 +5,7 @@
 /// n elements, blocksize b, nb = ceil(n / b) blocks, nn = ceil(nb / 256) nested blocks:
 /// - packed nibbles: ceil(n / 2) bytes
 /// - absmax: 4 nb (plain float32), or nb u8 codes + 4 nn nested float32 absmax + 4 (the float32 offset)
-/// - the precomputed float32 block scales of the runtime: 4 nb (resident only)
+/// Resident == stored: the runtime keeps only this form and computes each block's scale while dequantizing.
 public enum QuantizedWeightBytes {
     /// bitsandbytes' nested block size for double quantization.
     public static let nestedBlocksize = 256
@@ -22,14 +22,10 @@ public enum QuantizedWeightBytes {
         return packed + nb + 4 * nn + 4
     }
 
-    /// The float32 block scales the runtime precomputes once so that dequantization is two multiplies.
-    public static func blockScales(elements n: Int, blocksize: Int) -> Int { 4 * blocks(elements: n, blocksize: blocksize) }
-
-    /// Everything the tensor holds in memory: storage + precomputed block scales.
+    /// Everything the tensor holds in memory: its stored form, nothing precomputed (== `storage`).
     public static func resident(elements n: Int, blocksize: Int, doubleQuant: Bool,
                                 nestedBlocksize: Int = QuantizedWeightBytes.nestedBlocksize) -> Int {
         storage(elements: n, blocksize: blocksize, doubleQuant: doubleQuant, nestedBlocksize: nestedBlocksize)
-            + blockScales(elements: n, blocksize: blocksize)
     }
 
     public static func storage(elements n: Int, options: QuantizationOptions) -> Int {

@@ -30,11 +30,6 @@ public struct DoubleQuantizedAbsmax: Sendable, Equatable {
         let product = DynamicMap8.values[Int(codes[block])] * nestedAbsmax[block / nestedBlocksize]
         return product + offset
     }
-
-    /// Every block's reconstructed absmax.
-    public func reconstructedAll() -> [Float] {
-        (0..<codes.count).map { reconstructed($0) }
-    }
 }
 
 /// bitsandbytes-exact blockwise 4-bit quantization and 8-bit double quantization of the statistics.

@@ -2,12 +2,14 @@ import CQLoRAKernels
 import SafeTensors
 
 // Dequantization of a QuantizedTensor into float32, bf16/fp16 bits, or bf16/fp16-rounded float32.
-// w = code[nibble] * blockScale[i / blocksize] (one float32 multiply), then round-to-nearest-even.
+// w = code[nibble] * scale(i / blocksize) (one float32 multiply), then round-to-nearest-even. The scale is
+// the plain float32 absmax, or for double quantization fp32(fp32(dynamic_map[q8] * nested_absmax) + offset),
+// computed per block from the stored statistics (nothing is precomputed: resident bytes == stored bytes).
 // Rows are rows of the 2-D view [rows, columns]; blocks are flat, so a row range may start and end
 // inside a block (and, for odd columns, inside a byte).
 //
-// Fast path: per block, a 16-entry table `code[c] * scale` (already rounded to the output type) is
-// built once; the hot loop is byte -> two table loads -> two stores. The table entries are the very
+// Fast path: per block, the scale is computed, then a 16-entry table `code[c] * scale` (already rounded
+// to the output type) is built once; the hot loop is byte -> two table loads -> two stores. The table entries are the very
 // same single products, so the result is bit-identical to the reference. The byte loop is C
 // (Sources/CQLoRAKernels: AVX-512F / AVX2 / scalar chosen at run time): portable Swift reached only
 // 2.6 G elements/s here (no variable shuffles in Swift SIMD), the AVX2 kernel ~2-3x that.
@@ -49,8 +51,8 @@ extension QuantizedTensor {
         switch format {
         case .bfloat16:
             let bb = blocksize / 2
-            decode(elements: elements, into: output, bulk: { out, bytes, scales, blocks in
-                codes.withUnsafeBufferPointer { qlora_dequant4_blocks_bf16(out, bytes, scales, blocks, bb, $0.baseAddress!) }
+            decode(elements: elements, into: output, bulk: { out, bytes, scales, first, blocks in
+                codes.withUnsafeBufferPointer { qlora_dequant4_blocks_bf16(out, bytes, scales, first, blocks, bb, $0.baseAddress!) }
             }) { table, scale in
                 for c in 0..<16 { table[c] = HalfFloat.bfloat16FromFloat(codes[c] * scale) }
             }
@@ -62,10 +64,46 @@ extension QuantizedTensor {
     }
 
     /// The C whole-block kernel for float32 outputs (rounding 0: none, 1: bf16).
-    private func bulkFloat(rounding: Int32) -> (UnsafeMutablePointer<Float>, UnsafePointer<UInt8>, UnsafePointer<Float>, Int) -> Void {
+    private func bulkFloat(rounding: Int32) -> BulkDecode<Float> {
         let codes = codeValues, bb = blocksize / 2
-        return { out, bytes, scales, blocks in
-            codes.withUnsafeBufferPointer { qlora_dequant4_blocks_f32(out, bytes, scales, blocks, bb, $0.baseAddress!, rounding) }
+        return { out, bytes, scales, first, blocks in
+            codes.withUnsafeBufferPointer { qlora_dequant4_blocks_f32(out, bytes, scales, first, blocks, bb, $0.baseAddress!, rounding) }
+        }
+    }
+
+    /// A C whole-block kernel: (output at the first block, its packed bytes, the scales, first block, block count).
+    private typealias BulkDecode<T> = (UnsafeMutablePointer<T>, UnsafePointer<UInt8>, UnsafePointer<qlora_block_scales>, Int, Int) -> Void
+
+    /// Every block's scale (the reconstructed absmax), computed from the stored statistics as the fast
+    /// path does (allocates; for tests and inspection).
+    public func blockScales() -> [Float] {
+        [Float](unsafeUninitializedCapacity: blockCount) { buffer, initialized in
+            withBlockScales { qlora_block_scales_f32(buffer.baseAddress!, $0, 0, blockCount) }
+            initialized = blockCount
+        }
+    }
+
+    /// The stored statistics as the C kernels read them, valid inside `body`.
+    @inline(__always)
+    private func withBlockScales<R>(_ body: (UnsafePointer<qlora_block_scales>) -> R) -> R {
+        switch absmax {
+        case .plain(let values):
+            return values.withUnsafeBufferPointer { absmax in
+                var scales = qlora_block_scales(absmax: absmax.baseAddress, codes: nil, nested_absmax: nil, dynamic_map: nil,
+                                                offset: 0, nested_blocksize: 0)
+                return body(&scales)
+            }
+        case .doubleQuantized(let dq):
+            return dq.codes.withUnsafeBufferPointer { codes in
+                dq.nestedAbsmax.withUnsafeBufferPointer { nested in
+                    DynamicMap8.values.withUnsafeBufferPointer { map in
+                        var scales = qlora_block_scales(absmax: nil, codes: codes.baseAddress, nested_absmax: nested.baseAddress,
+                                                        dynamic_map: map.baseAddress, offset: dq.offset,
+                                                        nested_blocksize: dq.nestedBlocksize)
+                        return body(&scales)
+                    }
+                }
+            }
         }
     }
 
@@ -80,7 +118,7 @@ extension QuantizedTensor {
     /// The table-driven loop shared by every output type.
     @inline(__always)
     private func decode<T>(elements: Range<Int>, into output: UnsafeMutablePointer<T>,
-                           bulk: ((UnsafeMutablePointer<T>, UnsafePointer<UInt8>, UnsafePointer<Float>, Int) -> Void)? = nil,
+                           bulk: BulkDecode<T>? = nil,
                            makeTable: (UnsafeMutablePointer<T>, Float) -> Void) {
         let pairs: (UnsafeMutablePointer<T>, UnsafePointer<UInt8>, Int, UnsafeMutablePointer<T>) -> Void
         if T.self == Float.self {
@@ -95,11 +133,13 @@ extension QuantizedTensor {
             }
         }
         guard !elements.isEmpty else { return }
-        let bs = blocksize
+        let bs = blocksize, blockCount = blockCount
         packed.withUnsafeBufferPointer { packedBuffer in
-            blockScales.withUnsafeBufferPointer { scales in
+            withBlockScales { scales in
                 withUnsafeTemporaryAllocation(of: T.self, capacity: 16) { tableBuffer in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { scaleBuffer in
                     let table = tableBuffer.baseAddress!
+                    var scalesFirst = 0, scalesCount = 0    // scaleBuffer holds blocks scalesFirst ..< + scalesCount
                     let bytes = packedBuffer.baseAddress!
                     var e = elements.lowerBound
                     var out = output
@@ -107,14 +147,19 @@ extension QuantizedTensor {
                     while e < end {
                         if let bulk, e % bs == 0, end - e >= bs {    // a run of whole blocks: table built in registers
                             let blocks = (end - e) / bs
-                            bulk(out, bytes + (e >> 1), scales.baseAddress! + e / bs, blocks)
+                            bulk(out, bytes + (e >> 1), scales, e / bs, blocks)
                             out += blocks * bs
                             e += blocks * bs
                             continue
                         }
                         let block = e / bs
                         let blockEnd = min(end, (block + 1) * bs)
-                        makeTable(table, scales[block])
+                        if block - scalesFirst >= scalesCount || block < scalesFirst {   // scales 64 blocks at a time
+                            scalesFirst = block
+                            scalesCount = min(scaleBuffer.count, blockCount - block)
+                            qlora_block_scales_f32(scaleBuffer.baseAddress!, scales, block, scalesCount)
+                        }
+                        makeTable(table, scaleBuffer[block - scalesFirst])
                         if e & 1 == 1 {                 // odd start: the low nibble of a byte
                             out[0] = table[Int(bytes[e >> 1] & 0x0f)]
                             out += 1
@@ -131,6 +176,7 @@ extension QuantizedTensor {
                         }
                     }
                 }
+                }
             }
         }
     }
@@ -141,9 +187,7 @@ extension QuantizedTensor {
     public func referenceScale(block: Int) -> Float {
         switch absmax {
         case .plain(let values): return values[block]
-        case .doubleQuantized(let dq):
-            let product = DynamicMap8.values[Int(dq.codes[block])] * dq.nestedAbsmax[block / dq.nestedBlocksize]
-            return product + dq.offset
+        case .doubleQuantized(let dq): return dq.reconstructed(block)
         }
     }
 

@@ -27,8 +27,9 @@ public enum HalfPrecision: String, Sendable, CaseIterable {
 
 /// A weight quantized to 4 bits (NF4 or FP4) the bitsandbytes way: packed nibbles (element 2i in the
 /// high nibble), one absmax per block of `blocksize` flattened elements, either plain float32 or
-/// double-quantized. The per-block scale `blockScales` (the reconstructed absmax) is computed once
-/// at creation, so dequantization is: byte -> two codes -> two multiplies.
+/// double-quantized. Only the stored form is kept in memory (the 16-entry codebook and the 256-entry
+/// dynamic map are shared constants): dequantization computes each block's scale (the reconstructed
+/// absmax) on the fly, one multiply and one add per block, so resident bytes == stored bytes.
 public struct QuantizedTensor: Sendable {
     public enum Absmax: Sendable, Equatable {
         case plain([Float])
@@ -43,8 +44,6 @@ public struct QuantizedTensor: Sendable {
     /// /// (ceil(n/2))
     public let packed: [UInt8]
     public let absmax: Absmax
-    /// /// (nb) reconstructed absmax of every block (float32), the scale used by dequantization.
-    public let blockScales: [Float]
 
     /// Validates the sizes; throws `QuantError.shapeMismatch` naming `name` when they disagree.
     public init(quantType: QuantType, shape: [Int], blocksize: Int, originalDType: DType,
@@ -62,7 +61,6 @@ public struct QuantizedTensor: Sendable {
             guard values.count == nb else {
                 throw QuantError.shapeMismatch(tensor: name, expected: "\(nb) absmax values", actual: "\(values.count)")
             }
-            blockScales = values
         case .doubleQuantized(let dq):
             guard dq.codes.count == nb else {
                 throw QuantError.shapeMismatch(tensor: name, expected: "\(nb) absmax codes", actual: "\(dq.codes.count)")
@@ -72,7 +70,6 @@ public struct QuantizedTensor: Sendable {
                 throw QuantError.shapeMismatch(tensor: name, expected: "\(nn) nested absmax values",
                                                actual: "\(dq.nestedAbsmax.count)")
             }
-            blockScales = dq.reconstructedAll()
         }
         self.quantType = quantType
         self.shape = shape
@@ -123,7 +120,12 @@ public struct QuantizedTensor: Sendable {
     // MARK: - Sizes and accounting
 
     public var count: Int { shape.reduce(1, *) }
-    public var blockCount: Int { blockScales.count }
+    public var blockCount: Int {
+        switch absmax {
+        case .plain(let values): return values.count
+        case .doubleQuantized(let dq): return dq.codes.count
+        }
+    }
     /// Columns of the 2-D view [rows, columns]: the last dimension (a 1-D tensor is one row).
     public var columns: Int { shape.last ?? 1 }
     public var rows: Int { count / columns }
@@ -138,11 +140,9 @@ public struct QuantizedTensor: Sendable {
         }
     }
 
-    /// The precomputed float32 block scales kept in memory for fast dequantization.
-    public var blockScaleBytes: Int { 4 * blockScales.count }
-
-    /// Everything this tensor holds in memory.
-    public var residentBytes: Int { storageBytes + blockScaleBytes }
+    /// Everything this tensor holds in memory: its stored form, nothing precomputed (block scales are
+    /// computed during dequantization).
+    public var residentBytes: Int { storageBytes }
 
     /// The nominal storage cost per parameter: 4 + 8/blocksize + 32/(blocksize * 256) with double
     /// quantization (4.127 at blocksize 64), 4 + 32/blocksize without (4.5 at 64).

@@ -38,7 +38,7 @@ public struct ActivationLayout {
     public struct LayerSlots {
         public var x = 0        /// (N, C) layer input
         public var rstd1 = 0    /// (N)
-        public var h1 = 0       /// (N, C) input_layernorm output
+        public var h1 = 0       /// (N, C) input_layernorm output (shared workspace, recomputed in backward)
         public var q = 0        /// (N, H*D) after RoPE
         public var k = 0        /// (N, KV*D) after RoPE
         public var v = 0        /// (N, KV*D)
@@ -46,10 +46,10 @@ public struct ActivationLayout {
         public var attn = 0     /// (N, H*D) attention output, o_proj input
         public var xMid = 0     /// (N, C) x + attention
         public var rstd2 = 0    /// (N)
-        public var h2 = 0       /// (N, C) post_attention_layernorm output
+        public var h2 = 0       /// (N, C) post_attention_layernorm output (same buffer as h1)
         public var gate = 0     /// (N, F)
         public var up = 0       /// (N, F)
-        public var act = 0      /// (N, F) silu(gate) * up, down_proj input
+        public var act = 0      /// (N, F) silu(gate) * up, down_proj input (shared workspace, recomputed)
         /// (N, r) LoRA intermediate per projection, -1 where not adapted.
         public var loraT = [Int](repeating: -1, count: Projection.allCases.count)
     }
@@ -82,7 +82,6 @@ public struct ActivationLayout {
 
         func reserveInternals(_ slots: inout LayerSlots, _ prefix: String, layer: Int?) {
             slots.rstd1 = arena.reserve(prefix + "rstd1", n)
-            slots.h1 = arena.reserve(prefix + "h1", n * c)
             slots.q = arena.reserve(prefix + "q", n * qd)
             slots.k = arena.reserve(prefix + "k", n * kvd)
             slots.v = arena.reserve(prefix + "v", n * kvd)
@@ -90,10 +89,8 @@ public struct ActivationLayout {
             slots.attn = arena.reserve(prefix + "attn", n * qd)
             slots.xMid = arena.reserve(prefix + "xMid", n * c)
             slots.rstd2 = arena.reserve(prefix + "rstd2", n)
-            slots.h2 = arena.reserve(prefix + "h2", n * c)
             slots.gate = arena.reserve(prefix + "gate", n * f)
             slots.up = arena.reserve(prefix + "up", n * f)
-            slots.act = arena.reserve(prefix + "act", n * f)
             if let lora {
                 for projection in Projection.allCases {
                     let adapted = layer.map { lora.adapts(layer: $0, linear: projection.moduleName) }
@@ -134,6 +131,15 @@ public struct ActivationLayout {
                 slots.x = i % 2 == 0 ? ping : pong
                 layers.append(slots)
             }
+        }
+        // The normed layer inputs and the SwiGLU product are cheap to recompute from what is saved (x and
+        // rstd; gate and up), so one shared buffer of each serves every layer, forward and backward.
+        let normed = arena.reserve("work.normed", n * c)
+        let product = arena.reserve("work.act", n * f)
+        for i in layers.indices {
+            layers[i].h1 = normed
+            layers[i].h2 = normed
+            layers[i].act = product
         }
         xFinal = arena.reserve("saved.final.x", n * c)
         rstdFinal = arena.reserve("saved.final.rstd", n)

@@ -260,7 +260,11 @@ public final class LlamaExecutor {
         let weights = model.layers[layer]
         let dResidual = p(layout.dResidual), dHidden = p(layout.dHidden)
 
-        // MLP: out = xMid + down(silu(gate(h2)) * up(h2)).
+        // MLP: out = xMid + down(silu(gate(h2)) * up(h2)). h2 and the product are recomputed (they share
+        // workspace across layers); the LoRA weight gradients need them.
+        RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
+                        rows: n, dim: c, eps: config.rmsNormEps)
+        SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * f)
         let dAct = p(layout.dAct), dGate = p(layout.dGate), dUp = p(layout.dUp)
         dAct.update(repeating: 0, count: n * f)
         projectBackward(layer, .down, dx: dAct, dy: dResidual, x: p(s.act), slots: s, rows: n)
@@ -285,6 +289,8 @@ public final class LlamaExecutor {
                            headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
+        RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
+                        rows: n, dim: c, eps: config.rmsNormEps)
         dHidden.update(repeating: 0, count: n * c)
         projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)

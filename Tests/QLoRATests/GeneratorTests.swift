@@ -17,9 +17,9 @@ import Testing
         let k = (0..<(T * KV * D)).map { _ in generator.normal() }
         let v = (0..<(T * KV * D)).map { _ in generator.normal() }
         var full = [Float](repeating: 0, count: T * H * D)
-        var probs = [Float](repeating: 0, count: H * T * T)
+        var stats = [Float](repeating: 0, count: Attention.rowStatsCount(batch: 1, seqLen: T, heads: H))
         var scratch = [Float](repeating: 0, count: Attention.scratchCount(batch: 1, seqLen: T, heads: H, kvHeads: KV, headDim: D))
-        Attention.forward(out: &full, probs: &probs, q: q, k: k, v: v, batch: 1, seqLen: T, heads: H, kvHeads: KV, headDim: D,
+        Attention.forward(out: &full, rowStats: &stats, q: q, k: k, v: v, batch: 1, seqLen: T, heads: H, kvHeads: KV, headDim: D,
                           scratch: &scratch)
         var cached = [Float](repeating: 0, count: T * H * D)
         var reference = [Float](repeating: 0, count: T * H * D)

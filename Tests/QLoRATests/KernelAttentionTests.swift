@@ -9,6 +9,7 @@ import Testing
         var qCount: Int { batch * seqLen * heads * headDim }
         var kvCount: Int { batch * seqLen * kvHeads * headDim }
         var probsCount: Int { batch * heads * seqLen * seqLen }
+        var statsCount: Int { Attention.rowStatsCount(batch: batch, seqLen: seqLen, heads: heads) }
     }
 
     static let shapes: [Shape] = [
@@ -26,9 +27,13 @@ import Testing
         var scratch = [Float](repeating: .nan, count: Attention.scratchCount(batch: s.batch, seqLen: s.seqLen, heads: s.heads,
                                                                              kvHeads: s.kvHeads, headDim: s.headDim))
         var out = [Float](repeating: .nan, count: s.qCount), probs = [Float](repeating: .nan, count: s.probsCount)
+        var stats = [Float](repeating: .nan, count: s.statsCount)
         var outRef = out, probsRef = probs
-        Attention.forward(out: &out, probs: &probs, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
+        Attention.forward(out: &out, rowStats: &stats, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
                           kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
+        // The probabilities the backward recomputes from the saved row statistics.
+        Attention.probabilities(probs: &probs, rowStats: stats, q: q, k: k, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
+                                kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
         Attention.Reference.forward(out: &outRef, probs: &probsRef, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen,
                                     heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim)
         expectClose(probs, probsRef, tolerance: 2e-6, "probs \(s.testDescription)")
@@ -44,7 +49,7 @@ import Testing
         let dout = random.floats(s.qCount)
         let dq0 = random.floats(s.qCount), dk0 = random.floats(s.kvCount), dv0 = random.floats(s.kvCount)
         var dq = dq0, dk = dk0, dv = dv0, dqRef = dq0, dkRef = dk0, dvRef = dv0
-        Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: dout, q: q, k: k, v: v, probs: probs, batch: s.batch,
+        Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: dout, q: q, k: k, v: v, rowStats: stats, batch: s.batch,
                            seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
         Attention.Reference.backward(dq: &dqRef, dk: &dkRef, dv: &dvRef, dout: dout, q: q, k: k, v: v, probs: probs,
                                      batch: s.batch, seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim)
@@ -83,11 +88,11 @@ import Testing
         let g = random.floats(s.qCount)
         var scratch = [Float](repeating: 0, count: Attention.scratchCount(batch: s.batch, seqLen: s.seqLen, heads: s.heads,
                                                                           kvHeads: s.kvHeads, headDim: s.headDim))
-        var out = [Float](repeating: 0, count: s.qCount), probs = [Float](repeating: 0, count: s.probsCount)
-        Attention.forward(out: &out, probs: &probs, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
+        var out = [Float](repeating: 0, count: s.qCount), stats = [Float](repeating: 0, count: s.statsCount)
+        Attention.forward(out: &out, rowStats: &stats, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
                           kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
         var dq = [Float](repeating: 0, count: s.qCount), dk = [Float](repeating: 0, count: s.kvCount), dv = dk
-        Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: g, q: q, k: k, v: v, probs: probs, batch: s.batch,
+        Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: g, q: q, k: k, v: v, rowStats: stats, batch: s.batch,
                            seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
         let qd = q.map(Double.init), kd = k.map(Double.init), vd = v.map(Double.init)
         expectGradientMatches(dq, finiteDifferenceGradient(at: qd) { Self.weightedOutput(s, q: $0, k: kd, v: vd, g: g) }, "attention dq")

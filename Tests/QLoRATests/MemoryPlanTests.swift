@@ -217,9 +217,9 @@ import Testing
         let n = 256, c = config.hiddenSize, f = config.intermediateSize, l = config.numHiddenLayers
         let qd = config.queryDim, kvd = config.keyValueDim, h = config.numAttentionHeads
         let final = 2 * pad(n * c) + pad(n)
-        // Layer input, xMid, rstd1/2, q, attn, k, v, probs, gate, up, 7 LoRA intermediates (the normed inputs and
-        // the SwiGLU product are recomputed from a shared buffer).
-        let perLayer = 2 * pad(n * c) + 2 * pad(n) + 2 * pad(n * qd) + 2 * pad(n * kvd) + pad(h * n * n)
+        // Layer input, xMid, rstd1/2, q, attn, k, v, attention row stats (max, sum), gate, up, 7 LoRA
+        // intermediates (the normed inputs, the SwiGLU product and the attention probabilities are recomputed).
+        let perLayer = 2 * pad(n * c) + 2 * pad(n) + 2 * pad(n * qd) + 2 * pad(n * kvd) + pad(h * n * 2)
             + 2 * pad(n * f) + 7 * pad(n * 16)
         let expected = checkpointing ? l * pad(n * c) + final : l * perLayer + final
         #expect(plan.breakdown[.activations] == 4 * expected)

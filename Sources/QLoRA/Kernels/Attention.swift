@@ -8,7 +8,8 @@ import Foundation
 ///
 /// All B batch rows in one call. The GEMMs go to OpenBLAS per (batch, head) on the strided layout
 /// (no copies), in blocks of `rowBlock` query rows: rows [r0, r1) only meet keys [0, r1), which skips
-/// most of the work above the diagonal. Work is split over (batch, head) units in the forward and over
+/// most of the work above the diagonal. Only each row's softmax max and sum are kept for backward, which
+/// recomputes a block's probabilities (one more q k^T GEMM) instead of storing B·H·T² floats. Work is split over (batch, head) units in the forward and over
 /// (batch, kv head) units in the backward (a kv head's dk / dv belong to one thread), with OpenBLAS
 /// single-threaded inside (see Parallel.swift).
 public enum Attention {
@@ -30,68 +31,111 @@ public enum Attention {
         }
     }
 
-    /// Floats of scratch `forward` and `backward` need: one (min(T, 64), T) block per thread that may
-    /// run a backward unit. The forward uses none but takes the same buffer.
+    /// Floats of scratch `forward` and `backward` need: per thread two (min(T, 64), T) blocks (the
+    /// probabilities of a block of query rows, and their gradient).
     public static func scratchCount(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) -> Int {
-        min(Parallel.maxThreads, max(1, batch * kvHeads)) * min(seqLen, rowBlock) * seqLen
+        2 * min(Parallel.maxThreads, max(1, batch * heads)) * min(seqLen, rowBlock) * seqLen
     }
 
-    /// out (B, T, H, D); probs (B, H, T, T) saved for backward, 0 above the diagonal.
+    /// Floats of `rowStats`: the softmax max and sum of every query row, (B, H, T, 2).
+    public static func rowStatsCount(batch: Int, seqLen: Int, heads: Int) -> Int { batch * heads * seqLen * 2 }
+
+    /// P[r0:r1, 0:r1] of one (batch, head) into `block` (m, r1): scores q k^T * scale, then
+    /// exp(s - max) / sum, 0 above the diagonal. `computeStats` (forward) finds each row's max and sum and
+    /// stores them in `stats` (2 per row, rows r0..<r1); otherwise the stored ones are used, which gives
+    /// the forward's probabilities bit for bit (same GEMM call, same exp, same division).
+    @inline(__always)
+    private static func probabilityBlock(_ block: UnsafeMutablePointer<Float>, qHead: UnsafePointer<Float>, kHead: UnsafePointer<Float>,
+                                         shape: Shape, r0: Int, r1: Int, stats: UnsafeMutablePointer<Float>, computeStats: Bool) {
+        let m = r1 - r0
+        Blas.sgemm(block, ldc: r1, qHead + r0 * shape.ldq, lda: shape.ldq, kHead, ldb: shape.ldk, transB: true,
+                   m: m, n: r1, k: shape.D, alpha: shape.scale)
+        for i in r0..<r1 {
+            let row = block + (i - r0) * r1, length = i + 1
+            let rowStats = stats + 2 * (i - r0)
+            if computeStats { rowStats[0] = VectorMath.maximum(row, length) }
+            let total = VectorMath.expShifted(row, row, length, shift: rowStats[0])
+            if computeStats { rowStats[1] = total }
+            VectorMath.scale(row, length, by: 1 / rowStats[1])
+            (row + length).update(repeating: 0, count: r1 - length)
+        }
+    }
+
+    /// out (B, T, H, D); rowStats (B, H, T, 2) saved for backward (softmax max and sum per query row:
+    /// the probabilities themselves, B·H·T² floats, are recomputed in backward instead of stored).
     /// q (B, T, H, D), k, v (B, T, KV, D), RoPE already applied. scratch: `scratchCount(...)` floats.
     public static func forward(
-        out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
+        out: UnsafeMutablePointer<Float>, rowStats: UnsafeMutablePointer<Float>,
         q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
         batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
     ) {
         let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
-        let (B, T, H, D, G, ldq, ldk, scale) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk, shape.scale)
+        let (B, T, H, D, G, ldq, ldk) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk)
         let units = B * H
-        let chunks = units * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units)
+        let chunks = units * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units, Parallel.maxThreads)
+        let slotSize = 2 * min(T, rowBlock) * T
         Parallel.forEachCallingBLAS(chunks) { chunk in
+            let P = scratch + chunk * slotSize
             for unit in Parallel.range(chunk: chunk, of: chunks, total: units) {
                 let b = unit / H, h = unit % H, kvHead = h / G
                 let qHead = q + b * T * ldq + h * D
                 let kHead = k + b * T * ldk + kvHead * D
                 let vHead = v + b * T * ldk + kvHead * D
                 let outHead = out + b * T * ldq + h * D
-                let P = probs + unit * T * T   // (T, T) for (b, h)
                 for r0 in stride(from: 0, to: T, by: rowBlock) {
-                    let r1 = min(T, r0 + rowBlock), m = r1 - r0
-                    // scores[r0:r1, 0:r1] = q k^T * scale
-                    Blas.sgemm(P + r0 * T, ldc: T, qHead + r0 * ldq, lda: ldq, kHead, ldb: ldk, transB: true,
-                               m: m, n: r1, k: D, alpha: scale)
-                    for i in r0..<r1 {
-                        let row = P + i * T, length = i + 1
-                        let maxScore = VectorMath.maximum(row, length)
-                        let total = VectorMath.expShifted(row, row, length, shift: maxScore)
-                        VectorMath.scale(row, length, by: 1 / total)
-                        (row + length).update(repeating: 0, count: T - length)
-                    }
-                    // out[r0:r1] = probs[r0:r1, 0:r1] v[0:r1]
-                    Blas.sgemm(outHead + r0 * ldq, ldc: ldq, P + r0 * T, lda: T, vHead, ldb: ldk,
-                               m: m, n: D, k: r1)
+                    let r1 = min(T, r0 + rowBlock)
+                    probabilityBlock(P, qHead: qHead, kHead: kHead, shape: shape, r0: r0, r1: r1,
+                                     stats: rowStats + 2 * (unit * T + r0), computeStats: true)
+                    // out[r0:r1] = P[r0:r1, 0:r1] v[0:r1]
+                    Blas.sgemm(outHead + r0 * ldq, ldc: ldq, P, lda: r1, vHead, ldb: ldk, m: r1 - r0, n: D, k: r1)
                 }
             }
         }
     }
 
-    /// dq (B, T, H, D) +=, dk, dv (B, T, KV, D) += from dout (B, T, H, D), q, k, v and probs (B, H, T, T).
-    /// dP = dout v^T, dS = P * (dP - rowsum(dP * P)), dq += dS k * scale, dk += dS^T q * scale, dv += P^T dout.
+    /// The probabilities (B, H, T, T) the forward used, recomputed from `rowStats` exactly as the backward
+    /// does (for tests and inspection; training never materializes them).
+    public static func probabilities(
+        probs: UnsafeMutablePointer<Float>, rowStats: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
+    ) {
+        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let T = shape.T
+        for unit in 0..<(shape.B * shape.H) {
+            let b = unit / shape.H, h = unit % shape.H
+            let qHead = q + b * T * shape.ldq + h * shape.D, kHead = k + b * T * shape.ldk + (h / shape.G) * shape.D
+            for r0 in stride(from: 0, to: T, by: rowBlock) {
+                let r1 = min(T, r0 + rowBlock)
+                probabilityBlock(scratch, qHead: qHead, kHead: kHead, shape: shape, r0: r0, r1: r1,
+                                 stats: UnsafeMutablePointer(mutating: rowStats) + 2 * (unit * T + r0), computeStats: false)
+                for i in r0..<r1 {
+                    let row = probs + (unit * T + i) * T
+                    row.update(from: scratch + (i - r0) * r1, count: r1)
+                    (row + r1).update(repeating: 0, count: T - r1)
+                }
+            }
+        }
+    }
+
+    /// dq (B, T, H, D) +=, dk, dv (B, T, KV, D) += from dout (B, T, H, D), q, k, v and the forward's rowStats.
+    /// P is recomputed per block; dP = dout v^T, dS = P * (dP - rowsum(dP * P)), dq += dS k * scale,
+    /// dk += dS^T q * scale, dv += P^T dout.
     public static func backward(
         dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
         dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-        probs: UnsafePointer<Float>,
+        rowStats: UnsafePointer<Float>,
         batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
     ) {
         let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
         let (B, T, H, D, G, ldq, ldk, scale) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk, shape.scale)
         let KV = kvHeads
         let units = B * KV
-        let slots = min(Parallel.maxThreads, max(1, units))
-        let chunks = B * H * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units, slots)
-        let slotSize = min(T, rowBlock) * T
+        let chunks = B * H * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units, Parallel.maxThreads)
+        let blockSize = min(T, rowBlock) * T
+        let stats = UnsafeMutablePointer(mutating: rowStats)
         Parallel.forEachCallingBLAS(chunks) { chunk in
-            let dS = scratch + chunk * slotSize   // (m, r1) block of dP, then dS, row stride r1
+            let P = scratch + chunk * 2 * blockSize   // (m, r1) probabilities of the block
+            let dS = P + blockSize                     // (m, r1) block of dP, then dS, row stride r1
             for unit in Parallel.range(chunk: chunk, of: chunks, total: units) {
                 let b = unit / KV, kvHead = unit % KV
                 let kHead = k + b * T * ldk + kvHead * D, vHead = v + b * T * ldk + kvHead * D
@@ -99,17 +143,18 @@ public enum Attention {
                 for h in (kvHead * G)..<((kvHead + 1) * G) {
                     let offset = b * T * ldq + h * D
                     let qHead = q + offset, dqHead = dq + offset, doutHead = dout + offset
-                    let P = probs + (b * H + h) * T * T
                     for r0 in stride(from: 0, to: T, by: rowBlock) {
                         let r1 = min(T, r0 + rowBlock), m = r1 - r0
+                        probabilityBlock(P, qHead: qHead, kHead: kHead, shape: shape, r0: r0, r1: r1,
+                                         stats: stats + 2 * ((b * H + h) * T + r0), computeStats: false)
                         // dv[0:r1] += P[r0:r1, 0:r1]^T dout[r0:r1]
-                        Blas.sgemm(dvHead, ldc: ldk, P + r0 * T, lda: T, transA: true, doutHead + r0 * ldq, ldb: ldq,
+                        Blas.sgemm(dvHead, ldc: ldk, P, lda: r1, transA: true, doutHead + r0 * ldq, ldb: ldq,
                                    m: r1, n: D, k: m, beta: 1)
                         // dP = dout[r0:r1] v[0:r1]^T
                         Blas.sgemm(dS, ldc: r1, doutHead + r0 * ldq, lda: ldq, vHead, ldb: ldk, transB: true,
                                    m: m, n: r1, k: D)
                         for i in r0..<r1 {
-                            let p = P + i * T, row = dS + (i - r0) * r1, length = i + 1
+                            let p = P + (i - r0) * r1, row = dS + (i - r0) * r1, length = i + 1
                             let projection = VectorMath.dot(p, row, length)
                             for j in 0..<length { row[j] = p[j] * (row[j] - projection) }
                             (row + length).update(repeating: 0, count: r1 - length)

@@ -42,7 +42,7 @@ public struct ActivationLayout {
         public var q = 0        /// (N, H*D) after RoPE
         public var k = 0        /// (N, KV*D) after RoPE
         public var v = 0        /// (N, KV*D)
-        public var probs = 0    /// (B, H, T, T)
+        public var rowStats = 0 /// (B, H, T, 2) softmax max and sum per query row
         public var attn = 0     /// (N, H*D) attention output, o_proj input
         public var xMid = 0     /// (N, C) x + attention
         public var rstd2 = 0    /// (N)
@@ -77,7 +77,7 @@ public struct ActivationLayout {
         let n = shape.batch * shape.seqLen
         let c = config.hiddenSize, f = config.intermediateSize
         let qd = config.queryDim, kvd = config.keyValueDim
-        let probsCount = shape.batch * config.numAttentionHeads * shape.seqLen * shape.seqLen
+        let rowStatsCount = Attention.rowStatsCount(batch: shape.batch, seqLen: shape.seqLen, heads: config.numAttentionHeads)
         let maxIn = max(c, qd, f)
 
         func reserveInternals(_ slots: inout LayerSlots, _ prefix: String, layer: Int?) {
@@ -85,7 +85,7 @@ public struct ActivationLayout {
             slots.q = arena.reserve(prefix + "q", n * qd)
             slots.k = arena.reserve(prefix + "k", n * kvd)
             slots.v = arena.reserve(prefix + "v", n * kvd)
-            slots.probs = arena.reserve(prefix + "probs", probsCount)
+            slots.rowStats = arena.reserve(prefix + "attentionRowStats", rowStatsCount)
             slots.attn = arena.reserve(prefix + "attn", n * qd)
             slots.xMid = arena.reserve(prefix + "xMid", n * c)
             slots.rstd2 = arena.reserve(prefix + "rstd2", n)

@@ -109,7 +109,7 @@ public final class LlamaExecutor {
         project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
         rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
-        StepProfiler.measure(.attention) { Attention.forward(out: p(s.attn), probs: p(s.probs), q: p(s.q), k: p(s.k), v: p(s.v),
+        StepProfiler.measure(.attention) { Attention.forward(out: p(s.attn), rowStats: p(s.rowStats), q: p(s.q), k: p(s.k), v: p(s.v),
                           batch: batch, seqLen: seqLen, heads: config.numAttentionHeads,
                           kvHeads: config.numKeyValueHeads, headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         project(layer, .o, y: p(s.xMid), x: p(s.attn), slots: s, rows: n)
@@ -284,7 +284,7 @@ public final class LlamaExecutor {
         dQ.update(repeating: 0, count: n * config.queryDim)
         dK.update(repeating: 0, count: n * config.keyValueDim)
         dV.update(repeating: 0, count: n * config.keyValueDim)
-        StepProfiler.measure(.attention) { Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), probs: p(s.probs),
+        StepProfiler.measure(.attention) { Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), rowStats: p(s.rowStats),
                            batch: batch, seqLen: seqLen, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
                            headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)

@@ -37,8 +37,7 @@ public enum MemoryCommand: Command {
       --gradient-checkpointing / --no-gradient-checkpointing
                                keep only each layer's input, recompute the rest (default off)
       --optimizer adamw|sgd    AdamW keeps 2 fp32 states per trainable parameter, SGD none (default adamw)
-      --tile-rows N            rows per dequantized weight tile (default 256)
-      --tile-threads N         tiles dequantized concurrently (default 2)
+      --tile-rows N            rows per dequantized weight tile (default: automatic, 256-1024 within 8 MiB)
       --logits-chunk N         rows of logits computed at once (default 64)
     Output:
       --compare                full fine-tuning fp32, full fine-tuning bf16 mixed precision, LoRA on a
@@ -60,7 +59,7 @@ public enum MemoryCommand: Command {
 
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len",
-        "optimizer", "tile-rows", "tile-threads", "logits-chunk", "svg", "gemm-size", "steps",
+        "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps",
     ]
     static let flagOptions: Set<String> = [
         "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime", "measure",
@@ -199,8 +198,7 @@ public enum MemoryCommand: Command {
         options.seqLen = try positive(args, "seq-len", default: 512)
         options.gradientCheckpointing = args.flag("gradient-checkpointing")
         options.optimizer = MemoryPlan.Optimizer(rawValue: try args.choice("optimizer", ["adamw", "sgd"], default: "adamw"))!
-        options.tileRows = try positive(args, "tile-rows", default: 256)
-        options.tileThreads = try positive(args, "tile-threads", default: 2)
+        options.tileRows = try args.int("tile-rows") ?? 0
         options.logitsChunkRows = try positive(args, "logits-chunk", default: 64)
         return options
     }

@@ -42,7 +42,7 @@ enum TrainBenchmark: Benchmark {
         let config = model.config
         let lora = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: rank, loraAlpha: Double(2 * rank)))
         lora.initialize(seed: 0)
-        let tileRows = Int(o["tile-rows"] ?? "256") ?? 256
+        let tileRows = Int(o["tile-rows"] ?? "0") ?? 0   // 0 = automatic
         let executor = LlamaExecutor(model: model, lora: lora, shape: .init(batch: 1, seqLen: seq, gradientCheckpointing: checkpointing,
                                                                             tileRows: tileRows))
         var trainerOptions = TrainerOptions()

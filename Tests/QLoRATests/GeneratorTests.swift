@@ -65,7 +65,7 @@ import Testing
             : try PEFTAdapterIO.load(directory: FixturePaths.url("tiny-llama-cases/untied_fp32/adapter_step1"), modelConfig: model.config)
         let maxSeqLen = 24
         let executor = LlamaExecutor(model: model, lora: lora,
-                                     shape: .init(batch: 1, seqLen: maxSeqLen, logitsChunkRows: 1, training: false, tileThreads: 1))
+                                     shape: .init(batch: 1, seqLen: maxSeqLen, logitsChunkRows: 1, training: false))
         let generator = Generator(model: model, lora: lora, maxSeqLen: maxSeqLen)
         var steps: [(token: Int32, logits: [Float])] = []
         let output = try generator.generate(prompt: Self.prompt, maxNewTokens: 12) { steps.append(($0, $1)) }

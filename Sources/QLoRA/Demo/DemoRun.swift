@@ -91,12 +91,11 @@ public struct DemoRun {
         onEvent(.trainableSummary(LoRAAdapters.summaryLine(trainable: lora.parameters.parameterCount, all: allParameters + lora.parameters.parameterCount)))
         let before = try samples(model: base, lora: nil)
         let accuracyBefore = try accuracy(model: base, lora: nil, direction: "-")
-        let shape = ActivationLayout.Shape(batch: options.batchSize, seqLen: seqLen, tileThreads: 1)
+        let shape = ActivationLayout.Shape(batch: options.batchSize, seqLen: seqLen)
         let executor = LlamaExecutor(model: base, lora: lora, shape: shape)
         var planOptions = MemoryPlan.Options(baseFormat: .quantized(options4), computePrecision: .bf16, lora: loraConfig)
         planOptions.batch = options.batchSize
         planOptions.seqLen = seqLen
-        planOptions.tileThreads = shape.tileThreads
         let plan = try MemoryPlan(config: config, options: planOptions)
         var finetuneOptions = TrainerOptions()
         finetuneOptions.learningRate = 4e-3
@@ -147,7 +146,7 @@ public struct DemoRun {
         let initial = try LlamaLoader.random(config: config, format: .dense32, precision: .fp32, seed: options.seed, std: 0.05)
         let full = try FullFineTuning(copying: initial)
         let pretrainExecutor = LlamaExecutor(model: full.model, lora: nil, gradients: full.gradients,
-                                             shape: .init(batch: options.batchSize, seqLen: seqLen, tileThreads: 1))
+                                             shape: .init(batch: options.batchSize, seqLen: seqLen))
         var pretrainOptions = TrainerOptions()
         pretrainOptions.learningRate = 3e-3
         pretrainOptions.weightDecay = 0.01

@@ -38,7 +38,6 @@ public struct MemoryPlan: Sendable {
         /// False: inference only (adapters without gradients or optimizer state, no saved activations).
         public var training: Bool
         public var tileRows: Int
-        public var tileThreads: Int
         public var logitsChunkRows: Int
         /// Bytes of the process before any model (see `RuntimeOverhead`).
         public var runtimeOverheadBytes: Int
@@ -46,7 +45,7 @@ public struct MemoryPlan: Sendable {
         public init(baseFormat: BaseWeightFormat = .quantized(QuantizationOptions()), computePrecision: ComputePrecision = .bf16,
                     lora: LoRAConfig? = LoRAConfig(r: 16, loraAlpha: 32, targetModules: ["all-linear"]),
                     batch: Int = 1, seqLen: Int = 512, gradientCheckpointing: Bool = false, optimizer: Optimizer = .adamw,
-                    training: Bool = true, tileRows: Int = 256, tileThreads: Int = 2, logitsChunkRows: Int = 64,
+                    training: Bool = true, tileRows: Int = 0, logitsChunkRows: Int = 64,
                     runtimeOverheadBytes: Int = RuntimeOverhead.measuredBytes) {
             self.baseFormat = baseFormat
             self.computePrecision = computePrecision
@@ -57,7 +56,6 @@ public struct MemoryPlan: Sendable {
             self.optimizer = optimizer
             self.training = training
             self.tileRows = tileRows
-            self.tileThreads = tileThreads
             self.logitsChunkRows = logitsChunkRows
             self.runtimeOverheadBytes = runtimeOverheadBytes
         }
@@ -65,8 +63,7 @@ public struct MemoryPlan: Sendable {
         /// The activation arena's shape for these options (what `LlamaExecutor` is built with).
         public var activationShape: ActivationLayout.Shape {
             ActivationLayout.Shape(batch: batch, seqLen: seqLen, gradientCheckpointing: gradientCheckpointing,
-                                   tileRows: tileRows, logitsChunkRows: logitsChunkRows, training: training,
-                                   tileThreads: tileThreads)
+                                   tileRows: tileRows, logitsChunkRows: logitsChunkRows, training: training)
         }
 
         public var method: Method {
@@ -179,8 +176,9 @@ public struct MemoryPlan: Sendable {
     }
 
     static func validate(config: LlamaConfig, options: Options) throws {
-        let positives: [(String, Int)] = [("batch", options.batch), ("seq-len", options.seqLen), ("tile rows", options.tileRows),
-                                          ("tile threads", options.tileThreads), ("logits chunk rows", options.logitsChunkRows)]
+        let positives: [(String, Int)] = [("batch", options.batch), ("seq-len", options.seqLen),
+                                          ("logits chunk rows", options.logitsChunkRows)]
+        if options.tileRows < 0 { throw MemoryPlanError.badOption(option: "tile rows", reason: "must be positive, or 0 for automatic (got \(options.tileRows))") }
         for (name, value) in positives where value <= 0 {
             throw MemoryPlanError.badOption(option: name, reason: "must be positive (got \(value))")
         }

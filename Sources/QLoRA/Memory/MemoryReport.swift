@@ -155,7 +155,7 @@ public enum MemoryReport {
                 ("base", .object(base)), ("compute_dtype", .string(o.computePrecision.rawValue)),
                 ("batch", .int(o.batch)), ("seq_len", .int(o.seqLen)), ("gradient_checkpointing", .bool(o.gradientCheckpointing)),
                 ("optimizer", .string(o.optimizer.rawValue)), ("training", .bool(o.training)),
-                ("tile_rows", .int(o.tileRows)), ("tile_threads", .int(o.tileThreads)), ("logits_chunk_rows", .int(o.logitsChunkRows)),
+                ("tile_rows", .int(o.tileRows)), ("logits_chunk_rows", .int(o.logitsChunkRows)),
             ]
             if let lora = o.lora {
                 options.append(("lora", .object([("r", .int(lora.r)), ("lora_alpha", .number(lora.loraAlpha)),

@@ -122,3 +122,20 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
         #expect(normGrad.allSatisfy { $0.isFinite } && normGrad.contains { $0 != 0 })
     }
 }
+
+@Suite struct TrainableSummaryTests {
+    /// PEFT + bitsandbytes on SmolLM2-135M (the peer benchmark, r=8 on all 7 projections) reports
+    /// 2,442,240 trainable parameters; PEFT's "all params" counts 4-bit weights by their real size.
+    @Test func matchesPEFTOnSmolLM2() throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("configs/smollm2-135m.json"))
+        let adapters = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: 8, loraAlpha: 16), training: false)
+        #expect(adapters.parameters.parameterCount == 2_442_240)
+        #expect(config.totalParameterCount == 134_515_008)
+        #expect(LoRAAdapters.summaryLine(trainable: 2_442_240, all: 134_515_008 + 2_442_240)
+                == "trainable params: 2,442,240 || all params: 136,957,248 || trainable%: 1.7832")
+    }
+
+    @Test func modulesToSaveIsRefusedNotIgnored() {
+        #expect(throws: LoRAError.self) { try LoRAConfig(modulesToSave: ["lm_head"]).validate() }
+    }
+}

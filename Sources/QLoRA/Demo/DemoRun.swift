@@ -87,8 +87,8 @@ public struct DemoRun {
                                     baseModelNameOrPath: "qlora-demo-base")
         let lora = try LoRAAdapters(modelConfig: config, config: loraConfig)
         lora.initialize(seed: options.seed &+ 1)
-        let allParameters = config.totalParameterCount - linearParameters + linearParameters / 2
-        onEvent(.trainableSummary(LoRAAdapters.summaryLine(trainable: lora.parameters.parameterCount, all: allParameters + lora.parameters.parameterCount)))
+        onEvent(.trainableSummary(LoRAAdapters.summaryLine(trainable: lora.parameters.parameterCount,
+                                                           all: config.totalParameterCount + lora.parameters.parameterCount)))
         let before = try samples(model: base, lora: nil)
         let accuracyBefore = try accuracy(model: base, lora: nil, direction: "-")
         let shape = ActivationLayout.Shape(batch: options.batchSize, seqLen: seqLen)

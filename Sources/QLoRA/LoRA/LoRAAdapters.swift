@@ -74,8 +74,9 @@ public final class LoRAAdapters {
         }
     }
 
-    /// Trainable-parameter line in PEFT's format. `allParameters` counts a 4-bit weight as PEFT does
-    /// (bitsandbytes' Params4bit numel is half the elements: two codes per stored byte).
+    /// Trainable-parameter line in PEFT's `print_trainable_parameters` format. PEFT counts a 4-bit weight
+    /// by its real element count (it doubles bitsandbytes' packed Params4bit numel), so `all` is the base
+    /// model's parameter count plus the adapters'.
     public static func summaryLine(trainable: Int, all: Int) -> String {
         let percent = all == 0 ? 0 : 100 * Double(trainable) / Double(all)
         return "trainable params: \(formatWithCommas(trainable)) || all params: \(formatWithCommas(all)) || trainable%: \(formatPercent(percent))"

@@ -59,8 +59,9 @@ public struct LoRAConfig: Sendable, Equatable {
             throw LoRAError.badConfig("target module '\(name)' is not a Llama linear; use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear")
         }
         guard !resolvedTargets.isEmpty else { throw LoRAError.badConfig("no target modules") }
-        for name in modulesToSave where !["lm_head", "embed_tokens"].contains(name) {
-            throw LoRAError.badConfig("modules_to_save '\(name)' is not supported (lm_head, embed_tokens)")
+        if !modulesToSave.isEmpty {
+            // Training whole modules beside the adapters is not implemented; refuse rather than ignore it.
+            throw LoRAError.badConfig("modules_to_save (\(modulesToSave.joined(separator: ", "))) is not supported yet; train adapters only, or merge and fine-tune the module in full")
         }
     }
 }

@@ -112,7 +112,7 @@ public struct TrainingRun {
             }
         }
         let trainable = adapters.parameters.parameterCount
-        onEvent(.loaded(model: model.config, trainableSummary: LoRAAdapters.summaryLine(trainable: trainable, all: Self.pefAllParameters(model) + trainable),
+        onEvent(.loaded(model: model.config, trainableSummary: LoRAAdapters.summaryLine(trainable: trainable, all: model.config.totalParameterCount + trainable),
                         trainExamples: trainExamples.count, evalExamples: evalExamples.count, rows: train.rowCount,
                         seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9))
 
@@ -146,18 +146,6 @@ public struct TrainingRun {
         try PEFTAdapterIO.save(adapters, to: o.outputDirectory)
         onEvent(.saved(o.outputDirectory))
         return summary
-    }
-
-    /// PEFT's "all params" for a 4-bit base counts each Params4bit as half its elements (two codes a byte).
-    static func pefAllParameters(_ model: LlamaModel) -> Int {
-        let config = model.config
-        var total = config.totalParameterCount
-        for layer in model.layers {
-            for linear in layer.linears where linear.weight is QuantizedWeight {
-                total -= linear.outFeatures * linear.inFeatures / 2
-            }
-        }
-        return total
     }
 }
 

@@ -83,6 +83,28 @@ import Testing
         #expect(adapters.parameters.entries.count == 2 * 7 * 2)
     }
 
+    /// Gradient checkpointing recomputes each layer bit-identically: the same run with and without it
+    /// gives the same losses and the same adapter, byte for byte (NF4 base, bf16 compute, dropout on).
+    @Test func checkpointingChangesNothingButMemory() throws {
+        let model = try Self.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: model) }
+        let data = try Self.writeData(model)
+        var results: [(losses: [Double], adapter: Data)] = []
+        for checkpointing in [false, true] {
+            let output = model.appendingPathComponent("ckpt-\(checkpointing)")
+            var options = Self.options(model: model, data: data, output: output, steps: 6, saveEvery: nil)
+            options.gradientCheckpointing = checkpointing
+            options.lora.loraDropout = 0.1
+            var losses: [Double] = []
+            try TrainingRun(options: options).run { event in
+                if case .training(.step(let r)) = event { losses.append(r.loss) }
+            }
+            results.append((losses, try Data(contentsOf: output.appendingPathComponent(PEFTAdapterIO.weightsFile))))
+        }
+        #expect(results[0].losses == results[1].losses)
+        #expect(results[0].adapter == results[1].adapter)
+    }
+
     @Test func badDatasetLineNamesFileAndLine() throws {
         let model = try Self.makeModelDirectory()
         defer { try? FileManager.default.removeItem(at: model) }

@@ -29,6 +29,7 @@ public enum MemoryCommand: Command {
       --targets LIST           comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
                                or all-linear (default all-linear)
       --dropout P              LoRA dropout; > 0 adds a dropout scratch buffer (default 0)
+      --modules-to-save LIST   embed_tokens and/or lm_head trained in full beside the adapters
       --full                   full fine-tuning instead of LoRA (needs --quant none; --base-dtype fp32
                                = fp32 training, bf16 = bf16 mixed precision with fp32 master weights)
     Run:
@@ -58,7 +59,7 @@ public enum MemoryCommand: Command {
     """
 
     static let valueOptions: Set<String> = [
-        "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len",
+        "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len", "modules-to-save",
         "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps",
     ]
     static let flagOptions: Set<String> = [
@@ -187,7 +188,7 @@ public enum MemoryCommand: Command {
         let targets = args.list("targets") ?? ["all-linear"]
         let dropout = try args.double("dropout", default: 0)
         options.lora = LoRAConfig(r: rank, loraAlpha: try args.double("alpha", default: Double(2 * rank)), loraDropout: dropout,
-                                  targetModules: targets)
+                                  targetModules: targets, modulesToSave: args.list("modules-to-save") ?? [])
         if args.flag("full") {
             guard quant == "none" else {
                 throw CLIError.failed("qlora memory: --full trains every weight, which a 4-bit base cannot hold; add --quant none --base-dtype fp32 (or bf16 for mixed precision).")

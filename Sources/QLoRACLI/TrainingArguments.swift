@@ -4,7 +4,7 @@ import QLoRA
 struct TrainingArguments {
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "compute-dtype", "blocksize", "rank", "alpha", "dropout", "targets", "layers", "init",
-        "batch", "seq-len",
+        "batch", "seq-len", "modules-to-save",
     ]
     static let flagOptions: Set<String> = ["double-quant", "rslora", "gradient-checkpointing"]
 
@@ -23,6 +23,7 @@ struct TrainingArguments {
         --layers LIST            layers_to_transform, e.g. 0,1,2 (default all)
         --rslora                 scale by alpha/sqrt(r) instead of alpha/r
         --init kaiming|gaussian  init_lora_weights (default kaiming: PEFT's default)
+        --modules-to-save LIST   also train embed_tokens and/or lm_head in full (untied models), saved with the adapter
       Shape:
         --batch B                sequences per micro-batch (default 1)
         --seq-len T              tokens per sequence (default 512)
@@ -63,7 +64,8 @@ struct TrainingArguments {
         lora = LoRAConfig(r: rank, loraAlpha: try args.double("alpha", default: Double(2 * rank)),
                           loraDropout: try args.double("dropout", default: 0), targetModules: args.list("targets") ?? ["all-linear"],
                           layersToTransform: layers, useRSLoRA: args.flag("rslora"),
-                          initLoRAWeights: try args.choice("init", ["kaiming", "gaussian"], default: "kaiming") == "gaussian" ? .gaussian : .kaiming)
+                          initLoRAWeights: try args.choice("init", ["kaiming", "gaussian"], default: "kaiming") == "gaussian" ? .gaussian : .kaiming,
+                          modulesToSave: args.list("modules-to-save") ?? [])
         do { try lora.validate() } catch { throw CLIError.failed("qlora \(command): \(error)") }
         batch = try args.int("batch", default: 1)
         seqLen = try args.int("seq-len", default: 512)

@@ -135,7 +135,87 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
                 == "trainable params: 2,442,240 || all params: 136,957,248 || trainable%: 1.7832")
     }
 
-    @Test func modulesToSaveIsRefusedNotIgnored() {
-        #expect(throws: LoRAError.self) { try LoRAConfig(modulesToSave: ["lm_head"]).validate() }
+    @Test func unknownModulesToSaveAreRefused() {
+        #expect(throws: LoRAError.self) { try LoRAConfig(modulesToSave: ["norm"]).validate() }
+    }
+}
+
+@Suite struct ModulesToSaveTests {
+    /// With B = 0 (PEFT's init) the adapters do not change the function, so the gradients of the full
+    /// embed_tokens / lm_head copies must equal full fine-tuning's gradients of the same weights.
+    @Test func moduleGradientsEqualFullFineTuning() throws {
+        let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-fp32"), format: .dense32, precision: .fp32)
+        let reference = try SafeTensorsFile(path: FixturePaths.url("tiny-llama-cases/untied_fp32/tensors.safetensors").path)
+        let ids = try reference.integers("input_ids").map { Int32($0) }, labels = try reference.integers("labels").map { Int32($0) }
+
+        let config = LoRAConfig(r: 4, loraAlpha: 8, modulesToSave: ["embed_tokens", "lm_head"])
+        let adapters = try LoRAAdapters(modelConfig: model.config, config: config)
+        adapters.initialize(seed: 1)
+        adapters.initializeModulesToSave(from: model)
+        let executor = LlamaExecutor(model: model, lora: adapters, shape: .init(batch: 2, seqLen: 12))
+        adapters.parameters.zeroGradients()
+        _ = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
+
+        let full = try FullFineTuning(copying: model)
+        let fullExecutor = LlamaExecutor(model: full.model, lora: nil, gradients: full.gradients, shape: .init(batch: 2, seqLen: 12))
+        full.parameters.zeroGradients()
+        _ = try fullExecutor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
+
+        for (module, fullKey) in [("lm_head", "lm_head.weight"), ("embed_tokens", "model.embed_tokens.weight")] {
+            let ours = adapters.parameters.values(adapters.trainedModule(module)!, section: 1)
+            let theirs = full.parameters.values(full.parameters.entry(fullKey)!, section: 1)
+            let result = compare(ours, theirs, tolerance: 1e-6)
+            #expect(result.maxDiff <= 1e-6, "\(module): \(result.report)")
+            #expect(ours.contains { $0 != 0 })
+        }
+        // The frozen weights are still counted once, as frozen; the copies as trainable.
+        let live = LiveMemory.breakdown(executor: executor)
+        #expect(live[.otherFrozenWeights] == model.frozenBytes.other)
+        var options = MemoryPlan.Options(baseFormat: .dense32, computePrecision: .fp32, lora: config)
+        options.batch = 2
+        options.seqLen = 12
+        let plan = try MemoryPlan(config: model.config, options: options)
+        for category in MemoryCategory.allCases where category != .runtimeOverhead {
+            #expect(plan.breakdown[category] == live[category], "\(category)")
+        }
+    }
+
+    /// Trained copies travel with the adapter (PEFT's keys) and reach generation and merge.
+    @Test func trainedModulesAreSavedLoadedAndMerged() throws {
+        let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-fp32"), format: .dense32, precision: .fp32)
+        let adapters = try LoRAAdapters(modelConfig: model.config, config: LoRAConfig(r: 4, loraAlpha: 8, modulesToSave: ["lm_head"]))
+        adapters.initialize(seed: 2)
+        adapters.initializeModulesToSave(from: model)
+        let head = adapters.trainedModule("lm_head")!
+        var values = adapters.parameters.values(head)
+        for i in stride(from: 0, to: values.count, by: 7) { values[i] += 0.25 }   // as if trained
+        adapters.parameters.setValues(head, values)
+
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("mts-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        try PEFTAdapterIO.save(adapters, to: out)
+        let file = try SafeTensorsFile(path: out.appendingPathComponent(PEFTAdapterIO.weightsFile).path)
+        #expect(try file.info("base_model.model.lm_head.weight").shape == [1024, 96])
+        let reloaded = try PEFTAdapterIO.load(directory: out, modelConfig: model.config)
+        #expect(reloaded.parameters.values(reloaded.trainedModule("lm_head")!) == values)
+
+        let merged = try LoRAMerge.merge(model: model, adapters: reloaded)
+        let mergedHead = [Float](unsafeUninitializedCapacity: values.count) { buffer, count in
+            merged.lmHead.weight.writeTile(rows: 0..<1024, into: buffer.baseAddress!, precision: .fp32)
+            count = values.count
+        }
+        #expect(mergedHead == values)
+        // Generation sees the trained head: logits differ from the base model's.
+        let withAdapter = Generator(model: model, lora: reloaded, maxSeqLen: 8)
+        let without = Generator(model: model, lora: nil, maxSeqLen: 8)
+        var a: [Float] = [], b: [Float] = []
+        _ = try withAdapter.generate(prompt: [5, 6, 7], maxNewTokens: 1, onToken: { _, logits in a = logits })
+        _ = try without.generate(prompt: [5, 6, 7], maxNewTokens: 1, onToken: { _, logits in b = logits })
+        #expect(a != b)
+    }
+
+    @Test func tiedModelsRefuseModulesToSave() throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("tiny-llama/tied-fp32"))
+        #expect(throws: LoRAError.self) { try LoRAAdapters(modelConfig: config, config: LoRAConfig(modulesToSave: ["lm_head"])) }
     }
 }

@@ -14,17 +14,12 @@ public final class LoRAAdapters {
         if let layers = config.layersToTransform, let bad = layers.first(where: { $0 < 0 || $0 >= modelConfig.numHiddenLayers }) {
             throw LoRAError.badConfig("layers_to_transform has \(bad), but the model has layers 0..<\(modelConfig.numHiddenLayers)")
         }
-        self.config = config
-        var tensors: [(key: String, shape: [Int])] = []
-        for layer in 0..<modelConfig.numHiddenLayers {
-            for projection in Projection.allCases where config.adapts(layer: layer, linear: projection.moduleName) {
-                let shape = modelConfig.linearShape(projection.moduleName)!
-                let prefix = Self.keyPrefix(layer: layer, projection: projection)
-                tensors.append((prefix + ".lora_A.weight", [config.r, shape.inFeatures]))
-                tensors.append((prefix + ".lora_B.weight", [shape.outFeatures, config.r]))
-            }
+        if modelConfig.tieWordEmbeddings && !config.modulesToSave.isEmpty {
+            throw LoRAError.badConfig("modules_to_save (\(config.modulesToSave.joined(separator: ", "))) on a model whose lm_head is tied to embed_tokens would untie them; not supported")
         }
-        let parameters = TrainableParameters(tensors: tensors, withOptimizerState: training)
+        self.config = config
+        self.modelConfig = modelConfig
+        let parameters = TrainableParameters(tensors: Self.tensorShapes(modelConfig: modelConfig, config: config), withOptimizerState: training)
         self.parameters = parameters
         var adapters: [[LoRAAdapter?]] = []
         var stream: UInt64 = 0
@@ -47,6 +42,68 @@ public final class LoRAAdapters {
             adapters.append(row)
         }
         self.adapters = adapters
+    }
+
+    public let modelConfig: LlamaConfig
+
+    /// Every trainable tensor in arena order: per layer and projection A (r, in) then B (out, r), then the
+    /// modules_to_save (full copies, under the keys PEFT saves them with). The memory plan uses this too.
+    public static func tensorShapes(modelConfig: LlamaConfig, config: LoRAConfig) -> [(key: String, shape: [Int])] {
+        var tensors: [(key: String, shape: [Int])] = []
+        for layer in 0..<modelConfig.numHiddenLayers {
+            for projection in Projection.allCases where config.adapts(layer: layer, linear: projection.moduleName) {
+                let shape = modelConfig.linearShape(projection.moduleName)!
+                let prefix = keyPrefix(layer: layer, projection: projection)
+                tensors.append((prefix + ".lora_A.weight", [config.r, shape.inFeatures]))
+                tensors.append((prefix + ".lora_B.weight", [shape.outFeatures, config.r]))
+            }
+        }
+        for module in LoRAConfig.savableModules where config.modulesToSave.contains(module) {
+            tensors.append((moduleKey(module), [modelConfig.vocabSize, modelConfig.hiddenSize]))
+        }
+        return tensors
+    }
+
+    /// PEFT's adapter key of a module trained in full (its `modules_to_save.default` wrapper removed).
+    public static func moduleKey(_ module: String) -> String {
+        module == "lm_head" ? "base_model.model.lm_head.weight" : "base_model.model.model.embed_tokens.weight"
+    }
+
+    /// The trainable copy of `embed_tokens` / `lm_head`, if `modules_to_save` has it.
+    public func trainedModule(_ module: String) -> TrainableParameters.Entry? { parameters.entry(Self.moduleKey(module)) }
+
+    /// Starts the modules_to_save copies from the base model's weights (a fresh run; a loaded adapter
+    /// brings its own values).
+    public func initializeModulesToSave(from model: LlamaModel) {
+        if let entry = trainedModule("embed_tokens") {
+            parameters.parameter(entry).update(from: model.embedTokens.baseAddress!, count: entry.count)
+        }
+        if let entry = trainedModule("lm_head") {
+            model.lmHead.weight.writeTile(rows: 0..<model.lmHead.outFeatures, into: parameters.parameter(entry), precision: .fp32)
+        }
+    }
+
+    /// `model` as these adapters see it: embed_tokens / lm_head replaced by their trainable copies
+    /// (modules_to_save); the model itself when there are none.
+    public func applied(to model: LlamaModel) -> LlamaModel {
+        let embed = trainedModule("embed_tokens"), head = trainedModule("lm_head")
+        guard embed != nil || head != nil else { return model }
+        let config = model.config
+        let embedBuffer = embed.map { UnsafeMutableBufferPointer(start: parameters.parameter($0), count: $0.count) } ?? model.embedTokens
+        let lmHead = head.map {
+            BaseLinear(weight: BorrowedFloatWeight(outFeatures: config.vocabSize, inFeatures: config.hiddenSize,
+                                                   values: UnsafePointer(parameters.parameter($0))), precision: .fp32)
+        } ?? model.lmHead
+        return LlamaModel(viewOf: model, embedTokens: embedBuffer, lmHead: lmHead, keepingAlive: self)
+    }
+
+    /// Gradient buffers of the modules_to_save (nil when there are none or when not training).
+    public var moduleGradients: ModelGradients? {
+        guard parameters.sections == 4 else { return nil }
+        let embed = trainedModule("embed_tokens").map { parameters.gradient($0) }
+        let head = trainedModule("lm_head").map { parameters.gradient($0) }
+        guard embed != nil || head != nil else { return nil }
+        return ModelGradients(embedTokens: embed, layers: [], norm: nil, lmHead: head)
     }
 
     public static func keyPrefix(layer: Int, projection: Projection) -> String {

@@ -51,6 +51,9 @@ public struct LoRAConfig: Sendable, Equatable {
         return resolvedTargets.contains(linear)
     }
 
+    /// Modules that `modules_to_save` can train in full beside the adapters.
+    public static let savableModules = ["embed_tokens", "lm_head"]
+
     public func validate() throws {
         guard r > 0 else { throw LoRAError.badConfig("r must be positive (got \(r))") }
         guard loraDropout >= 0 && loraDropout < 1 else { throw LoRAError.badConfig("lora_dropout must be in [0, 1) (got \(loraDropout))") }
@@ -59,9 +62,8 @@ public struct LoRAConfig: Sendable, Equatable {
             throw LoRAError.badConfig("target module '\(name)' is not a Llama linear; use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear")
         }
         guard !resolvedTargets.isEmpty else { throw LoRAError.badConfig("no target modules") }
-        if !modulesToSave.isEmpty {
-            // Training whole modules beside the adapters is not implemented; refuse rather than ignore it.
-            throw LoRAError.badConfig("modules_to_save (\(modulesToSave.joined(separator: ", "))) is not supported yet; train adapters only, or merge and fine-tune the module in full")
+        for name in modulesToSave where !LoRAConfig.savableModules.contains(name) {
+            throw LoRAError.badConfig("modules_to_save '\(name)' is not supported; the modules trained in full can be \(LoRAConfig.savableModules.joined(separator: " and "))")
         }
     }
 }

@@ -7,7 +7,8 @@ import Foundation
 public enum LoRAMerge {
     public static func merge(model: LlamaModel, adapters: LoRAAdapters) throws -> LlamaModel {
         let config = model.config
-        let dense = try LlamaLoader.copy(model, format: .dense32, precision: .fp32)
+        // modules_to_save: the trained embed_tokens / lm_head replace the base's.
+        let dense = try LlamaLoader.copy(adapters.applied(to: model), format: .dense32, precision: .fp32)
         for layer in 0..<config.numHiddenLayers {
             for projection in Projection.allCases {
                 guard let adapter = adapters.adapters[layer][projection.rawValue] else { continue }

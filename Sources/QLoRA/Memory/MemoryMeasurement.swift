@@ -53,6 +53,7 @@ public enum MemoryMeasurement {
                 ?? LlamaLoader.random(config: config, format: options.baseFormat, precision: options.computePrecision, seed: seed)
             let adapters = try LoRAAdapters(modelConfig: config, config: options.lora!)
             adapters.initialize(seed: seed)
+            adapters.initializeModulesToSave(from: model)
             lora = adapters
             full = nil
         }

@@ -144,17 +144,10 @@ public struct MemoryPlan: Sendable {
         quantizedStorageBytes = quantizedStorage
     }
 
-    /// Shapes of the LoRA tensors in the order `LoRAAdapters` lays them out: A (r, in), B (out, r).
+    /// Shapes of the trainable tensors in the order `LoRAAdapters` lays them out (A, B per adapted linear,
+    /// then any modules_to_save): the adapters' own function.
     public static func loraShapes(config: LlamaConfig, lora: LoRAConfig) -> [[Int]] {
-        var shapes: [[Int]] = []
-        for layer in 0..<config.numHiddenLayers {
-            for name in LlamaConfig.layerLinears where lora.adapts(layer: layer, linear: name) {
-                let shape = config.linearShape(name)!
-                shapes.append([lora.r, shape.inFeatures])
-                shapes.append([shape.outFeatures, lora.r])
-            }
-        }
-        return shapes
+        LoRAAdapters.tensorShapes(modelConfig: config, config: lora).map(\.shape)
     }
 
     /// Every parameter tensor of the model (full fine-tuning), tied lm_head once.

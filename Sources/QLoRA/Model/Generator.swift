@@ -25,6 +25,8 @@ public final class IncrementalDecoder {
 
     /// `maxSeqLen` positions of cache (at most the model's max_position_embeddings is sensible).
     public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 32, tileRows: Int = 256) {
+        // Adapters with modules_to_save bring their own embed_tokens / lm_head.
+        let model = lora?.applied(to: model) ?? model
         self.model = model
         self.lora = lora
         self.chunkRows = max(1, min(chunkRows, maxSeqLen))

@@ -21,10 +21,13 @@ public final class LlamaExecutor {
     public private(set) var batch = 0
     public private(set) var seqLen = 0
 
+    /// With adapters that have modules_to_save, the executor runs the model with their trainable
+    /// embed_tokens / lm_head and (when training) accumulates their gradients.
     public init(model: LlamaModel, lora: LoRAAdapters?, gradients: ModelGradients? = nil, shape: ActivationLayout.Shape) {
+        let model = lora?.applied(to: model) ?? model
         self.model = model
         self.lora = lora
-        self.gradients = gradients
+        self.gradients = gradients ?? (shape.training ? lora?.moduleGradients : nil)
         self.shape = shape
         let arena = FloatArena()
         layout = ActivationLayout(arena: arena, config: model.config, lora: lora?.config, shape: shape)
@@ -241,7 +244,7 @@ public final class LlamaExecutor {
                                  x: UnsafePointer<Float>, slots: ActivationLayout.LayerSlots, rows n: Int) {
         let linear = model.layers[layer].linears[projection.rawValue]
         linear.backwardInput(dx: dx, dy: dy, rows: n, tile: tile, tileRows: layout.tileRows)
-        if let dW = gradients?.layers[layer].linears[projection.rawValue] {
+        if let dW = gradients?.layer(layer)?.linears[projection.rawValue] {
             // dW (O, I) += dy^T (O, N) x (N, I)
             Blas.sgemmParallel(dW, ldc: linear.inFeatures, dy, lda: linear.outFeatures, transA: true, x, ldb: linear.inFeatures,
                        m: linear.outFeatures, n: linear.inFeatures, k: n, beta: 1)
@@ -274,7 +277,7 @@ public final class LlamaExecutor {
         dHidden.update(repeating: 0, count: n * c)
         projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
         projectBackward(layer, .up, dx: dHidden, dy: dUp, x: p(s.h2), slots: s, rows: n)
-        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layers[layer].postAttentionLayernorm, dy: dHidden, x: p(s.xMid),
+        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layer(layer)?.postAttentionLayernorm, dy: dHidden, x: p(s.xMid),
                          weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!), rstd: p(s.rstd2), rows: n, dim: c)
 
         // Attention: xMid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
@@ -295,7 +298,7 @@ public final class LlamaExecutor {
         projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .v, dx: dHidden, dy: dV, x: p(s.h1), slots: s, rows: n)
-        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layers[layer].inputLayernorm, dy: dHidden, x: p(s.x),
+        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layer(layer)?.inputLayernorm, dy: dHidden, x: p(s.x),
                          weight: UnsafePointer(weights.inputLayernorm.baseAddress!), rstd: p(s.rstd1), rows: n, dim: c)
     }
 }

@@ -23,6 +23,8 @@ public final class LlamaModel {
                 norm: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear?, precision: ComputePrecision,
                 ownsBuffers: Bool = true) {
         self.ownsBuffers = ownsBuffers
+        base = nil
+        owner = nil
         self.config = config
         self.embedTokens = embedTokens
         self.layers = layers
@@ -33,6 +35,24 @@ public final class LlamaModel {
             weight: BorrowedFloatWeight(outFeatures: config.vocabSize, inFeatures: config.hiddenSize,
                                         values: UnsafePointer(embedTokens.baseAddress!)),
             precision: .fp32)
+    }
+
+    /// For a view: the model it views, and what its own buffers belong to (both kept alive).
+    private let base: LlamaModel?
+    private let owner: AnyObject?
+
+    /// A view of `base` with other embeddings and lm_head (e.g. trainable copies); everything else is
+    /// shared. `owner` (and `base`) stay alive as long as the view.
+    public init(viewOf base: LlamaModel, embedTokens: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear, keepingAlive owner: AnyObject) {
+        config = base.config
+        self.embedTokens = embedTokens
+        layers = base.layers
+        norm = base.norm
+        self.lmHead = lmHead
+        precision = base.precision
+        ownsBuffers = false
+        self.base = base
+        self.owner = owner
     }
 
     deinit {
@@ -50,6 +70,8 @@ public final class LlamaModel {
 
     /// Bytes of quantized base weights, and of every other frozen weight.
     public var frozenBytes: (quantized: Int, other: Int) {
+        // A view's replaced embeddings / lm_head are trainable copies; the frozen weights are the base's.
+        if let base { return base.frozenBytes }
         var quantized = 0, other = 0
         for layer in layers {
             for linear in layer.linears {

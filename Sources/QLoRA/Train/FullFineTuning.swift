@@ -7,10 +7,13 @@ public struct ModelGradients {
         /// Indexed by Projection.rawValue; (out, in) each.
         public var linears: [UnsafeMutablePointer<Float>]
     }
-    public var embedTokens: UnsafeMutablePointer<Float>
+    public var embedTokens: UnsafeMutablePointer<Float>?
+    /// Empty when only the embeddings / lm_head train (modules_to_save beside LoRA).
     public var layers: [Layer]
-    public var norm: UnsafeMutablePointer<Float>
+    public var norm: UnsafeMutablePointer<Float>?
     public var lmHead: UnsafeMutablePointer<Float>?
+
+    public func layer(_ index: Int) -> Layer? { layers.isEmpty ? nil : layers[index] }
 }
 
 /// Full-parameter training of a dense fp32 model: every weight lives in one TrainableParameters arena

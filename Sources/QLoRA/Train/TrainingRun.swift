@@ -99,6 +99,7 @@ public struct TrainingRun {
         lora.baseModelNameOrPath = o.modelDirectory.path
         let adapters = try LoRAAdapters(modelConfig: model.config, config: lora)
         adapters.initialize(seed: o.seed)
+        adapters.initializeModulesToSave(from: model)
         let executor = LlamaExecutor(model: model, lora: adapters,
                                      shape: .init(batch: o.batchSize, seqLen: o.seqLen, gradientCheckpointing: o.gradientCheckpointing))
         let trainer = Trainer(executor: executor, parameters: adapters.parameters, options: trainerOptions)

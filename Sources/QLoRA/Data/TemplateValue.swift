@@ -93,19 +93,9 @@ public indirect enum TemplateValue: Equatable, CustomStringConvertible {
         case .int(let value): return String(value)
         case .double(let value): return TemplateValue.pythonFloat(value)
         case .string(let value):
-            var out = "\""
-            for scalar in value.unicodeScalars {
-                switch scalar {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\t": out += "\\t"
-                case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-                default: out.unicodeScalars.append(scalar)
-                }
-            }
-            return out + "\""
+            var out = ""
+            PythonJSON.writeString(value, to: &out, ensureASCII: false)
+            return out
         case .array(let items):
             if items.isEmpty { return "[]" }
             return "[" + newline + items.map { $0.json(indent: indent, level: level + 1) }.joined(separator: separator + newline) + closing + "]"

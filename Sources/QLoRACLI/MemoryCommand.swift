@@ -88,7 +88,7 @@ public enum MemoryCommand: Command {
             let text = "\(error)"
             throw CLIError.failed("qlora memory: \(text)\(text.hasSuffix(".") ? "" : ".") Run `qlora memory --help`.")
         } catch let error as LoRAError {
-            throw CLIError.failed("qlora memory: \(error) (--rank, --targets, --dropout).")
+            throw CLIError.failed("qlora memory: \(error) (--rank, --targets, --dropout, --modules-to-save).")
         }
         if let svgPath = args.string("svg") {
             let set = args.flag("compare") ? plans : try MemoryPlan.compareSet(config: config, options: options)

@@ -10,13 +10,7 @@ public final class LoRAAdapters {
     public let adapters: [[LoRAAdapter?]]
 
     public init(modelConfig: LlamaConfig, config: LoRAConfig, training: Bool = true) throws {
-        try config.validate()
-        if let layers = config.layersToTransform, let bad = layers.first(where: { $0 < 0 || $0 >= modelConfig.numHiddenLayers }) {
-            throw LoRAError.badConfig("layers_to_transform has \(bad), but the model has layers 0..<\(modelConfig.numHiddenLayers)")
-        }
-        if modelConfig.tieWordEmbeddings && !config.modulesToSave.isEmpty {
-            throw LoRAError.badConfig("modules_to_save (\(config.modulesToSave.joined(separator: ", "))) on a model whose lm_head is tied to embed_tokens would untie them; not supported")
-        }
+        try Self.validate(config, for: modelConfig)
         self.config = config
         self.modelConfig = modelConfig
         let parameters = TrainableParameters(tensors: Self.tensorShapes(modelConfig: modelConfig, config: config), withOptimizerState: training)
@@ -45,6 +39,17 @@ public final class LoRAAdapters {
     }
 
     public let modelConfig: LlamaConfig
+
+    /// Checks a LoRA config against a model (shared by the adapters and the memory plan).
+    public static func validate(_ config: LoRAConfig, for modelConfig: LlamaConfig) throws {
+        try config.validate()
+        if let layers = config.layersToTransform, let bad = layers.first(where: { $0 < 0 || $0 >= modelConfig.numHiddenLayers }) {
+            throw LoRAError.badConfig("layers_to_transform has \(bad), but the model has layers 0..<\(modelConfig.numHiddenLayers)")
+        }
+        if modelConfig.tieWordEmbeddings && !config.modulesToSave.isEmpty {
+            throw LoRAError.badConfig("modules_to_save (\(config.modulesToSave.joined(separator: ", "))) on a model whose lm_head is tied to embed_tokens would untie them; not supported")
+        }
+    }
 
     /// Every trainable tensor in arena order: per layer and projection A (r, in) then B (out, r), then the
     /// modules_to_save (full copies, under the keys PEFT saves them with). The memory plan uses this too.

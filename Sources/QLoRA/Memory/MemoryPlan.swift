@@ -191,6 +191,7 @@ public struct MemoryPlan: Sendable {
             if let layers = lora.layersToTransform, let bad = layers.first(where: { $0 < 0 || $0 >= config.numHiddenLayers }) {
                 throw MemoryPlanError.badOption(option: "layers", reason: "layer \(bad) does not exist; the model has layers 0..<\(config.numHiddenLayers)")
             }
+            try LoRAAdapters.validate(lora, for: config)
         } else if !options.training {
             throw MemoryPlanError.badOption(option: "inference", reason: "without LoRA is not planned; give LoRA settings (inference with an adapter) or plan training")
         }

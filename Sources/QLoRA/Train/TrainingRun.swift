@@ -63,6 +63,9 @@ public struct TrainingRun {
         let o = options
         guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
         let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.format, precision: o.precision)
+        guard FileManager.default.fileExists(atPath: o.modelDirectory.appendingPathComponent("tokenizer.json").path) else {
+            throw TrainError.badOptions("\(o.modelDirectory.path) has no tokenizer.json. Training tokenizes the dataset with the model's own tokenizer: copy tokenizer.json (and tokenizer_config.json) from the original model into that directory.")
+        }
         let tokenizer = try Tokenizer(directory: o.modelDirectory)
         let template = try tokenizer.chatTemplateSource.map { try ChatTemplate($0) }
         let exampleTokenizer = ExampleTokenizer(tokenizer: tokenizer, chatTemplate: template,

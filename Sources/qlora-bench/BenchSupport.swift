@@ -1,6 +1,6 @@
 import Foundation
 
-/// Shared helpers for the benchmarks: a monotonic clock, best-of-N timing, option parsing, peak RSS.
+/// Shared helpers for the benchmarks: a monotonic clock, best-of-N timing, option parsing.
 enum Bench {
     static func now() -> Double {
         var t = timespec()
@@ -33,15 +33,6 @@ enum Bench {
             i += 2
         }
         return result
-    }
-
-    /// A kB value from /proc/self/status (VmHWM = peak RSS, VmRSS = current).
-    static func statusKilobytes(_ key: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
-            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
-        }
-        return 0
     }
 }
 

@@ -73,7 +73,7 @@ enum QuantizeBenchmark: Benchmark {
 
     /// Child mode: quantize `dir` into `dir/nf4` and report time, sizes and peak RSS.
     static func quantizeModel(_ dir: String) throws {
-        let before = Bench.statusKilobytes("VmHWM")
+        let before = ProcessMemory.residentBytes().peak / 1024
         let summary = try CheckpointQuantizer.quantize(input: dir, output: dir + "/nf4")
         let mib = { (b: Int) in String(format: "%.1f MiB", Double(b) / 1048576) }
         print("  quantized \(summary.tensorsQuantized) tensors, \(summary.parametersQuantized) parameters in \(String(format: "%.2f", summary.seconds)) s (incl. reading and writing)")

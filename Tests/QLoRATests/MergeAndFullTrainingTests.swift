@@ -219,3 +219,81 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
         #expect(throws: LoRAError.self) { try LoRAAdapters(modelConfig: config, config: LoRAConfig(modulesToSave: ["lm_head"])) }
     }
 }
+
+@Suite struct TrainingInvariantsTests {
+    static func batch() throws -> (ids: [Int32], labels: [Int32]) {
+        let reference = try SafeTensorsFile(path: FixturePaths.url("tiny-llama-cases/untied_fp32/tensors.safetensors").path)
+        return (try reference.integers("input_ids").map { Int32($0) }, try reference.integers("labels").map { Int32($0) })
+    }
+
+    /// Every byte of the frozen base (NF4 codes and statistics, embeddings, norms, lm_head) is the same
+    /// after training as before: only the adapters' arena is written.
+    @Test func trainingNeverWritesTheBase() throws {
+        let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-nf4"), format: .quantized(QuantizationOptions()), precision: .bf16)
+        func snapshot() -> [[Float]] {
+            var all: [[Float]] = [Array(model.embedTokens), Array(model.norm)]
+            for layer in model.layers {
+                all.append(Array(layer.inputLayernorm))
+                all.append(Array(layer.postAttentionLayernorm))
+                for linear in layer.linears {
+                    all.append([Float](unsafeUninitializedCapacity: linear.outFeatures * linear.inFeatures) { out, count in
+                        linear.weight.writeTile(rows: 0..<linear.outFeatures, into: out.baseAddress!, precision: .fp32)
+                        count = linear.outFeatures * linear.inFeatures
+                    })
+                }
+            }
+            all.append([Float](unsafeUninitializedCapacity: 1024 * 96) { out, count in
+                model.lmHead.weight.writeTile(rows: 0..<1024, into: out.baseAddress!, precision: .fp32)
+                count = 1024 * 96
+            })
+            return all
+        }
+        let packedBefore = model.layers.map { $0.linears.map { ($0.weight as! QuantizedWeight).tensor.packed } }
+        let before = snapshot()
+        let adapters = try LoRAAdapters(modelConfig: model.config, config: LoRAConfig(r: 4, loraAlpha: 8))
+        adapters.initialize(seed: 3)
+        let executor = LlamaExecutor(model: model, lora: adapters, shape: .init(batch: 2, seqLen: 12, gradientCheckpointing: true))
+        var optimizer = AdamW(learningRate: 1e-2)
+        let (ids, labels) = try Self.batch()
+        for _ in 0..<3 {
+            adapters.parameters.zeroGradients()
+            _ = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
+            optimizer.update(adapters.parameters)
+        }
+        #expect(adapters.parameters.values(adapters.parameters.entries[1]).contains { $0 != 0 }, "the adapters did train")
+        #expect(snapshot() == before)
+        #expect(model.layers.map { $0.linears.map { ($0.weight as! QuantizedWeight).tensor.packed } } == packedBefore)
+    }
+
+    /// Two micro-batches of one sequence, accumulated with the loss averaged over all their targets,
+    /// give the gradients of the one batch of two sequences.
+    @Test func gradientAccumulationEqualsTheWholeBatch() throws {
+        let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-fp32"), format: .dense32, precision: .fp32)
+        let (ids, labels) = try Self.batch()
+        func gradients(micro: Bool) throws -> (loss: Double, grads: [Float]) {
+            let adapters = try PEFTAdapterIO.load(directory: FixturePaths.url("tiny-llama-cases/untied_fp32/adapter_init"),
+                                                  modelConfig: model.config, training: true)
+            let executor = LlamaExecutor(model: model, lora: adapters, shape: .init(batch: 2, seqLen: 12))
+            struct Rows: BatchSource {
+                let ids: [Int32], labels: [Int32], micro: Bool
+                func batch(step: Int, micro index: Int) -> TokenBatch {
+                    guard micro else { return TokenBatch(inputIDs: ids, labels: labels, batch: 2, seqLen: 12) }
+                    let rows = (12 * index)..<(12 * index + 12)
+                    return TokenBatch(inputIDs: Array(ids[rows]), labels: Array(labels[rows]), batch: 1, seqLen: 12)
+                }
+            }
+            var options = TrainerOptions()
+            options.gradientAccumulationSteps = micro ? 2 : 1
+            options.maxGradNorm = nil
+            options.learningRate = 0   // look at the gradients only
+            let trainer = Trainer(executor: executor, parameters: adapters.parameters, options: options)
+            let report = try trainer.trainStep(Rows(ids: ids, labels: labels, micro: micro))
+            return (report.loss, Array(UnsafeBufferPointer(start: adapters.parameters.gradients, count: adapters.parameters.count)))
+        }
+        let whole = try gradients(micro: false), accumulated = try gradients(micro: true)
+        #expect(abs(whole.loss - accumulated.loss) < 1e-6)
+        #expect(abs(whole.loss - 7.349911) < 1e-5)
+        let result = compare(accumulated.grads, whole.grads, tolerance: 1e-6)
+        #expect(result.maxDiff <= 1e-6, "\(result.report)")
+    }
+}

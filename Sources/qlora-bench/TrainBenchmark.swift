@@ -15,6 +15,7 @@ enum TrainBenchmark: Benchmark {
                             maxPositionEmbeddings: 8192, tieWordEmbeddings: true)
         c.bosTokenID = 0
         c.eosTokenIDs = [0]
+        c.dtype = "bfloat16"   // as the peer's checkpoint: the frozen embedding table stays bf16
         return c
     }()
 

@@ -231,7 +231,7 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
     @Test func trainingNeverWritesTheBase() throws {
         let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-nf4"), format: .quantized(QuantizationOptions()), precision: .bf16)
         func snapshot() -> [[Float]] {
-            var all: [[Float]] = [Array(model.embedTokens), Array(model.norm)]
+            var all: [[Float]] = [model.embedTokens.floats(), Array(model.norm)]
             for layer in model.layers {
                 all.append(Array(layer.inputLayernorm))
                 all.append(Array(layer.postAttentionLayernorm))
@@ -295,5 +295,38 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
         #expect(abs(whole.loss - 7.349911) < 1e-5)
         let result = compare(accumulated.grads, whole.grads, tolerance: 1e-6)
         #expect(result.maxDiff <= 1e-6, "\(result.report)")
+    }
+}
+
+@Suite struct EmbeddingStorageTests {
+    /// A bf16 checkpoint keeps its embedding table and untied lm_head in bf16: half the bytes, and the
+    /// very same logits and gradients as widening them to fp32 (the values are bf16 either way).
+    @Test func bf16TablesAreLosslessAndHalfTheSize() throws {
+        let source = FixturePaths.url("tiny-llama/untied-bf16")
+        let widened = FileManager.default.temporaryDirectory.appendingPathComponent("bf16-as-fp32-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: widened) }
+        try FileManager.default.createDirectory(at: widened, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: source.appendingPathComponent("model.safetensors"), to: widened.appendingPathComponent("model.safetensors"))
+        let config = try String(contentsOf: source.appendingPathComponent("config.json"), encoding: .utf8)
+        try config.replacingOccurrences(of: "\"bfloat16\"", with: "\"float32\"")
+            .write(to: widened.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+
+        let bf16 = try LlamaLoader.load(directory: source, format: .quantized(QuantizationOptions()), precision: .bf16)
+        let fp32 = try LlamaLoader.load(directory: widened, format: .quantized(QuantizationOptions()), precision: .bf16)
+        #expect(bf16.config.frozenTableStorage == .bfloat16 && fp32.config.frozenTableStorage == .float32)
+        #expect(fp32.frozenBytes.other - bf16.frozenBytes.other == 2 * 1024 * 96 * 2)
+
+        let reference = try SafeTensorsFile(path: FixturePaths.url("tiny-llama-cases/untied_fp32/tensors.safetensors").path)
+        let ids = try reference.integers("input_ids").map { Int32($0) }, labels = try reference.integers("labels").map { Int32($0) }
+        func run(_ model: LlamaModel) throws -> (loss: Double, grads: [Float]) {
+            let adapters = try PEFTAdapterIO.load(directory: FixturePaths.url("tiny-llama-cases/untied_fp32/adapter_init"),
+                                                  modelConfig: model.config, training: true)
+            let executor = LlamaExecutor(model: model, lora: adapters, shape: .init(batch: 2, seqLen: 12))
+            let loss = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
+            return (loss.sum, Array(UnsafeBufferPointer(start: adapters.parameters.gradients, count: adapters.parameters.count)))
+        }
+        let a = try run(bf16), b = try run(fp32)
+        #expect(a.loss == b.loss)
+        #expect(a.grads == b.grads)
     }
 }

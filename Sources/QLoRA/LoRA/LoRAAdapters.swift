@@ -81,7 +81,7 @@ public final class LoRAAdapters {
     /// brings its own values).
     public func initializeModulesToSave(from model: LlamaModel) {
         if let entry = trainedModule("embed_tokens") {
-            parameters.parameter(entry).update(from: model.embedTokens.baseAddress!, count: entry.count)
+            model.embedTokens.writeTile(rows: 0..<model.embedTokens.outFeatures, into: parameters.parameter(entry), precision: .fp32)
         }
         if let entry = trainedModule("lm_head") {
             model.lmHead.weight.writeTile(rows: 0..<model.lmHead.outFeatures, into: parameters.parameter(entry), precision: .fp32)
@@ -94,12 +94,13 @@ public final class LoRAAdapters {
         let embed = trainedModule("embed_tokens"), head = trainedModule("lm_head")
         guard embed != nil || head != nil else { return model }
         let config = model.config
-        let embedBuffer = embed.map { UnsafeMutableBufferPointer(start: parameters.parameter($0), count: $0.count) } ?? model.embedTokens
+        let embedTable = embed.map { EmbeddingTable(borrowing: parameters.parameter($0), rows: config.vocabSize, dim: config.hiddenSize) }
+            ?? model.embedTokens
         let lmHead = head.map {
             BaseLinear(weight: BorrowedFloatWeight(outFeatures: config.vocabSize, inFeatures: config.hiddenSize,
                                                    values: UnsafePointer(parameters.parameter($0))), precision: .fp32)
         } ?? model.lmHead
-        return LlamaModel(viewOf: model, embedTokens: embedBuffer, lmHead: lmHead, keepingAlive: self)
+        return LlamaModel(viewOf: model, embedTokens: embedTable, lmHead: lmHead, keepingAlive: self)
     }
 
     /// Gradient buffers of the modules_to_save (nil when there are none or when not training).

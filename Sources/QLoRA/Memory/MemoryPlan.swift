@@ -114,9 +114,11 @@ public struct MemoryPlan: Sendable {
             quantizedStorage *= config.numHiddenLayers
             quantizedCount *= config.numHiddenLayers
             other *= config.numHiddenLayers
-            // Embeddings, final norm, and an untied lm_head: always fp32.
-            other += (config.vocabSize * config.hiddenSize + config.hiddenSize) * 4
-            if !config.tieWordEmbeddings { other += config.vocabSize * config.hiddenSize * 4 }
+            // Embeddings and an untied lm_head in the checkpoint's precision (bf16 stays bf16, else fp32);
+            // the final norm fp32.
+            let table = config.vocabSize * config.hiddenSize * config.frozenTableBytesPerElement
+            other += table + config.hiddenSize * 4
+            if !config.tieWordEmbeddings { other += table }
             breakdown[.quantizedWeights] = quantized
             breakdown[.otherFrozenWeights] = other
         }

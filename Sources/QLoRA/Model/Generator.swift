@@ -106,7 +106,7 @@ public final class IncrementalDecoder {
             ids[i] = tokens[i]
             positions[i] = Int32(start + i)
         }
-        Embedding.forward(out: p(x), table: UnsafePointer(model.embedTokens.baseAddress!), ids: ids, rows: m, dim: c)
+        model.embedTokens.gather(out: p(x), ids: ids, rows: m)
         for layer in 0..<config.numHiddenLayers {
             let weights = model.layers[layer]
             let kvDim = config.keyValueDim

@@ -79,8 +79,7 @@ public final class LlamaExecutor {
             ids[i] = inputIDs[i]
             positions[i] = Int32(i % t)
         }
-        Embedding.forward(out: p(layout.layers[0].x), table: UnsafePointer(model.embedTokens.baseAddress!), ids: ids,
-                          rows: n, dim: config.hiddenSize)
+        model.embedTokens.gather(out: p(layout.layers[0].x), ids: ids, rows: n)
         for layer in 0..<config.numHiddenLayers {
             let output = layer + 1 < config.numHiddenLayers ? layout.layers[layer + 1].x : layout.xFinal
             forwardLayer(layer, output: p(output))

@@ -29,7 +29,8 @@ public enum LlamaLoader {
             return try checkpoint.floats(name)
         }
         let c = config.hiddenSize
-        let embed = buffer(try dense("model.embed_tokens.weight", shape: [config.vocabSize, c]))
+        let embed = EmbeddingTable(values: try dense("model.embed_tokens.weight", shape: [config.vocabSize, c]),
+                                   rows: config.vocabSize, dim: c, storage: config.frozenTableStorage)
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {
             let prefix = "model.layers.\(layer)."
@@ -50,9 +51,11 @@ public enum LlamaLoader {
         let norm = buffer(try dense("model.norm.weight", shape: [c]))
         var lmHead: BaseLinear?
         if !config.tieWordEmbeddings {
-            // lm_head stays dense fp32 (bitsandbytes skips it by default too); a 4-bit one is read as it is.
+            // lm_head stays dense, in the checkpoint's precision like the embeddings (bitsandbytes skips it by
+            // default too); a 4-bit one is read as it is.
             let weight = try frozenWeight(checkpoint: checkpoint, path: path, name: "lm_head.weight",
-                                          outFeatures: config.vocabSize, inFeatures: c, format: .dense32)
+                                          outFeatures: config.vocabSize, inFeatures: c,
+                                          format: config.frozenTableStorage == .bfloat16 ? .denseBF16 : .dense32)
             lmHead = BaseLinear(weight: weight, precision: .fp32)
         }
         return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: norm, lmHead: lmHead, precision: precision)
@@ -119,7 +122,7 @@ public enum LlamaLoader {
             }
         }
         return try build(config: config, format: format, precision: precision,
-                         embed: { Array(model.embedTokens) },
+                         embed: { model.embedTokens.floats() },
                          norm: { index in index < 0 ? Array(model.norm) : Array(index % 2 == 0 ? model.layers[index / 2].inputLayernorm : model.layers[index / 2].postAttentionLayernorm) },
                          linear: { layer, projection, _ in dense(model.layers[layer].linears[projection.rawValue]) },
                          bias: { layer, projection, _ in Array(model.layers[layer].linears[projection.rawValue].bias!) },
@@ -133,7 +136,7 @@ public enum LlamaLoader {
                               linear: (Int, Projection, Int) -> [Float], bias: (Int, Projection, Int) -> [Float],
                               lmHead: () -> [Float]) throws -> LlamaModel {
         let c = config.hiddenSize
-        let embedBuffer = buffer(embed())
+        let embedTable = EmbeddingTable(values: embed(), rows: config.vocabSize, dim: c, storage: config.frozenTableStorage)
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {
             var linears: [BaseLinear] = []
@@ -150,8 +153,10 @@ public enum LlamaLoader {
         let normBuffer = buffer(norm(-1))
         var head: BaseLinear?
         if !config.tieWordEmbeddings {
-            head = BaseLinear(weight: DenseFloatWeight(outFeatures: config.vocabSize, inFeatures: c, values: lmHead()), precision: .fp32)
+            head = BaseLinear(weight: try makeWeight(lmHead(), outFeatures: config.vocabSize, inFeatures: c,
+                                                     format: config.frozenTableStorage == .bfloat16 ? .denseBF16 : .dense32),
+                              precision: .fp32)
         }
-        return LlamaModel(config: config, embedTokens: embedBuffer, layers: layers, norm: normBuffer, lmHead: head, precision: precision)
+        return LlamaModel(config: config, embedTokens: embedTable, layers: layers, norm: normBuffer, lmHead: head, precision: precision)
     }
 }

@@ -10,7 +10,7 @@ public final class LlamaModel {
     }
 
     public let config: LlamaConfig
-    public let embedTokens: UnsafeMutableBufferPointer<Float>   /// (V, C)
+    public let embedTokens: EmbeddingTable   /// (V, C)
     public let layers: [Layer]
     public let norm: UnsafeMutableBufferPointer<Float>          /// (C)
     public let lmHead: BaseLinear
@@ -19,7 +19,7 @@ public final class LlamaModel {
     private let ownsBuffers: Bool
 
     /// Takes ownership of the buffers unless `ownsBuffers` is false.
-    public init(config: LlamaConfig, embedTokens: UnsafeMutableBufferPointer<Float>, layers: [Layer],
+    public init(config: LlamaConfig, embedTokens: EmbeddingTable, layers: [Layer],
                 norm: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear?, precision: ComputePrecision,
                 ownsBuffers: Bool = true) {
         self.ownsBuffers = ownsBuffers
@@ -30,11 +30,8 @@ public final class LlamaModel {
         self.layers = layers
         self.norm = norm
         self.precision = precision
-        // A tied lm_head reads the embedding table in place, always at fp32 (as transformers keeps it).
-        self.lmHead = lmHead ?? BaseLinear(
-            weight: BorrowedFloatWeight(outFeatures: config.vocabSize, inFeatures: config.hiddenSize,
-                                        values: UnsafePointer(embedTokens.baseAddress!)),
-            precision: .fp32)
+        // A tied lm_head reads the embedding table in place (fp32 compute; a bf16 table through tiles).
+        self.lmHead = lmHead ?? BaseLinear(weight: embedTokens, precision: .fp32)
     }
 
     /// For a view: the model it views, and what its own buffers belong to (both kept alive).
@@ -43,7 +40,7 @@ public final class LlamaModel {
 
     /// A view of `base` with other embeddings and lm_head (e.g. trainable copies); everything else is
     /// shared. `owner` (and `base`) stay alive as long as the view.
-    public init(viewOf base: LlamaModel, embedTokens: UnsafeMutableBufferPointer<Float>, lmHead: BaseLinear, keepingAlive owner: AnyObject) {
+    public init(viewOf base: LlamaModel, embedTokens: EmbeddingTable, lmHead: BaseLinear, keepingAlive owner: AnyObject) {
         config = base.config
         self.embedTokens = embedTokens
         layers = base.layers
@@ -57,7 +54,6 @@ public final class LlamaModel {
 
     deinit {
         guard ownsBuffers else { return }
-        embedTokens.deallocate()
         norm.deallocate()
         for layer in layers {
             layer.inputLayernorm.deallocate()
@@ -84,7 +80,7 @@ public final class LlamaModel {
             }
             other += 2 * config.hiddenSize * 4
         }
-        other += embedTokens.count * 4 + norm.count * 4
+        other += embedTokens.storageBytes + norm.count * 4
         if !config.tieWordEmbeddings { other += lmHead.weight.storageBytes }
         return (quantized, other)
     }

@@ -28,7 +28,7 @@ public enum LlamaWriter {
             values.withUnsafeBufferPointer { add(name + ".weight", [linear.outFeatures, linear.inFeatures], $0) }
             if let bias = linear.bias { add(name + ".bias", [bias.count], UnsafeBufferPointer(bias)) }
         }
-        add("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], UnsafeBufferPointer(model.embedTokens))
+        model.embedTokens.floats().withUnsafeBufferPointer { add("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], $0) }
         for (index, layer) in model.layers.enumerated() {
             add("model.layers.\(index).input_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.inputLayernorm))
             add("model.layers.\(index).post_attention_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.postAttentionLayernorm))

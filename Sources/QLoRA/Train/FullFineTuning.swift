@@ -55,7 +55,7 @@ public final class FullFineTuning {
         }
 
         let embed = slot("model.embed_tokens.weight")
-        _ = embed.value.update(fromContentsOf: source.embedTokens)
+        source.embedTokens.writeTile(rows: 0..<config.vocabSize, into: embed.value.baseAddress!, precision: .fp32)
         var layers: [LlamaModel.Layer] = []
         var gradientLayers: [ModelGradients.Layer] = []
         for layer in 0..<config.numHiddenLayers {
@@ -89,7 +89,8 @@ public final class FullFineTuning {
                                                             values: UnsafePointer(head.value.baseAddress!)), precision: .fp32)
             lmHeadGradient = head.grad
         }
-        model = LlamaModel(config: config, embedTokens: embed.value, layers: layers, norm: norm.value, lmHead: lmHead,
+        model = LlamaModel(config: config, embedTokens: EmbeddingTable(borrowing: embed.value.baseAddress!, rows: config.vocabSize,
+                                                                       dim: config.hiddenSize), layers: layers, norm: norm.value, lmHead: lmHead,
                            precision: .fp32, ownsBuffers: false)
         gradients = ModelGradients(embedTokens: embed.grad, layers: gradientLayers, norm: norm.grad,
                                    lmHead: config.tieWordEmbeddings ? embed.grad : lmHeadGradient)

@@ -20,7 +20,7 @@ enum TrainBenchmark: Benchmark {
     }()
 
     static func run(_ arguments: [String]) throws {
-        let o = try Bench.options(arguments, allowed: ["model", "seq", "rank", "steps", "warmup", "checkpointing", "quant", "json", "threads", "tile-rows"])
+        let o = try Bench.options(arguments, allowed: ["model", "seq", "rank", "steps", "warmup", "checkpointing", "quant", "json", "threads", "tile-rows", "table-dtype"])
         let seq = Int(o["seq"] ?? "256") ?? 256
         let rank = Int(o["rank"] ?? "8") ?? 8
         let steps = Int(o["steps"] ?? "5") ?? 5
@@ -38,7 +38,9 @@ enum TrainBenchmark: Benchmark {
         if let dir = o["model"] {
             model = try LlamaLoader.load(directory: URL(fileURLWithPath: dir), format: format, precision: precision)
         } else {
-            model = try LlamaLoader.random(config: smolLM2, format: format, precision: precision, seed: 0)
+            var config = smolLM2
+            if o["table-dtype"] == "fp32" { config.dtype = "float32" }   // frozen embedding table in fp32
+            model = try LlamaLoader.random(config: config, format: format, precision: precision, seed: 0)
         }
         let config = model.config
         let lora = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: rank, loraAlpha: Double(2 * rank)))

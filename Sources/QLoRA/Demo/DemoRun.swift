@@ -79,6 +79,7 @@ public struct DemoRun {
         let (base, pretrainLosses) = try pretrainAndQuantize(config: config, seqLen: seqLen, quantization: options4, onEvent: onEvent)
         let linearParameters = config.decoderLinearParameterCount
         let quantizedBytes = base.frozenBytes.quantized
+        ProcessMemory.releaseFreedMemory()
         ProcessMemory.resetPeak()
 
         // 3. LoRA on the frozen 4-bit base, "-" task.

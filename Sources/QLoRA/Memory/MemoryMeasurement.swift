@@ -59,6 +59,7 @@ public enum MemoryMeasurement {
         }
         let executor = LlamaExecutor(model: model, lora: lora, gradients: full?.gradients, shape: shape)
         let peakLoading = ProcessMemory.residentBytes().peak
+        ProcessMemory.releaseFreedMemory()
         let reset = ProcessMemory.resetPeak()
 
         var trainerOptions = TrainerOptions()

@@ -12,6 +12,15 @@ public enum ProcessMemory {
         return (current, peak)
     }
 
+    /// Returns freed heap memory to the system (glibc keeps freed chunks, e.g. a loader's temporary
+    /// copies, resident otherwise). Called once after loading, never in the training step.
+    public static func releaseFreedMemory() {
+        // glibc's malloc_trim is not in Swift's Glibc module; look it up (absent on other C libraries).
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, "malloc_trim") else { return }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+    }
+
     /// Resets the peak (VmHWM) to the current RSS, so a later peak covers only what follows.
     @discardableResult
     public static func resetPeak() -> Bool {

@@ -129,6 +129,8 @@ public struct TrainingRun {
             onEvent(.resumed(step: restored.step, from: checkpoint))
         }
         let metrics = try MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume)
+        // Loading and tokenizing left freed temporaries in the heap; give them back before training.
+        ProcessMemory.releaseFreedMemory()
         trainer.saveCheckpoint = { step in
             try TrainingCheckpoint.save(adapters: adapters, step: step, losses: losses, into: o.outputDirectory,
                                         extraState: ["max_steps": .int(trainerOptions.maxSteps), "seed": .int(Int(o.seed))])

@@ -231,7 +231,7 @@ public final class LlamaExecutor {
                 // Recompute this layer's internals from its saved input; its output is not needed.
                 forwardLayer(layer, output: p(layout.dHidden))
             }
-            backwardLayer(layer)
+            backwardLayer(layer, mlpInternalsFresh: shape.gradientCheckpointing)
         }
         if let dEmbed = gradients?.embedTokens {
             Embedding.backward(dtable: dEmbed, dout: dResidual, ids: ids, rows: n, dim: c)
@@ -254,19 +254,31 @@ public final class LlamaExecutor {
         }
     }
 
-    /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input).
-    private func backwardLayer(_ layer: Int) {
+    /// Whether the backward of this projection reads its input (for LoRA's or the weight's gradient);
+    /// the input gradient alone does not need it.
+    private func readsInput(_ layer: Int, _ projection: Projection) -> Bool {
+        lora?.adapters[layer][projection.rawValue] != nil || gradients?.layer(layer) != nil
+    }
+
+    /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input). `mlpInternalsFresh`: the
+    /// shared h2 and SwiGLU product buffers still hold this layer's values (checkpointing just
+    /// recomputed the layer), so they need not be recomputed again.
+    private func backwardLayer(_ layer: Int, mlpInternalsFresh: Bool) {
         let config = model.config
         let s = layout.layers[layer]
         let n = batch * seqLen, c = config.hiddenSize, f = config.intermediateSize
         let weights = model.layers[layer]
         let dResidual = p(layout.dResidual), dHidden = p(layout.dHidden)
 
-        // MLP: out = xMid + down(silu(gate(h2)) * up(h2)). h2 and the product are recomputed (they share
-        // workspace across layers); the LoRA weight gradients need them.
-        RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
-                        rows: n, dim: c, eps: config.rmsNormEps)
-        SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * f)
+        // MLP: out = xMid + down(silu(gate(h2)) * up(h2)). h2 and the product share workspace across
+        // layers; they are recomputed only where a LoRA or weight gradient reads them.
+        if !mlpInternalsFresh && (readsInput(layer, .gate) || readsInput(layer, .up)) {
+            RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
+                            rows: n, dim: c, eps: config.rmsNormEps)
+        }
+        if !mlpInternalsFresh && readsInput(layer, .down) {
+            SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * f)
+        }
         let dAct = p(layout.dAct), dGate = p(layout.dGate), dUp = p(layout.dUp)
         dAct.update(repeating: 0, count: n * f)
         projectBackward(layer, .down, dx: dAct, dy: dResidual, x: p(s.act), slots: s, rows: n)
@@ -291,8 +303,11 @@ public final class LlamaExecutor {
                            headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
-        RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
-                        rows: n, dim: c, eps: config.rmsNormEps)
+        // h1 shares its buffer with h2, so it is always stale here.
+        if readsInput(layer, .q) || readsInput(layer, .k) || readsInput(layer, .v) {
+            RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
+                            rows: n, dim: c, eps: config.rmsNormEps)
+        }
         dHidden.update(repeating: 0, count: n * c)
         projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)

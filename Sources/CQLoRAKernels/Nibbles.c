@@ -1,5 +1,6 @@
 #include "CQLoRAKernels.h"
 #include <immintrin.h>
+#include "BF16Rounding.h"
 
 /* Bit-exactness with bitsandbytes: the double-quantized scale is a multiply THEN an add, each rounded to
  * float32. Clang may contract a * b + c into an FMA where the target has one (AVX-512F does); this pragma
@@ -177,11 +178,6 @@ static void f32_avx512(float *out, const uint8_t *bytes, size_t n, const float *
 }
 
 /* ---- whole blocks: the per-block table is computed in registers ---- */
-static inline uint32_t bf16_round_bits(float x) {   /* nearest-even; NaN stays a quiet NaN */
-    union { float f; uint32_t u; } v = { x };
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (v.u >> 16) | 0x40u;
-    return (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
-}
 
 static void blocks_f32_scalar(float *out, const uint8_t *bytes, const float *scales, size_t nb, size_t bb,
                               const float *codes, int rounding) {

@@ -1,4 +1,5 @@
 import Foundation
+import QLoRA
 
 /// The `qlora` entry point: dispatches to a subcommand and turns errors into one clear line.
 public enum CLI {
@@ -19,6 +20,7 @@ public enum CLI {
             return 0
         }
         do {
+            try GemmKernel.applyEnvironment()
             return try command.run(rest)
         } catch let error as CLIError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))

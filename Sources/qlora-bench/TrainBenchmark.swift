@@ -91,8 +91,10 @@ enum TrainBenchmark: Benchmark {
         let flopsPerToken = 4 * allLinear + (checkpointing ? 2 * decoder : 0) + attentionForward * (checkpointing ? 4 : 3)
         let achieved = flopsPerToken * Double(seq) / median / 1e9
         let peak1 = sgemmPeak(threads: 1), peak2 = sgemmPeak(threads: Parallel.threads)
+        let bf16Peak = GemmKernel.current.usesBF16 ? bf16GemmPeak(kernel: GemmKernel.current) : nil
 
         print("qlora-bench train — \(blas.summary); CPU \(CPUFeatures.current.modelName); threads \(Parallel.threads)")
+        print("\(GemmKernel.current.usesBF16 && precision == .bf16 ? "frozen-weight GEMMs on the \(GemmKernel.current.rawValue) kernel" : "frozen-weight GEMMs through sgemm"); \(GemmKernel.summary)")
         print("model: \(o["model"] ?? "random SmolLM2-135M shape"), base \(quant), LoRA r=\(rank) all 7 projections, batch 1 x \(seq), checkpointing \(checkpointing ? "on" : "off")")
         print(String(format: "load+quantize %.2f s; RSS at start %.1f MiB, after load %.1f MiB", loadSeconds, Double(baseline) / 1048576, Double(afterLoad) / 1048576))
         print(String(format: "step: median %.3f s, min %.3f, max %.3f  ->  %.1f tokens/s", median, times.min()!, times.max()!, tokensPerSecond))
@@ -104,6 +106,9 @@ enum TrainBenchmark: Benchmark {
         print(String(format: "  %-9@ %5.1f%%", "other" as NSString, 100 * other / total))
         print(String(format: "achieved %.1f GFLOP/s (%.0f MFLOP/token) vs sgemm peak %.1f GFLOP/s (1 thread), %.1f (%d threads)",
                      achieved, flopsPerToken / 1e6, peak1, peak2, Parallel.threads))
+        if let bf16Peak {
+            print(String(format: "bf16 GEMM peak %.1f GFLOP/s (%d threads; 1024 x 1024 bf16 weight, 1024 rows, packing included)", bf16Peak, Parallel.threads))
+        }
         print("losses: \(losses.map { String(format: "%.4f", $0) }.joined(separator: " "))")
         if let path = o["json"] {
             let json: [String: Any] = [
@@ -111,9 +116,28 @@ enum TrainBenchmark: Benchmark {
                 "rss_start_bytes": baseline, "seq": seq, "rank": rank, "checkpointing": checkpointing, "quant": quant,
                 "dequant_share": (split[.dequant] ?? 0) / total, "gemm_share": (split[.gemm] ?? 0) / total,
                 "attention_share": (split[.attention] ?? 0) / total, "gflops": achieved, "sgemm_peak_1t": peak1, "sgemm_peak": peak2,
+                "kernel": precision == .bf16 ? GemmKernel.current.rawValue : "fp32", "bf16_gemm_peak": bf16Peak ?? 0,
             ]
             try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
         }
+    }
+
+    /// Best-of-3 GFLOP/s of BF16Gemm.forward with a 1024 x 1024 bf16 weight and 1024 rows (packing included).
+    static func bf16GemmPeak(kernel: GemmKernel) -> Double {
+        let n = 1024
+        var generator = SeededGenerator(seed: 1)
+        let weight = DenseBFloat16Weight(outFeatures: n, inFeatures: n, floats: (0..<(n * n)).map { _ in generator.uniform(-1, 1) })
+        let x = [Float](repeating: 0.5, count: n * n)
+        var y = [Float](repeating: 0, count: n * n)
+        let bytes = BF16Gemm.workspaceBytes(rows: n, maxInFeatures: n)
+        let workspace = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { workspace.deallocate() }
+        let seconds = Bench.best(repeats: 3) {
+            y.withUnsafeMutableBufferPointer { yp in
+                BF16Gemm.forward(y: yp.baseAddress!, x: x, rows: n, weight: weight, level: kernel.level, workspace: workspace, bytes: bytes)
+            }
+        }
+        return 2 * Double(n * n * n) / seconds / 1e9
     }
 
     /// Best-of-3 GFLOP/s of a 1024^3 sgemm on `threads` threads (our split, single-threaded OpenBLAS inside).

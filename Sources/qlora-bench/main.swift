@@ -1,4 +1,5 @@
 import Foundation
+import QLoRA
 
 /// `qlora-bench <name> [options]`: one file per benchmark, each a `Benchmark` registered here.
 protocol Benchmark {
@@ -20,6 +21,7 @@ guard let name = argv.first, let benchmark = benchmarks.first(where: { $0.name =
     exit(argv.isEmpty || argv.first == "--help" ? 0 : 2)
 }
 do {
+    try GemmKernel.applyEnvironment()
     try benchmark.run(Array(argv.dropFirst()))
 } catch {
     FileHandle.standardError.write(Data("error: \(error)\n".utf8))

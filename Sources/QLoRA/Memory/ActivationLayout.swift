@@ -57,8 +57,10 @@ public struct ActivationLayout {
     public var rstdFinal = 0    /// (N)
     public var hFinal = 0       /// (N, C) final norm output
     // Workspace
-    /// (tileRows, maxIn): the one dequantization tile (its rows are split across threads).
+    /// The GEMM workspace (GemmWorkspace): the one dequantization tile (tileRows, maxIn), its rows split
+    /// across threads, or the bf16 kernel's panels and packed activations, whichever is larger.
     public var tile = 0
+    public var tileFloats = 0
     /// Rows per tile after resolving the automatic choice.
     public var tileRows = 0
     public var attentionScratch = 0
@@ -146,7 +148,8 @@ public struct ActivationLayout {
         hFinal = arena.reserve("saved.final.h", n * c)
 
         tileRows = shape.tileRows > 0 ? shape.tileRows : Self.automaticTileRows(maxInFeatures: maxIn)
-        tile = arena.reserve("work.tile", tileRows * maxIn)
+        tileFloats = GemmWorkspace.floats(rows: n, maxInFeatures: maxIn, tileRows: tileRows)
+        tile = arena.reserve("work.tile", tileFloats)
         attentionScratch = arena.reserve("work.attentionScratch", Attention.scratchCount(
             batch: shape.batch, seqLen: shape.seqLen, heads: config.numAttentionHeads,
             kvHeads: config.numKeyValueHeads, headDim: config.headDim))

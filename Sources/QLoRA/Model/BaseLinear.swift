@@ -1,12 +1,17 @@
 /// The frozen part of a linear layer: y = x W^T (+ bias). W is never materialized whole unless it is
-/// already dense fp32: each GEMM walks W in tiles of `tileRows` output rows, writing one tile into the
-/// 16-bit-precision compute buffer and multiplying with it, forward (y = x W^T) and backward (dx += dy W).
+/// already dense fp32. With bf16 compute on the bf16 kernel (GemmKernel), BF16Gemm packs W panel by panel
+/// straight from its storage; otherwise each GEMM walks W in tiles of `tileRows` output rows, writing one
+/// tile into the 16-bit-precision compute buffer and multiplying with it through sgemm, forward
+/// (y = x W^T) and backward (dx += dy W).
 ///
 /// Dims: N rows of activations, I = in features, O = out features, R = tile rows.
 public final class BaseLinear {
     public let weight: any FrozenWeight
     public let bias: UnsafeMutableBufferPointer<Float>?   /// (O), frozen
     public let precision: ComputePrecision
+    /// The kernel of the GEMMs with bf16 compute (ignored otherwise); per layer so that one process can
+    /// hold models on different kernels (the reference tests compare them).
+    public var kernel: GemmKernel = GemmKernel.current
 
     public var outFeatures: Int { weight.outFeatures }
     public var inFeatures: Int { weight.inFeatures }
@@ -31,11 +36,18 @@ public final class BaseLinear {
     /// Whether this layer's GEMMs need the tile workspace.
     public var needsTile: Bool { direct == nil }
 
-    /// y (N, O) = x (N, I) W^T + bias. `tile` holds at least tileRows * I floats.
-    public func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows n: Int,
-                        tile: UnsafeMutablePointer<Float>, tileRows: Int) {
+    /// Whether the GEMMs run on the bf16 kernel (bf16 compute, and the kernel in use is a bf16 one).
+    public var usesBF16Kernel: Bool { precision == .bf16 && kernel.usesBF16 }
+
+    /// y (N, O) = x (N, I) W^T + bias.
+    public func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows n: Int, workspace: GemmWorkspace) {
         let o = outFeatures, i = inFeatures
-        if let w = direct {
+        let tile = workspace.base, tileRows = workspace.tileRows
+        if usesBF16Kernel {
+            StepProfiler.measure(.gemm) {
+                BF16Gemm.forward(y: y, x: x, rows: n, weight: weight, level: kernel.level, workspace: workspace.raw, bytes: workspace.bytes)
+            }
+        } else if let w = direct {
             StepProfiler.measure(.gemm) {
                 Blas.sgemmParallel(y, ldc: o, x, lda: i, w, ldb: i, transB: true, m: n, n: o, k: i)
             }
@@ -59,9 +71,15 @@ public final class BaseLinear {
     }
 
     /// dx (N, I) += dy (N, O) W.
-    public func backwardInput(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, rows n: Int,
-                              tile: UnsafeMutablePointer<Float>, tileRows: Int) {
+    public func backwardInput(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, rows n: Int, workspace: GemmWorkspace) {
         let o = outFeatures, i = inFeatures
+        let tile = workspace.base, tileRows = workspace.tileRows
+        if usesBF16Kernel {
+            StepProfiler.measure(.gemm) {
+                BF16Gemm.backwardInput(dx: dx, dy: dy, rows: n, weight: weight, level: kernel.level, workspace: workspace.raw, bytes: workspace.bytes)
+            }
+            return
+        }
         if let w = direct {
             StepProfiler.measure(.gemm) {
                 Blas.sgemmParallel(dx, ldc: i, dy, lda: o, w, ldb: i, m: n, n: i, k: o, beta: 1)

@@ -53,6 +53,7 @@ public final class EmbeddingTable: FrozenWeight {
     public var count: Int { outFeatures * inFeatures }
     public var storageBytes: Int { count * (storage == .float32 ? 4 : 2) }
     public var denseStorage: UnsafePointer<Float>? { f32.map { UnsafePointer($0) } }
+    public var bfloat16Storage: UnsafePointer<UInt16>? { bf16.map { UnsafePointer($0) } }
 
     public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
         let start = rows.lowerBound * inFeatures, n = rows.count * inFeatures

@@ -1,3 +1,4 @@
+import CQLoRAKernels
 import SafeTensors
 
 /// A frozen base weight W (out, in) that can write any of its row ranges as fp32 values into a tile
@@ -12,6 +13,32 @@ public protocol FrozenWeight: AnyObject {
     var denseStorage: UnsafePointer<Float>? { get }
     /// Writes rows [rows) of W as (rows.count, in) fp32 values, rounded to `precision`.
     func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision)
+    /// bf16 storage (out, in) the bf16 GEMM can pack from in place, if the weight is stored in bf16.
+    var bfloat16Storage: UnsafePointer<UInt16>? { get }
+    /// Writes the window W[rows, columns] as bf16 bits (nearest-even) into `out`, row r at
+    /// out + (r - rows.lowerBound) * ld, with ld >= columns.count rounded up to even (an odd width gets
+    /// one zero appended). What the bf16 GEMM stages before packing (Kernels/BF16Gemm.swift).
+    func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int)
+}
+
+extension FrozenWeight {
+    public var bfloat16Storage: UnsafePointer<UInt16>? { nil }
+
+    /// From bf16 or fp32 storage; weights with neither (quantized ones) implement their own.
+    public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
+        if let bits = bfloat16Storage {
+            for (i, r) in rows.enumerated() {
+                (out + i * ld).update(from: bits + r * inFeatures + columns.lowerBound, count: columns.count)
+                if columns.count & 1 == 1 { out[i * ld + columns.count] = 0 }
+            }
+        } else if let values = denseStorage {
+            // Rounding gives the same bits at every level: use the fastest.
+            qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, out, ld, values + rows.lowerBound * inFeatures + columns.lowerBound, inFeatures,
+                                     rows.count, columns.count)
+        } else {
+            preconditionFailure("\(Self.self) has no dense storage and must implement writeBFloat16")
+        }
+    }
 }
 
 /// A dense weight kept in fp32.
@@ -58,6 +85,7 @@ public final class DenseBFloat16Weight: FrozenWeight {
 
     public var storageBytes: Int { bits.count * 2 }
     public var denseStorage: UnsafePointer<Float>? { nil }
+    public var bfloat16Storage: UnsafePointer<UInt16>? { UnsafePointer(bits.baseAddress) }
 
     public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
         let start = rows.lowerBound * inFeatures

@@ -22,6 +22,7 @@ public final class IncrementalDecoder {
     private var lastChunkRows = 0
     // Offsets into `scratch`.
     private let x, h, q, k, v, attn, gate, up, loraT, tile, attentionScratch, logits: Int
+    private let tileFloats: Int
 
     /// `maxSeqLen` positions of cache (at most the model's max_position_embeddings is sensible).
     public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 32, tileRows: Int = 256) {
@@ -46,7 +47,8 @@ public final class IncrementalDecoder {
         gate = slot(m * c.intermediateSize)           /// (M, F)
         up = slot(m * c.intermediateSize)             /// (M, F)
         loraT = slot(m * max(lora?.config.r ?? 0, 1)) /// (M, r)
-        tile = slot(tileRows * model.maxInFeatures)   /// (R, I) dequant tile
+        tileFloats = GemmWorkspace.floats(rows: m, maxInFeatures: model.maxInFeatures, tileRows: tileRows)
+        tile = slot(tileFloats)                       /// GEMM workspace: (R, I) dequant tile or bf16 panels
         attentionScratch = slot(CachedAttention.scratchCount(rows: m, maxSeqLen: maxSeqLen))
         logits = slot(c.vocabSize)                    /// (V)
         scratch = .allocate(capacity: total)
@@ -94,7 +96,7 @@ public final class IncrementalDecoder {
         let last = p(x) + (lastChunkRows - 1) * c
         RMSNorm.forward(out: p(h), rstd: rstd, x: last, weight: UnsafePointer(model.norm.baseAddress!), rows: 1, dim: c,
                         eps: config.rmsNormEps)
-        model.lmHead.forward(y: p(logits), x: p(h), rows: 1, tile: p(tile), tileRows: tileRows)
+        model.lmHead.forward(y: p(logits), x: p(h), rows: 1, workspace: workspace)
         return Array(UnsafeBufferPointer(start: p(logits), count: config.vocabSize))
     }
 
@@ -138,9 +140,11 @@ public final class IncrementalDecoder {
         lastChunkRows = m
     }
 
+    private var workspace: GemmWorkspace { GemmWorkspace(base: p(tile), floats: tileFloats, tileRows: tileRows) }
+
     /// Base linear + LoRA branch (no dropout) of one projection.
     private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int) {
-        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: rows, tile: p(tile), tileRows: tileRows)
+        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: rows, workspace: workspace)
         if let adapter = lora?.adapters[layer][projection.rawValue] {
             adapter.forward(y: y, t: p(loraT), x: x, rows: rows, maskSeed: 0, dropScratch: nil)
         }

@@ -59,7 +59,7 @@ public final class LlamaExecutor {
 
     @inline(__always) private func p(_ offset: Int) -> UnsafeMutablePointer<Float> { arena.pointer(offset) }
 
-    private var tile: UnsafeMutablePointer<Float> { p(layout.tile) }
+    private var workspace: GemmWorkspace { GemmWorkspace(base: p(layout.tile), floats: layout.tileFloats, tileRows: layout.tileRows) }
 
     // MARK: - Forward
 
@@ -91,7 +91,7 @@ public final class LlamaExecutor {
     /// Base linear + LoRA branch of one projection.
     private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                          slots: ActivationLayout.LayerSlots, rows n: Int) {
-        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, tile: tile, tileRows: layout.tileRows)
+        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, workspace: workspace)
         if let adapter = lora?.adapters[layer][projection.rawValue] {
             adapter.forward(y: y, t: p(slots.loraT[projection.rawValue]), x: x, rows: n,
                             maskSeed: dropoutSeed, dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
@@ -134,13 +134,13 @@ public final class LlamaExecutor {
 
     /// Full logits (B*T, V) of the last forward into `out` (for evaluation, generation and tests).
     public func logits(into out: UnsafeMutablePointer<Float>) {
-        model.lmHead.forward(y: out, x: p(layout.hFinal), rows: batch * seqLen, tile: tile, tileRows: layout.tileRows)
+        model.lmHead.forward(y: out, x: p(layout.hFinal), rows: batch * seqLen, workspace: workspace)
     }
 
     /// Logits (V) of the last position of the last forward (batch 1): what generation needs.
     public func lastRowLogits(into out: UnsafeMutablePointer<Float>) {
         let c = model.config.hiddenSize
-        model.lmHead.forward(y: out, x: p(layout.hFinal) + (batch * seqLen - 1) * c, rows: 1, tile: tile, tileRows: layout.tileRows)
+        model.lmHead.forward(y: out, x: p(layout.hFinal) + (batch * seqLen - 1) * c, rows: 1, workspace: workspace)
     }
 
     /// Hidden states as transformers reports them: index 0 = embeddings, i = output of layer i-1, and the
@@ -178,7 +178,7 @@ public final class LlamaExecutor {
             let r1 = min(n, r0 + chunk)
             // Rows without a target contribute nothing: skip their lm_head entirely.
             if (r0..<r1).contains(where: { targets[$0] != -100 }) {
-                model.lmHead.forward(y: logits, x: p(layout.hFinal) + r0 * c, rows: r1 - r0, tile: tile, tileRows: layout.tileRows)
+                model.lmHead.forward(y: logits, x: p(layout.hFinal) + r0 * c, rows: r1 - r0, workspace: workspace)
                 let result = CrossEntropy.forwardBackward(
                     dlogits: gradScale == nil ? nil : logits, logits: logits, targets: targets + r0,
                     rows: r1 - r0, vocab: v, gradScale: gradScale ?? 0)
@@ -186,7 +186,7 @@ public final class LlamaExecutor {
                 count += result.count
                 if gradScale != nil {
                     model.lmHead.backwardInput(dx: p(layout.dHidden) + r0 * c, dy: logits, rows: r1 - r0,
-                                               tile: tile, tileRows: layout.tileRows)
+                                               workspace: workspace)
                     if let dHead = gradients?.lmHead {
                         // dW (V, C) += dlogits^T (V, rows) x hFinal (rows, C)
                         Blas.sgemmParallel(dHead, ldc: c, logits, lda: v, transA: true, p(layout.hFinal) + r0 * c, ldb: c,
@@ -242,7 +242,7 @@ public final class LlamaExecutor {
     private func projectBackward(_ layer: Int, _ projection: Projection, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                  x: UnsafePointer<Float>, slots: ActivationLayout.LayerSlots, rows n: Int) {
         let linear = model.layers[layer].linears[projection.rawValue]
-        linear.backwardInput(dx: dx, dy: dy, rows: n, tile: tile, tileRows: layout.tileRows)
+        linear.backwardInput(dx: dx, dy: dy, rows: n, workspace: workspace)
         if let dW = gradients?.layer(layer)?.linears[projection.rawValue] {
             // dW (O, I) += dy^T (O, N) x (N, I)
             Blas.sgemmParallel(dW, ldc: linear.inFeatures, dy, lda: linear.outFeatures, transA: true, x, ldb: linear.inFeatures,

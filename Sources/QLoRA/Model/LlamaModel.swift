@@ -34,6 +34,12 @@ public final class LlamaModel {
         self.lmHead = lmHead ?? BaseLinear(weight: embedTokens, precision: .fp32)
     }
 
+    /// Puts every base linear (and the lm_head) on `kernel` for its bf16-compute GEMMs.
+    public func useKernel(_ kernel: GemmKernel) {
+        for layer in layers { for linear in layer.linears { linear.kernel = kernel } }
+        lmHead.kernel = kernel
+    }
+
     /// For a view: the model it views, and what its own buffers belong to (both kept alive).
     private let base: LlamaModel?
     private let owner: AnyObject?

@@ -35,6 +35,11 @@ public final class QuantizedWeight: FrozenWeight {
     public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
         tensor.dequantize(rows: rows, into: tile, roundedTo: precision.dequantPrecision)
     }
+
+    public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
+        tensor.dequantizeBFloat16(rows: rows, columns: columns, into: out, ld: ld)
+        if columns.count & 1 == 1 { for i in 0..<rows.count { out[i * ld + columns.count] = 0 } }
+    }
 }
 
 extension ComputePrecision {

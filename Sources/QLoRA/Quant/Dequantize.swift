@@ -24,6 +24,22 @@ extension QuantizedTensor {
         dequantize(elements: (rows.lowerBound * columns)..<(rows.upperBound * columns), into: output, as: format)
     }
 
+    /// The window rows x columns of the 2-D view as bf16 bits (nearest-even) into `output`: row r goes to
+    /// output + (r - rows.lowerBound) * ld. What the bf16 GEMM stages (BF16Gemm).
+    public func dequantizeBFloat16(rows: Range<Int>, columns: Range<Int>, into output: UnsafeMutablePointer<UInt16>, ld: Int) {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= self.rows && columns.lowerBound >= 0 && columns.upperBound <= self.columns,
+                     "window out of bounds")
+        let width = self.columns
+        if columns.count == width && ld == width {   // whole rows: one flat range
+            dequantize(rows: rows, into: output, as: .bfloat16)
+            return
+        }
+        decode(segments: rows.count, { i in
+            let start = (rows.lowerBound + i) * width
+            return ((start + columns.lowerBound)..<(start + columns.upperBound), output + i * ld)
+        }, bulk: bulkBFloat16, makeTable: bfloat16Table)
+    }
+
     /// Flat elements `elements` as float32 (optionally rounded) into `output` /// (elements.count).
     public func dequantize(elements: Range<Int>, into output: UnsafeMutablePointer<Float>, roundedTo precision: DequantPrecision = .float32) {
         precondition(elements.lowerBound >= 0 && elements.upperBound <= count, "element range out of bounds")
@@ -50,12 +66,7 @@ extension QuantizedTensor {
         let codes = codeValues
         switch format {
         case .bfloat16:
-            let bb = blocksize / 2
-            decode(elements: elements, into: output, bulk: { out, bytes, scales, first, blocks in
-                codes.withUnsafeBufferPointer { qlora_dequant4_blocks_bf16(out, bytes, scales, first, blocks, bb, $0.baseAddress!) }
-            }) { table, scale in
-                for c in 0..<16 { table[c] = HalfFloat.bfloat16FromFloat(codes[c] * scale) }
-            }
+            decode(elements: elements, into: output, bulk: bulkBFloat16, makeTable: bfloat16Table)
         case .float16:
             decode(elements: elements, into: output) { table, scale in
                 for c in 0..<16 { table[c] = HalfFloat.fromFloat(codes[c] * scale) }
@@ -68,6 +79,22 @@ extension QuantizedTensor {
         let codes = codeValues, bb = blocksize / 2
         return { out, bytes, scales, first, blocks in
             codes.withUnsafeBufferPointer { qlora_dequant4_blocks_f32(out, bytes, scales, first, blocks, bb, $0.baseAddress!, rounding) }
+        }
+    }
+
+    /// The C whole-block kernel for bf16 bits.
+    private var bulkBFloat16: BulkDecode<UInt16> {
+        let codes = codeValues, bb = blocksize / 2
+        return { out, bytes, scales, first, blocks in
+            codes.withUnsafeBufferPointer { qlora_dequant4_blocks_bf16(out, bytes, scales, first, blocks, bb, $0.baseAddress!) }
+        }
+    }
+
+    /// The per-block table of bf16 bits (partial blocks).
+    private var bfloat16Table: (UnsafeMutablePointer<UInt16>, Float) -> Void {
+        let codes = codeValues
+        return { table, scale in
+            for c in 0..<16 { table[c] = HalfFloat.bfloat16FromFloat(codes[c] * scale) }
         }
     }
 
@@ -120,6 +147,15 @@ extension QuantizedTensor {
     private func decode<T>(elements: Range<Int>, into output: UnsafeMutablePointer<T>,
                            bulk: BulkDecode<T>? = nil,
                            makeTable: (UnsafeMutablePointer<T>, Float) -> Void) {
+        decode(segments: 1, { _ in (elements, output) }, bulk: bulk, makeTable: makeTable)
+    }
+
+    /// The same over several flat ranges (the rows of a 2-D window), each to its own output, in one pass
+    /// over the storage setup.
+    @inline(__always)
+    private func decode<T>(segments: Int, _ segment: (Int) -> (Range<Int>, UnsafeMutablePointer<T>),
+                           bulk: BulkDecode<T>? = nil,
+                           makeTable: (UnsafeMutablePointer<T>, Float) -> Void) {
         let pairs: (UnsafeMutablePointer<T>, UnsafePointer<UInt8>, Int, UnsafeMutablePointer<T>) -> Void
         if T.self == Float.self {
             pairs = { out, bytes, count, table in
@@ -132,7 +168,6 @@ extension QuantizedTensor {
                                      UnsafeRawPointer(table).assumingMemoryBound(to: UInt16.self))
             }
         }
-        guard !elements.isEmpty else { return }
         let bs = blocksize, blockCount = blockCount
         packed.withUnsafeBufferPointer { packedBuffer in
             withBlockScales { scales in
@@ -141,6 +176,8 @@ extension QuantizedTensor {
                     let table = tableBuffer.baseAddress!
                     var scalesFirst = 0, scalesCount = 0    // scaleBuffer holds blocks scalesFirst ..< + scalesCount
                     let bytes = packedBuffer.baseAddress!
+                    for index in 0..<segments {
+                    let (elements, output) = segment(index)
                     var e = elements.lowerBound
                     var out = output
                     let end = elements.upperBound
@@ -174,6 +211,7 @@ extension QuantizedTensor {
                             out += 1
                             e += 1
                         }
+                    }
                     }
                 }
                 }

@@ -2,6 +2,7 @@
 public enum RuntimeError: Error, CustomStringConvertible, Equatable {
     case openBLASMissing(reason: String)
     case writeFailed(path: String, reason: String)
+    case badKernel(value: String, reason: String)
 
     public var description: String {
         switch self {
@@ -9,6 +10,8 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
             return "OpenBLAS could not be loaded (\(reason)). Install it with: apt-get install -y libopenblas-dev"
         case .writeFailed(let path, let reason):
             return "\(path): could not write (\(reason)). Nothing was left under that name; check free disk space and permissions."
+        case .badKernel(let value, let reason):
+            return "QLORA_KERNEL=\(value) cannot be used: \(reason). Unset it to let qlora choose."
         }
     }
 }

@@ -100,10 +100,10 @@ enum TrainBenchmark: Benchmark {
         print(String(format: "step: median %.3f s, min %.3f, max %.3f  ->  %.1f tokens/s", median, times.min()!, times.max()!, tokensPerSecond))
         print(String(format: "peak RSS %.1f MiB (%.1f MiB above the process baseline)", Double(peak) / 1048576, Double(peak - baseline) / 1048576))
         for phase in StepProfiler.Phase.allCases {
-            print(String(format: "  %-9@ %5.1f%%", "\(phase)" as NSString, 100 * (split[phase] ?? 0) / total))
+            print("  \("\(phase)".padding(toLength: 10, withPad: " ", startingAt: 0))\(String(format: "%5.1f%%", 100 * (split[phase] ?? 0) / total))")
         }
         let other = total - split.values.reduce(0, +)
-        print(String(format: "  %-9@ %5.1f%%", "other" as NSString, 100 * other / total))
+        print("  other     \(String(format: "%5.1f%%", 100 * other / total))")
         print(String(format: "achieved %.1f GFLOP/s (%.0f MFLOP/token) vs sgemm peak %.1f GFLOP/s (1 thread), %.1f (%d threads)",
                      achieved, flopsPerToken / 1e6, peak1, peak2, Parallel.threads))
         if let bf16Peak {

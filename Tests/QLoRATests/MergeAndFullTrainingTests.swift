@@ -299,8 +299,9 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
 }
 
 @Suite struct EmbeddingStorageTests {
-    /// A bf16 checkpoint keeps its embedding table and untied lm_head in bf16: half the bytes, and the
-    /// very same logits and gradients as widening them to fp32 (the values are bf16 either way).
+    /// A bf16 checkpoint keeps its embedding table and untied lm_head in bf16: half the bytes, and on the
+    /// fp32 kernel the very same logits and gradients as widening them to fp32 (the values are bf16 either
+    /// way). On the bf16 kernel a bf16 head also computes in bf16, as transformers does for such a checkpoint.
     @Test func bf16TablesAreLosslessAndHalfTheSize() throws {
         let source = FixturePaths.url("tiny-llama/untied-bf16")
         let widened = FileManager.default.temporaryDirectory.appendingPathComponent("bf16-as-fp32-\(UUID().uuidString)")
@@ -314,6 +315,9 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
         let bf16 = try LlamaLoader.load(directory: source, format: .quantized(QuantizationOptions()), precision: .bf16)
         let fp32 = try LlamaLoader.load(directory: widened, format: .quantized(QuantizationOptions()), precision: .bf16)
         #expect(bf16.config.frozenTableStorage == .bfloat16 && fp32.config.frozenTableStorage == .float32)
+        #expect(bf16.lmHead.precision == .bf16 && fp32.lmHead.precision == .fp32)
+        bf16.useKernel(.fp32)
+        fp32.useKernel(.fp32)
         #expect(fp32.frozenBytes.other - bf16.frozenBytes.other == 2 * 1024 * 96 * 2)
 
         let reference = try SafeTensorsFile(path: FixturePaths.url("tiny-llama-cases/untied_fp32/tensors.safetensors").path)

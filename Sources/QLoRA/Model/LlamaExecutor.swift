@@ -93,8 +93,10 @@ public final class LlamaExecutor {
                          slots: ActivationLayout.LayerSlots, rows n: Int) {
         model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, workspace: workspace)
         if let adapter = lora?.adapters[layer][projection.rawValue] {
-            adapter.forward(y: y, t: p(slots.loraT[projection.rawValue]), x: x, rows: n,
-                            maskSeed: dropoutSeed, dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+            StepProfiler.measure(.lora) {
+                adapter.forward(y: y, t: p(slots.loraT[projection.rawValue]), x: x, rows: n,
+                                maskSeed: dropoutSeed, dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+            }
         }
     }
 
@@ -179,9 +181,10 @@ public final class LlamaExecutor {
             // Rows without a target contribute nothing: skip their lm_head entirely.
             if (r0..<r1).contains(where: { targets[$0] != -100 }) {
                 model.lmHead.forward(y: logits, x: p(layout.hFinal) + r0 * c, rows: r1 - r0, workspace: workspace)
-                let result = CrossEntropy.forwardBackward(
-                    dlogits: gradScale == nil ? nil : logits, logits: logits, targets: targets + r0,
-                    rows: r1 - r0, vocab: v, gradScale: gradScale ?? 0)
+                let result = StepProfiler.measure(.loss) {
+                    CrossEntropy.forwardBackward(dlogits: gradScale == nil ? nil : logits, logits: logits, targets: targets + r0,
+                                                 rows: r1 - r0, vocab: v, gradScale: gradScale ?? 0)
+                }
                 total += result.lossSum
                 count += result.count
                 if gradScale != nil {
@@ -249,8 +252,10 @@ public final class LlamaExecutor {
                        m: linear.outFeatures, n: linear.inFeatures, k: n, beta: 1)
         }
         if let adapter = lora?.adapters[layer][projection.rawValue] {
-            adapter.backward(dx: dx, dy: dy, t: p(slots.loraT[projection.rawValue]), x: x, rows: n, maskSeed: dropoutSeed,
-                             dt: p(layout.dLoRA), dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+            StepProfiler.measure(.lora) {
+                adapter.backward(dx: dx, dy: dy, t: p(slots.loraT[projection.rawValue]), x: x, rows: n, maskSeed: dropoutSeed,
+                                 dt: p(layout.dLoRA), dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+            }
         }
     }
 

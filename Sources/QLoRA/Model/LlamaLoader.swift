@@ -56,7 +56,7 @@ public enum LlamaLoader {
             let weight = try frozenWeight(checkpoint: checkpoint, path: path, name: "lm_head.weight",
                                           outFeatures: config.vocabSize, inFeatures: c,
                                           format: config.frozenTableStorage == .bfloat16 ? .denseBF16 : .dense32)
-            lmHead = BaseLinear(weight: weight, precision: .fp32)
+            lmHead = BaseLinear(weight: weight, precision: LlamaModel.headPrecision(weight, model: precision))
         }
         return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: norm, lmHead: lmHead, precision: precision)
     }
@@ -153,9 +153,9 @@ public enum LlamaLoader {
         let normBuffer = buffer(norm(-1))
         var head: BaseLinear?
         if !config.tieWordEmbeddings {
-            head = BaseLinear(weight: try makeWeight(lmHead(), outFeatures: config.vocabSize, inFeatures: c,
-                                                     format: config.frozenTableStorage == .bfloat16 ? .denseBF16 : .dense32),
-                              precision: .fp32)
+            let weight = try makeWeight(lmHead(), outFeatures: config.vocabSize, inFeatures: c,
+                                        format: config.frozenTableStorage == .bfloat16 ? .denseBF16 : .dense32)
+            head = BaseLinear(weight: weight, precision: LlamaModel.headPrecision(weight, model: precision))
         }
         return LlamaModel(config: config, embedTokens: embedTable, layers: layers, norm: normBuffer, lmHead: head, precision: precision)
     }

@@ -30,8 +30,14 @@ public final class LlamaModel {
         self.layers = layers
         self.norm = norm
         self.precision = precision
-        // A tied lm_head reads the embedding table in place (fp32 compute; a bf16 table through tiles).
-        self.lmHead = lmHead ?? BaseLinear(weight: embedTokens, precision: .fp32)
+        // A tied lm_head reads the embedding table in place.
+        self.lmHead = lmHead ?? BaseLinear(weight: embedTokens, precision: Self.headPrecision(embedTokens, model: precision))
+    }
+
+    /// The lm_head computes in bf16 only when its weight is stored in bf16 and the model computes in bf16
+    /// (as transformers does for a bf16 checkpoint); an fp32 head keeps fp32 logits.
+    public static func headPrecision(_ weight: any FrozenWeight, model precision: ComputePrecision) -> ComputePrecision {
+        precision == .bf16 && weight.bfloat16Storage != nil ? .bf16 : .fp32
     }
 
     /// Puts every base linear (and the lm_head) on `kernel` for its bf16-compute GEMMs.

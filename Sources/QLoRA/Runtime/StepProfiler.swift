@@ -1,11 +1,12 @@
 import Dispatch
 
-/// Wall time per phase of a training step (dequantization, GEMM, attention), for the benchmark's
+/// Wall time per phase of a training step (dequantization, frozen-weight GEMM, attention, the LoRA
+/// branches, the softmax cross-entropy), for the benchmark's
 /// breakdown. Off by default; when on, each timed region costs two clock reads. Regions are timed on
 /// the calling thread (a parallel region counts its wall time once).
 public enum StepProfiler {
     public enum Phase: Int, CaseIterable, Sendable {
-        case dequant, gemm, attention
+        case dequant, gemm, attention, lora, loss
     }
 
     nonisolated(unsafe) public static var enabled = false

@@ -83,13 +83,18 @@ enum TrainBenchmark: Benchmark {
         let tokensPerSecond = Double(seq) / median
 
         // FLOPs per token of a LoRA step (the issue's accounting): forward 2N + input-gradient backward 2N
-        // over every base linear and the lm_head (N = 134.5 M for SmolLM2), + 2N_decoder for the recompute
-        // with checkpointing; plus attention: QK^T and PV are 4*T*D per head per token forward, backward twice that.
+        // over every base linear and the lm_head (N = 134.5 M for SmolLM2), + 2N for the recompute with
+        // checkpointing over the decoder linears but down_proj (whose output the recompute skips); plus
+        // attention: QK^T and PV are 4*T*D per head per token forward, backward twice that.
         let decoder = Double(config.decoderLinearParameterCount)
         let allLinear = decoder + Double(config.vocabSize * config.hiddenSize)
+        let recomputed = decoder - Double(config.numHiddenLayers * config.intermediateSize * config.hiddenSize)
         let attentionForward = 4 * Double(config.numHiddenLayers * config.numAttentionHeads * config.headDim * seq)
-        let flopsPerToken = 4 * allLinear + (checkpointing ? 2 * decoder : 0) + attentionForward * (checkpointing ? 4 : 3)
+        let frozenFlopsPerToken = 4 * allLinear + (checkpointing ? 2 * recomputed : 0)
+        let flopsPerToken = frozenFlopsPerToken + attentionForward * (checkpointing ? 4 : 3)
         let achieved = flopsPerToken * Double(seq) / median / 1e9
+        // The frozen-weight GEMMs alone: their FLOPs over the time of the gemm phase.
+        let gemmRate = frozenFlopsPerToken * Double(seq) * Double(steps) / max(split[.gemm] ?? 0, 1e-9) / 1e9
         let peak1 = sgemmPeak(threads: 1), peak2 = sgemmPeak(threads: Parallel.threads)
         let bf16Peak = GemmKernel.current.usesBF16 ? bf16GemmPeak(kernel: GemmKernel.current) : nil
 
@@ -106,9 +111,10 @@ enum TrainBenchmark: Benchmark {
         print("  other     \(String(format: "%5.1f%%", 100 * other / total))")
         print(String(format: "achieved %.1f GFLOP/s (%.0f MFLOP/token) vs sgemm peak %.1f GFLOP/s (1 thread), %.1f (%d threads)",
                      achieved, flopsPerToken / 1e6, peak1, peak2, Parallel.threads))
-        if let bf16Peak {
-            print(String(format: "bf16 GEMM peak %.1f GFLOP/s (%d threads; 1024 x 1024 bf16 weight, 1024 rows, packing included)", bf16Peak, Parallel.threads))
-        }
+        let kernelPeak = bf16Peak ?? peak2
+        print(String(format: "frozen-weight GEMMs %.1f GFLOP/s in the gemm phase = %.0f%% of the %@ peak %.1f GFLOP/s (%d threads%@)",
+                     gemmRate, 100 * gemmRate / kernelPeak, (bf16Peak == nil ? "sgemm" : "bf16 GEMM") as NSString, kernelPeak, Parallel.threads,
+                     (bf16Peak == nil ? "" : "; 1024 x 1024 bf16 weight, 1024 rows, packing included") as NSString))
         print("losses: \(losses.map { String(format: "%.4f", $0) }.joined(separator: " "))")
         if let path = o["json"] {
             let json: [String: Any] = [
@@ -117,6 +123,7 @@ enum TrainBenchmark: Benchmark {
                 "dequant_share": (split[.dequant] ?? 0) / total, "gemm_share": (split[.gemm] ?? 0) / total,
                 "attention_share": (split[.attention] ?? 0) / total, "gflops": achieved, "sgemm_peak_1t": peak1, "sgemm_peak": peak2,
                 "kernel": precision == .bf16 ? GemmKernel.current.rawValue : "fp32", "bf16_gemm_peak": bf16Peak ?? 0,
+                "gemm_phase_gflops": gemmRate, "lora_share": (split[.lora] ?? 0) / total, "loss_share": (split[.loss] ?? 0) / total,
             ]
             try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
         }

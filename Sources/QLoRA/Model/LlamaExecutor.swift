@@ -88,10 +88,13 @@ public final class LlamaExecutor {
                         weight: UnsafePointer(model.norm.baseAddress!), rows: n, dim: config.hiddenSize, eps: config.rmsNormEps)
     }
 
-    /// Base linear + LoRA branch of one projection.
+    /// Base linear + LoRA branch of one projection. Without `baseNeeded` (a recompute whose output is
+    /// thrown away) only the LoRA branch runs, for the intermediate its backward reads.
     private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
-                         slots: ActivationLayout.LayerSlots, rows n: Int) {
-        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, workspace: workspace)
+                         slots: ActivationLayout.LayerSlots, rows n: Int, baseNeeded: Bool = true) {
+        if baseNeeded {
+            model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, workspace: workspace)
+        }
         if let adapter = lora?.adapters[layer][projection.rawValue] {
             StepProfiler.measure(.lora) {
                 adapter.forward(y: y, t: p(slots.loraT[projection.rawValue]), x: x, rows: n,
@@ -100,7 +103,9 @@ public final class LlamaExecutor {
         }
     }
 
-    private func forwardLayer(_ layer: Int, output: UnsafeMutablePointer<Float>) {
+    /// One decoder layer from its saved input. `recompute` (checkpointing's backward) stops short of the
+    /// layer's output, which backward never reads: no base down_proj GEMM, no residual add.
+    private func forwardLayer(_ layer: Int, output: UnsafeMutablePointer<Float>, recompute: Bool = false) {
         let config = model.config
         let s = layout.layers[layer]
         let n = batch * seqLen
@@ -123,8 +128,8 @@ public final class LlamaExecutor {
         project(layer, .gate, y: p(s.gate), x: p(s.h2), slots: s, rows: n)
         project(layer, .up, y: p(s.up), x: p(s.h2), slots: s, rows: n)
         SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * config.intermediateSize)
-        project(layer, .down, y: output, x: p(s.act), slots: s, rows: n)
-        add(output, p(s.xMid), count: n * c)
+        project(layer, .down, y: output, x: p(s.act), slots: s, rows: n, baseNeeded: !recompute)
+        if !recompute { add(output, p(s.xMid), count: n * c) }
     }
 
     @inline(__always)
@@ -232,7 +237,7 @@ public final class LlamaExecutor {
         for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
             if shape.gradientCheckpointing {
                 // Recompute this layer's internals from its saved input; its output is not needed.
-                forwardLayer(layer, output: p(layout.dHidden))
+                forwardLayer(layer, output: p(layout.dHidden), recompute: true)
             }
             backwardLayer(layer, mlpInternalsFresh: shape.gradientCheckpointing)
         }

@@ -10,6 +10,7 @@ protocol Benchmark {
 
 let benchmarks: [any Benchmark.Type] = [
     DequantBenchmark.self,
+    GemmBenchmark.self,
     QuantizeBenchmark.self,
     TrainBenchmark.self,
 ]

@@ -96,8 +96,9 @@ import Testing
                 sourceLocation: sourceLocation)
     }
 
-    /// (M, I, O): odd K, partial panels and register tiles, one K block and several in backward.
-    static let shapes: [(Int, Int, Int)] = [(1, 2, 1), (13, 77, 70), (25, 64, 33), (7, 130, 301)]
+    /// (M, I, O): odd K, partial panels and register tiles, one K block and several in backward (KC = 512),
+    /// more than one staged column group (SC = 256).
+    static let shapes: [(Int, Int, Int)] = [(1, 2, 1), (13, 77, 70), (25, 64, 33), (7, 130, 601), (5, 600, 40)]
 
     // MARK: - Tests
 

@@ -177,41 +177,41 @@ extension QuantizedTensor {
                     var scalesFirst = 0, scalesCount = 0    // scaleBuffer holds blocks scalesFirst ..< + scalesCount
                     let bytes = packedBuffer.baseAddress!
                     for index in 0..<segments {
-                    let (elements, output) = segment(index)
-                    var e = elements.lowerBound
-                    var out = output
-                    let end = elements.upperBound
-                    while e < end {
-                        if let bulk, e % bs == 0, end - e >= bs {    // a run of whole blocks: table built in registers
-                            let blocks = (end - e) / bs
-                            bulk(out, bytes + (e >> 1), scales, e / bs, blocks)
-                            out += blocks * bs
-                            e += blocks * bs
-                            continue
+                        let (elements, output) = segment(index)
+                        var e = elements.lowerBound
+                        var out = output
+                        let end = elements.upperBound
+                        while e < end {
+                            if let bulk, e % bs == 0, end - e >= bs {    // a run of whole blocks: table built in registers
+                                let blocks = (end - e) / bs
+                                bulk(out, bytes + (e >> 1), scales, e / bs, blocks)
+                                out += blocks * bs
+                                e += blocks * bs
+                                continue
+                            }
+                            let block = e / bs
+                            let blockEnd = min(end, (block + 1) * bs)
+                            if block - scalesFirst >= scalesCount || block < scalesFirst {   // scales 64 blocks at a time
+                                scalesFirst = block
+                                scalesCount = min(scaleBuffer.count, blockCount - block)
+                                qlora_block_scales_f32(scaleBuffer.baseAddress!, scales, block, scalesCount)
+                            }
+                            makeTable(table, scaleBuffer[block - scalesFirst])
+                            if e & 1 == 1 {                 // odd start: the low nibble of a byte
+                                out[0] = table[Int(bytes[e >> 1] & 0x0f)]
+                                out += 1
+                                e += 1
+                            }
+                            let byteCount = (blockEnd - e) >> 1
+                            pairs(out, bytes + (e >> 1), byteCount, table)   // SIMD table decode (C, run-time dispatch)
+                            out += 2 * byteCount
+                            e += 2 * byteCount
+                            if e < blockEnd {               // odd end: the high nibble of a byte
+                                out[0] = table[Int(bytes[e >> 1] >> 4)]
+                                out += 1
+                                e += 1
+                            }
                         }
-                        let block = e / bs
-                        let blockEnd = min(end, (block + 1) * bs)
-                        if block - scalesFirst >= scalesCount || block < scalesFirst {   // scales 64 blocks at a time
-                            scalesFirst = block
-                            scalesCount = min(scaleBuffer.count, blockCount - block)
-                            qlora_block_scales_f32(scaleBuffer.baseAddress!, scales, block, scalesCount)
-                        }
-                        makeTable(table, scaleBuffer[block - scalesFirst])
-                        if e & 1 == 1 {                 // odd start: the low nibble of a byte
-                            out[0] = table[Int(bytes[e >> 1] & 0x0f)]
-                            out += 1
-                            e += 1
-                        }
-                        let byteCount = (blockEnd - e) >> 1
-                        pairs(out, bytes + (e >> 1), byteCount, table)   // SIMD table decode (C, run-time dispatch)
-                        out += 2 * byteCount
-                        e += 2 * byteCount
-                        if e < blockEnd {               // odd end: the high nibble of a byte
-                            out[0] = table[Int(bytes[e >> 1] >> 4)]
-                            out += 1
-                            e += 1
-                        }
-                    }
                     }
                 }
                 }

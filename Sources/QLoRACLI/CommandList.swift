@@ -5,6 +5,7 @@ public enum CommandList {
         QuantizeCommand.self,
         TrainCommand.self,
         GenerateCommand.self,
+        EvalCommand.self,
         MergeCommand.self,
         MemoryCommand.self,
         InspectCommand.self,

@@ -63,13 +63,9 @@ public struct TrainingRun {
         let o = options
         guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
         let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.format, precision: o.precision)
-        guard FileManager.default.fileExists(atPath: o.modelDirectory.appendingPathComponent("tokenizer.json").path) else {
-            throw TrainError.badOptions("\(o.modelDirectory.path) has no tokenizer.json. Training tokenizes the dataset with the model's own tokenizer: copy tokenizer.json (and tokenizer_config.json) from the original model into that directory.")
-        }
-        let tokenizer = try Tokenizer(directory: o.modelDirectory)
-        let template = try tokenizer.chatTemplateSource.map { try ChatTemplate($0) }
-        let exampleTokenizer = ExampleTokenizer(tokenizer: tokenizer, chatTemplate: template,
-                                                addBOS: tokenizer.addsBOSToken, addEOS: true)
+        let dataset = try DatasetTokenizer(modelDirectory: o.modelDirectory, vocabSize: model.config.vocabSize,
+                                           purpose: "Training tokenizes the dataset")
+        let tokenizer = dataset.tokenizer
         var trainExamples = try TrainingExample.load(jsonl: o.dataFile)
         var evalExamples: [TrainingExample] = []
         if let evalFile = o.evalFile {
@@ -77,17 +73,10 @@ public struct TrainingRun {
         } else if o.evalFraction > 0 {
             (trainExamples, evalExamples) = try TrainingExample.split(trainExamples, evalFraction: o.evalFraction, seed: o.seed)
         }
-        let vocab = model.config.vocabSize
         func tokenize(_ examples: [TrainingExample], file: URL) throws -> [TokenizedExample] {
-            try examples.enumerated().map { index, example in
-                let tokenized = try exampleTokenizer.tokenize(example)
-                if let bad = tokenized.inputIDs.first(where: { Int($0) >= vocab }) {
-                    throw TrainError.badOptions("\(file.path): example \(index + 1) has token id \(bad) but the model's vocabulary has \(vocab) ids; the tokenizer does not match the model")
-                }
-                return tokenized
-            }
+            try dataset.tokenize(examples, file: file)
         }
-        let pad = tokenizer.padTokenID ?? tokenizer.eosTokenID ?? 0
+        let pad = dataset.padTokenID
         let mode: BatchingMode = o.packing ? .packing : .padding
         let train = try Batcher(examples: try tokenize(trainExamples, file: o.dataFile),
                                 options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: o.seed),

@@ -1,80 +1,14 @@
 #include "CQLoRAKernels.h"
 #include <immintrin.h>
 #include "BF16Rounding.h"
+#include "NibbleLookup.h"
 
 /* Bit-exactness with bitsandbytes: the double-quantized scale is a multiply THEN an add, each rounded to
  * float32. Clang may contract a * b + c into an FMA where the target has one (AVX-512F does); this pragma
  * and -ffp-contract=off (Package.swift) forbid it. */
 #pragma STDC FP_CONTRACT OFF
 
-/* ---- block scales, computed from the stored statistics a chunk of blocks at a time ---- */
-enum { SCALE_CHUNK = 64 };   /* blocks per chunk: the scales of a chunk live on the stack (256 bytes) */
-
-typedef struct {
-    const float *absmax;      /* plain: the next block's absmax; NULL when double-quantized */
-    const uint8_t *codes;     /* double-quantized: the next block's code */
-    const float *nested;      /* the nested absmax of the next block */
-    const float *map;
-    float offset;
-    size_t left;              /* blocks left under *nested, the next one included */
-    size_t nested_blocksize;
-} scale_cursor;
-
-static inline scale_cursor scale_cursor_at(const qlora_block_scales *s, size_t first) {
-    scale_cursor c = { 0 };
-    if (s->absmax) { c.absmax = s->absmax + first; return c; }
-    c.codes = s->codes + first;
-    c.nested = s->nested_absmax + first / s->nested_blocksize;
-    c.map = s->dynamic_map;
-    c.offset = s->offset;
-    c.nested_blocksize = s->nested_blocksize;
-    c.left = s->nested_blocksize - first % s->nested_blocksize;
-    return c;
-}
-
-/* The scales of the next n (<= SCALE_CHUNK) blocks: the stored absmax itself when plain, else computed
- * into buffer. A separate tight loop, so the block kernels below stay as they were with precomputed scales. */
-static inline const float *scale_chunk(scale_cursor *c, float *buffer, size_t n) {
-    if (c->absmax) { const float *s = c->absmax; c->absmax += n; return s; }
-    for (size_t done = 0; done < n;) {
-        size_t run = n - done < c->left ? n - done : c->left;
-        const float nested = *c->nested, offset = c->offset, *map = c->map;
-        const uint8_t *codes = c->codes;
-        for (size_t k = 0; k < run; k++) {
-            float product = map[codes[k]] * nested;
-            buffer[done + k] = product + offset;
-        }
-        c->codes += run;
-        done += run;
-        c->left -= run;
-        if (c->left == 0) { c->nested++; c->left = c->nested_blocksize; }
-    }
-    return buffer;
-}
-
-/* Blocks first ..< first + count in chunks: while (scale_chunks_next(&chunks)) uses chunks.block (relative
- * to first), chunks.count and chunks.scales (count). */
-typedef struct {
-    scale_cursor cursor;
-    size_t block, count, total;
-    const float *scales;
-    float buffer[SCALE_CHUNK];
-} scale_chunks;
-
-static inline void scale_chunks_init(scale_chunks *c, const qlora_block_scales *s, size_t first, size_t count) {
-    c->cursor = scale_cursor_at(s, first);
-    c->block = 0;
-    c->count = 0;
-    c->total = count;
-}
-
-static inline int scale_chunks_next(scale_chunks *c) {
-    c->block += c->count;
-    if (c->block >= c->total) return 0;
-    c->count = c->total - c->block < SCALE_CHUNK ? c->total - c->block : SCALE_CHUNK;
-    c->scales = scale_chunk(&c->cursor, c->buffer, c->count);
-    return 1;
-}
+#include "BlockScales.h"
 
 void qlora_block_scales_f32(float *out, const qlora_block_scales *scales, size_t first_block, size_t block_count) {
     scale_chunks chunks;
@@ -101,14 +35,6 @@ static void u16_scalar(uint16_t *out, const uint8_t *bytes, size_t n, const uint
 }
 
 /* ---- AVX2: vpermps on the two halves of the table, blend on bit 3; u16 via pshufb on byte tables ---- */
-__attribute__((target("avx2")))
-static inline __m256 lookup8_avx2(__m256 lo, __m256 hi, __m128i nibbles8) {
-    __m256i index = _mm256_cvtepu8_epi32(nibbles8);
-    __m256 a = _mm256_permutevar8x32_ps(lo, index);
-    __m256 b = _mm256_permutevar8x32_ps(hi, index);
-    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
-}
-
 __attribute__((target("avx2")))
 static inline void decode16_f32_avx2(float *o, const uint8_t *src, __m256 lo, __m256 hi) {
     const __m128i mask = _mm_set1_epi8(0x0f);
@@ -199,17 +125,6 @@ static void blocks_bf16_scalar(uint16_t *out, const uint8_t *bytes, const float 
         for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes[c] * scales[b]);
         u16_scalar(out + 2 * b * bb, bytes + b * bb, bb, table);
     }
-}
-
-/* bf16 rounding of 8 floats, result bits in the low 16 bits of each lane (NaN -> quiet NaN). */
-__attribute__((target("avx2")))
-static inline __m256i bf16_round_avx2(__m256 x) {
-    __m256i u = _mm256_castps_si256(x);
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
-    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
-    __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-    return _mm256_blendv_epi8(rounded, quiet, nan);
 }
 
 __attribute__((target("avx2")))

@@ -43,7 +43,12 @@ public final class BaseLinear {
     public func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows n: Int, workspace: GemmWorkspace) {
         let o = outFeatures, i = inFeatures
         let tile = workspace.base, tileRows = workspace.tileRows
-        if usesBF16Kernel {
+        if n == 1, direct == nil, weight.hasMatrixVector(precision: precision) {
+            // One row (decoding a token): read W once, straight from storage, both threads on the rows.
+            Parallel.forEachRange(o, minimumPerChunk: 64) { rows in
+                weight.matrixVector(y: y + rows.lowerBound, x: x, rows: rows, precision: precision)
+            }
+        } else if usesBF16Kernel {
             StepProfiler.measure(.gemm) {
                 BF16Gemm.forward(y: y, x: x, rows: n, weight: weight, level: kernel.level, workspace: workspace.raw, bytes: workspace.bytes)
             }

@@ -19,9 +19,23 @@ public protocol FrozenWeight: AnyObject {
     /// out + (r - rows.lowerBound) * ld, with ld >= columns.count rounded up to even (an odd width gets
     /// one zero appended). What the bf16 GEMM stages before packing (Kernels/BF16Gemm.swift).
     func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int)
+    /// Whether `matrixVector` can run for `precision`.
+    func hasMatrixVector(precision: ComputePrecision) -> Bool
+    /// y[r - rows.lowerBound] = W[r] . x (fp32 x) for the rows `rows`, read straight from storage with
+    /// the weights `writeTile` would write for `precision` (CQLoRAKernels/include/Gemv.h): decoding one
+    /// token. Only where `hasMatrixVector(precision:)`.
+    func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision)
 }
 
 extension FrozenWeight {
+    /// bf16 storage has a kernel (its values are exact in fp32 and in bf16); fp16 rounding is left to tiles.
+    public func hasMatrixVector(precision: ComputePrecision) -> Bool { bfloat16Storage != nil && precision != .fp16 }
+
+    public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
+        guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
+        qlora_gemv_bf16(qlora_kernels_level(), y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
+    }
+
     public var bfloat16Storage: UnsafePointer<UInt16>? { nil }
 
     /// From bf16 or fp32 storage; weights with neither (quantized ones) implement their own.

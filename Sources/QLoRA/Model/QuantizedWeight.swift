@@ -36,6 +36,12 @@ public final class QuantizedWeight: FrozenWeight {
         tensor.dequantize(rows: rows, into: tile, roundedTo: precision.dequantPrecision)
     }
 
+    public func hasMatrixVector(precision: ComputePrecision) -> Bool { tensor.rowsAreWholeBlocks && precision != .fp16 }
+
+    public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
+        tensor.matrixVector(y: y, x: x, rows: rows, precision: precision.dequantPrecision)
+    }
+
     public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
         tensor.dequantizeBFloat16(rows: rows, columns: columns, into: out, ld: ld)
         if columns.count & 1 == 1 { for i in 0..<rows.count { out[i * ld + columns.count] = 0 } }

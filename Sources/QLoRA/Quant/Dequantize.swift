@@ -112,7 +112,7 @@ extension QuantizedTensor {
 
     /// The stored statistics as the C kernels read them, valid inside `body`.
     @inline(__always)
-    private func withBlockScales<R>(_ body: (UnsafePointer<qlora_block_scales>) -> R) -> R {
+    func withBlockScales<R>(_ body: (UnsafePointer<qlora_block_scales>) -> R) -> R {
         switch absmax {
         case .plain(let values):
             return values.withUnsafeBufferPointer { absmax in

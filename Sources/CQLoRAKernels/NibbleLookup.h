@@ -1,0 +1,27 @@
+#ifndef CQLORA_NIBBLE_LOOKUP_H
+#define CQLORA_NIBBLE_LOOKUP_H
+/* SIMD helpers shared by the dequantization and matrix-vector kernels. */
+#include <immintrin.h>
+
+/* AVX2: 8 nibbles (one per byte of nibbles8) -> 8 floats of the 16-entry table lo | hi: vpermps on both
+ * halves, blend on bit 3. */
+__attribute__((target("avx2")))
+static inline __m256 lookup8_avx2(__m256 lo, __m256 hi, __m128i nibbles8) {
+    __m256i index = _mm256_cvtepu8_epi32(nibbles8);
+    __m256 a = _mm256_permutevar8x32_ps(lo, index);
+    __m256 b = _mm256_permutevar8x32_ps(hi, index);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+}
+
+/* bf16 rounding of 8 floats, result bits in the low 16 bits of each lane (NaN -> quiet NaN). */
+__attribute__((target("avx2")))
+static inline __m256i bf16_round_avx2(__m256 x) {
+    __m256i u = _mm256_castps_si256(x);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+    __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+
+#endif

@@ -1,0 +1,30 @@
+#ifndef CQLORA_GEMV_H
+#define CQLORA_GEMV_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct qlora_block_scales;
+
+/* Matrix-vector products for decoding one token: y[r] = W[r] . x for `rows` rows of W, read straight
+ * from storage (4-bit codes or bf16 bits), nothing written but y.
+ *
+ * The arithmetic, the same at every level: per row, two sets of 16 fp32 accumulators A and B; the row is
+ * taken 32 elements at a time (zero-padded at the end), element 32g + l goes into A[l] and 32g + 16 + l
+ * into B[l], each a fused multiply-add w * x + acc. Then v[l] = A[l] + B[l], and v is halved four times,
+ * v[l] += v[l + 8], v[l] += v[l + 4], v[l] += v[l + 2], v[l] += v[l + 1]; y[r] = v[0].
+ *
+ * Levels (as qlora_kernels_level): 0 = scalar (defines the arithmetic), 1 = AVX2 + FMA, 2 = AVX-512F;
+ * a level the CPU lacks falls back to the best it has. */
+
+/* 4-bit weight (NF4/FP4), rows of `cols` elements, cols a multiple of the block size (2 * block_bytes,
+ * itself a multiple of 32): row r starts at byte r * cols / 2 of `bytes` and at block first_block +
+ * r * cols / blocksize. The weight of code c in block b is codes16[c] * scale(b), rounded to bf16 when
+ * `rounding` is 1 (as the dequantization kernels do). */
+void qlora_gemv4(int level, float *y, const float *x, size_t rows, size_t cols, const uint8_t *bytes,
+                 const struct qlora_block_scales *scales, size_t first_block, size_t block_bytes, const float *codes16,
+                 int rounding);
+
+/* bf16 weight: row r at w + r * ldw (bf16 bits), `cols` elements (any count). */
+void qlora_gemv_bf16(int level, float *y, const float *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw);
+
+#endif

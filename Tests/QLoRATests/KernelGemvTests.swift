@@ -1,0 +1,92 @@
+import CQLoRAKernels
+import Testing
+@testable import QLoRA
+
+/// The decode matrix-vector kernels (CQLoRAKernels/Gemv.c): every SIMD level bit-identical to the scalar
+/// twin, and the twin equal to the dot products of the weights the tile path writes (within fp32 rounding).
+@Suite struct KernelGemvTests {
+    static var levels: [Int32] { Array(0...qlora_kernels_best_level()) }
+
+    /// Dot products in Double of the weights `writeTile` writes.
+    static func reference(_ weight: any FrozenWeight, x: [Float], precision: ComputePrecision) -> [Double] {
+        var tile = [Float](repeating: 0, count: weight.outFeatures * weight.inFeatures)
+        tile.withUnsafeMutableBufferPointer { weight.writeTile(rows: 0..<weight.outFeatures, into: $0.baseAddress!, precision: precision) }
+        return (0..<weight.outFeatures).map { r in
+            (0..<weight.inFeatures).reduce(0.0) { $0 + Double(tile[r * weight.inFeatures + $1]) * Double(x[$1]) }
+        }
+    }
+
+    static func expectNear(_ y: [Float], _ reference: [Double], _ what: String) {
+        let scale = reference.map(abs).max() ?? 1
+        let worst = zip(y, reference).map { abs(Double($0) - $1) }.max() ?? 0
+        #expect(worst <= 1e-5 * max(1, scale), "\(what): worst \(worst), scale \(scale)")
+    }
+
+    @Test(arguments: [(QuantType.nf4, 64, true), (.fp4, 64, false), (.nf4, 128, true), (.nf4, 32, false)])
+    func fourBitLevelsAgreeBitForBit(_ type: QuantType, _ blocksize: Int, _ doubleQuant: Bool) throws {
+        var random = KernelRandom(seed: 21)
+        for (o, i) in [(1, 256), (7, 576), (33, 1536)] where i % blocksize == 0 {
+            let weight = try QuantizedWeight.quantize(random.floats(o * i), shape: [o, i],
+                                                      options: QuantizationOptions(quantType: type, blocksize: blocksize, doubleQuant: doubleQuant))
+            let x = random.floats(i, -2, 2)
+            for precision in [ComputePrecision.fp32, .bf16] {
+                #expect(weight.hasMatrixVector(precision: precision))
+                var results: [[Float]] = []
+                for level in Self.levels {
+                    var y = [Float](repeating: .nan, count: o)
+                    y.withUnsafeMutableBufferPointer {
+                        weight.tensor.matrixVector(y: $0.baseAddress!, x: x, rows: 0..<o, precision: precision.dequantPrecision, level: level)
+                    }
+                    results.append(y)
+                }
+                for (level, y) in results.enumerated() {
+                    #expect(y.map(\.bitPattern) == results[0].map(\.bitPattern), "\(type) \(blocksize) \(precision) level \(level) vs scalar, \(o)x\(i)")
+                }
+                Self.expectNear(results[0], Self.reference(weight, x: x, precision: precision), "\(type) \(precision) \(o)x\(i)")
+                // A row range reads the same rows.
+                var part = [Float](repeating: .nan, count: o - o / 2)
+                part.withUnsafeMutableBufferPointer { weight.matrixVector(y: $0.baseAddress!, x: x, rows: (o / 2)..<o, precision: precision) }
+                #expect(part.map(\.bitPattern) == results.last!.suffix(o - o / 2).map(\.bitPattern))
+            }
+        }
+        #expect(!(try QuantizedWeight.quantize([Float](repeating: 1, count: 2 * 96), shape: [2, 96], options: QuantizationOptions()))
+                    .hasMatrixVector(precision: .bf16), "a row of 1.5 blocks has no kernel")
+    }
+
+    @Test func bf16LevelsAgreeBitForBit() {
+        var random = KernelRandom(seed: 22)
+        for (o, i) in [(1, 5), (9, 77), (6, 576), (3, 33)] {
+            let weight = DenseBFloat16Weight(outFeatures: o, inFeatures: i, floats: random.floats(o * i))
+            let x = random.floats(i, -2, 2)
+            var results: [[Float]] = []
+            for level in Self.levels {
+                var y = [Float](repeating: .nan, count: o)
+                y.withUnsafeMutableBufferPointer { qlora_gemv_bf16(level, $0.baseAddress!, x, o, i, weight.bfloat16Storage!, i) }
+                results.append(y)
+            }
+            for (level, y) in results.enumerated() {
+                #expect(y.map(\.bitPattern) == results[0].map(\.bitPattern), "bf16 level \(level) vs scalar, \(o)x\(i)")
+            }
+            Self.expectNear(results[0], Self.reference(weight, x: x, precision: .bf16), "bf16 \(o)x\(i)")
+            #expect(weight.hasMatrixVector(precision: .bf16) && !weight.hasMatrixVector(precision: .fp16))
+        }
+    }
+
+    /// BaseLinear's one-row forward (the decode path) against its many-row GEMM on the same row.
+    @Test func oneRowForwardMatchesTheGemm() throws {
+        var random = KernelRandom(seed: 23)
+        let (o, i) = (150, 192)
+        let weight = try QuantizedWeight.quantize(random.floats(o * i), shape: [o, i], options: QuantizationOptions())
+        let linear = BaseLinear(weight: weight, precision: .bf16)
+        linear.kernel = .fp32   // fp32 activations, as the matrix-vector kernel
+        let x = random.floats(2 * i)
+        let floats = GemmWorkspace.floats(rows: 2, maxInFeatures: i, tileRows: 64)
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+        defer { buffer.deallocate() }
+        let workspace = GemmWorkspace(base: buffer, floats: floats, tileRows: 64)
+        var one = [Float](repeating: 0, count: o), two = [Float](repeating: 0, count: 2 * o)
+        one.withUnsafeMutableBufferPointer { linear.forward(y: $0.baseAddress!, x: x, rows: 1, workspace: workspace) }
+        two.withUnsafeMutableBufferPointer { linear.forward(y: $0.baseAddress!, x: x, rows: 2, workspace: workspace) }
+        expectClose(one, Array(two[0..<o]), tolerance: 1e-5, "one row vs GEMM")
+    }
+}

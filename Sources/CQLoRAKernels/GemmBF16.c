@@ -1,5 +1,6 @@
 #include "GemmBF16.h"
 #include "BF16Rounding.h"
+#include "DotBF16.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -10,30 +11,6 @@ enum { NR = QLORA_BF16_NR, MR = 12 };
 static inline uint32_t load_word(const uint16_t *p) { uint32_t w; memcpy(&w, p, 4); return w; }
 
 /* ---- the scalar twin: the arithmetic of vdpbf16ps, one product at a time ---- */
-
-static inline float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static inline uint32_t bits_from_f32(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-
-/* bf16 bits -> fp32, a denormal taken as a zero of the same sign (DAZ). */
-static inline float bf16_daz(uint32_t h) {
-    h &= 0xffffu;
-    if ((h & 0x7f80u) == 0) h &= 0x8000u;
-    return f32_from_bits(h << 16);
-}
-
-/* fp32 with denormals replaced by a zero of the same sign (DAZ on input, FTZ on output). */
-static inline float flush(float x) {
-    uint32_t u = bits_from_f32(x);
-    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
-    return f32_from_bits(u);
-}
-
-/* One lane of vdpbf16ps: acc += a.hi * b.hi, then acc += a.lo * b.lo (each product of two bf16 values is
- * exact in fp32, so each step is one fused multiply-add with one rounding). */
-static inline float dp_pair(float acc, uint32_t a, uint32_t b) {
-    acc = flush(fmaf(bf16_daz(a >> 16), bf16_daz(b >> 16), flush(acc)));
-    return flush(fmaf(bf16_daz(a), bf16_daz(b), acc));
-}
 
 static void panel_scalar(float *c, size_t ldc, const uint32_t *a, size_t lda, const uint32_t *panel,
                          size_t m, size_t pairs, size_t nr, int accumulate) {

@@ -11,6 +11,7 @@ protocol Benchmark {
 let benchmarks: [any Benchmark.Type] = [
     DequantBenchmark.self,
     GemmBenchmark.self,
+    GenerateBenchmark.self,
     QuantizeBenchmark.self,
     TrainBenchmark.self,
 ]

@@ -72,21 +72,53 @@ import Testing
         }
     }
 
+    /// x as bf16 pairs zero-padded to a multiple of 32 elements, and its values.
+    static func bf16Pairs(_ x: [Float]) -> ([UInt32], [Float]) {
+        let rounded = x.map(KernelBF16GemmTests.bf16)
+        var words = [UInt32](repeating: 0, count: (x.count + 31) / 32 * 16)
+        for (k, v) in rounded.enumerated() { words[k / 2] |= (v.bitPattern >> 16) << (k % 2 == 0 ? 0 : 16) }
+        return (words, rounded)
+    }
+
+    @Test func bf16DotKernelsMatchTheirTwin() throws {
+        var random = KernelRandom(seed: 24)
+        let levels: [Int32] = GemmKernel.hardwareHasBF16 ? [0, 1] : [0]
+        for (o, i) in [(1, 64), (5, 576), (8, 1536)] {
+            let weight = try QuantizedWeight.quantize(random.floats(o * i), shape: [o, i], options: QuantizationOptions())
+            let dense = DenseBFloat16Weight(outFeatures: o, inFeatures: i + 13, floats: random.floats(o * (i + 13)))
+            for w in [weight, dense] as [any FrozenWeight] {
+                let (pairs, xValues) = Self.bf16Pairs(random.floats(w.inFeatures, -2, 2))
+                let results: [[Float]] = levels.map { level in
+                    var y = [Float](repeating: .nan, count: o)
+                    y.withUnsafeMutableBufferPointer { w.matrixVectorBF16(y: $0.baseAddress!, x: pairs, rows: 0..<o, level: level) }
+                    return y
+                }
+                for (level, y) in results.enumerated() {
+                    #expect(y.map(\.bitPattern) == results[0].map(\.bitPattern), "\(type(of: w)) bf16 dot level \(level) vs twin, \(o)x\(w.inFeatures)")
+                }
+                Self.expectNear(results[0], Self.reference(w, x: xValues, precision: .bf16), "\(type(of: w)) bf16 dot \(o)x\(w.inFeatures)")
+            }
+        }
+    }
+
     /// BaseLinear's one-row forward (the decode path) against its many-row GEMM on the same row.
     @Test func oneRowForwardMatchesTheGemm() throws {
         var random = KernelRandom(seed: 23)
         let (o, i) = (150, 192)
         let weight = try QuantizedWeight.quantize(random.floats(o * i), shape: [o, i], options: QuantizationOptions())
         let linear = BaseLinear(weight: weight, precision: .bf16)
-        linear.kernel = .fp32   // fp32 activations, as the matrix-vector kernel
         let x = random.floats(2 * i)
         let floats = GemmWorkspace.floats(rows: 2, maxInFeatures: i, tileRows: 64)
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
         defer { buffer.deallocate() }
         let workspace = GemmWorkspace(base: buffer, floats: floats, tileRows: 64)
-        var one = [Float](repeating: 0, count: o), two = [Float](repeating: 0, count: 2 * o)
-        one.withUnsafeMutableBufferPointer { linear.forward(y: $0.baseAddress!, x: x, rows: 1, workspace: workspace) }
-        two.withUnsafeMutableBufferPointer { linear.forward(y: $0.baseAddress!, x: x, rows: 2, workspace: workspace) }
-        expectClose(one, Array(two[0..<o]), tolerance: 1e-5, "one row vs GEMM")
+        // fp32 activations on the fp32 kernel, bf16 ones on the bf16 kernels: the same numbers both ways.
+        for kernel in [GemmKernel.fp32, .bf16Reference] + (GemmKernel.hardwareHasBF16 ? [.bf16] : []) {
+            linear.kernel = kernel
+            var one = [Float](repeating: 0, count: o), two = [Float](repeating: 0, count: 2 * o)
+            one.withUnsafeMutableBufferPointer { linear.forward(y: $0.baseAddress!, x: x, rows: 1, workspace: workspace) }
+            two.withUnsafeMutableBufferPointer { linear.forward(y: $0.baseAddress!, x: x, rows: 2, workspace: workspace) }
+            expectClose(one, Array(two[0..<o]), tolerance: 1e-5, "one row vs GEMM on \(kernel)")
+        }
     }
 }

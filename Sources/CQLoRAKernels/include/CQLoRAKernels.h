@@ -38,6 +38,9 @@ void qlora_dequant4_blocks_f32(float *out, const uint8_t *bytes, const qlora_blo
 void qlora_dequant4_blocks_bf16(uint16_t *out, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
                                 size_t block_count, size_t block_bytes, const float *codes16);
 
+/* A spin-wait hint (x86 `pause`), for the thread pool's workers between jobs. */
+static inline void qlora_cpu_relax(void) { __builtin_ia32_pause(); }
+
 /* 0 = scalar, 1 = AVX2, 2 = AVX-512F: the level in use. */
 int qlora_kernels_level(void);
 /* The best level this CPU supports. */

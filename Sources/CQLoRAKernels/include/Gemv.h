@@ -27,4 +27,17 @@ void qlora_gemv4(int level, float *y, const float *x, size_t rows, size_t cols, 
 /* bf16 weight: row r at w + r * ldw (bf16 bits), `cols` elements (any count). */
 void qlora_gemv_bf16(int level, float *y, const float *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw);
 
+/* The same products with bf16 operands, the arithmetic of AVX512-BF16 vdpbf16ps (GemmBF16.h): x is bf16
+ * pairs (word p = {x[2p] low, x[2p+1] high}), zero-padded to a multiple of 32 elements. Per row two sets
+ * of 16 accumulators A and B; the 16 pairs of element group g (32 elements, zero-padded at the end) go
+ * into lane p % 16 of A when g is even, of B when g is odd, each by the vdpbf16ps step (GemmBF16.h); then
+ * the reduction above. Levels as GemmBF16.h: 0 = the scalar twin, 1 = AVX-512 BW + BF16. */
+
+/* 4-bit weight, as qlora_gemv4; the weights are bf16(codes16[c] * scale(b)). */
+void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+                         const struct qlora_block_scales *scales, size_t first_block, size_t block_bytes, const float *codes16);
+
+/* bf16 weight, as qlora_gemv_bf16. */
+void qlora_gemv_bf16_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw);
+
 #endif

@@ -7,9 +7,9 @@ import Foundation
 /// OpenBLAS stays single-threaded for the whole process; big GEMMs are split across threads by
 /// `Blas.sgemmParallel` instead.
 ///
-/// Why `DispatchQueue.concurrentPerform`: measured against a persistent worker thread woken by a
-/// semaphore (2 cores, swiftc -O, machine shared with other builds, load ~4): per call with empty work
-/// 0.45 us vs 7.9 us; two ~25 us jobs 31.5 us vs 35.1 us; two ~50 us jobs 51 us vs 60 us.
+/// The threads are a `SpinPool`: workers spin briefly between jobs, so short jobs (decoding runs ~200 of
+/// 5-50 us per token) do not wait for a sleeping thread to wake. (DispatchQueue.concurrentPerform, used
+/// before, cost 0.45 us per call with hot workers, but its workers slept between a token's jobs.)
 public enum Parallel {
     /// The most threads `forEach` ever uses. Kernels size per-thread scratch with it.
     public static let maxThreads = 8
@@ -33,8 +33,20 @@ public enum Parallel {
             for i in 0..<count { body(i) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: count, execute: body)
+        pool.run(count, body)
     }
+
+    /// Workers for `threads - 1` helpers, rebuilt if `threads` grows (old workers just sleep).
+    private static var pool: SpinPool {
+        poolLock.withLock {
+            if let pool = storedPool, pool.workerCount >= threads - 1 { return pool }
+            let pool = SpinPool(workers: threads - 1)
+            storedPool = pool
+            return pool
+        }
+    }
+    nonisolated(unsafe) private static var storedPool: SpinPool?
+    private static let poolLock = NSLock()
 
     /// `forEach` for bodies that call BLAS. OpenBLAS is kept single-threaded for the whole process
     /// (Runtime/OpenBLAS.swift), so this is `forEach`; the name records that the bodies make BLAS calls.

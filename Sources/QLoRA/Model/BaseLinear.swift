@@ -1,3 +1,5 @@
+import CQLoRAKernels
+
 /// The frozen part of a linear layer: y = x W^T (+ bias). W is never materialized whole unless it is
 /// already dense fp32. With bf16 compute on the bf16 kernel (GemmKernel), BF16Gemm packs W panel by panel
 /// straight from its storage; otherwise each GEMM walks W in tiles of `tileRows` output rows, writing one
@@ -45,8 +47,21 @@ public final class BaseLinear {
         let tile = workspace.base, tileRows = workspace.tileRows
         if n == 1, direct == nil, weight.hasMatrixVector(precision: precision) {
             // One row (decoding a token): read W once, straight from storage, both threads on the rows.
-            Parallel.forEachRange(o, minimumPerChunk: 64) { rows in
-                weight.matrixVector(y: y + rows.lowerBound, x: x, rows: rows, precision: precision)
+            if usesBF16Kernel {
+                let pairs = UnsafeMutableRawPointer(tile).assumingMemoryBound(to: UInt32.self)
+                let padded = (i + 31) / 32 * 16
+                precondition(workspace.floats >= padded, "GEMM workspace too small for one bf16 row")
+                (pairs + i / 2).update(repeating: 0, count: padded - i / 2)
+                qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: UInt16.self),
+                                         2 * padded, x, i, 1, i)
+                let level = kernel.level
+                Parallel.forEachRange(o, minimumPerChunk: 64) { rows in
+                    weight.matrixVectorBF16(y: y + rows.lowerBound, x: pairs, rows: rows, level: level)
+                }
+            } else {
+                Parallel.forEachRange(o, minimumPerChunk: 64) { rows in
+                    weight.matrixVector(y: y + rows.lowerBound, x: x, rows: rows, precision: precision)
+                }
             }
         } else if usesBF16Kernel {
             StepProfiler.measure(.gemm) {

@@ -25,6 +25,9 @@ public protocol FrozenWeight: AnyObject {
     /// the weights `writeTile` would write for `precision` (CQLoRAKernels/include/Gemv.h): decoding one
     /// token. Only where `hasMatrixVector(precision:)`.
     func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision)
+    /// The same with bf16 operands for the bf16 kernel (`x`: bf16 pairs, zero-padded to a multiple of 32
+    /// elements; `level`: GemmKernel.level), weights rounded to bf16. Where `hasMatrixVector(precision: .bf16)`.
+    func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32)
 }
 
 extension FrozenWeight {
@@ -34,6 +37,11 @@ extension FrozenWeight {
     public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
         guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
         qlora_gemv_bf16(qlora_kernels_level(), y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
+    }
+
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32) {
+        guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
+        qlora_gemv_bf16_bf16dot(level, y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
     }
 
     public var bfloat16Storage: UnsafePointer<UInt16>? { nil }

@@ -42,6 +42,10 @@ public final class QuantizedWeight: FrozenWeight {
         tensor.matrixVector(y: y, x: x, rows: rows, precision: precision.dequantPrecision)
     }
 
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32) {
+        tensor.matrixVectorBF16(y: y, x: x, rows: rows, level: level)
+    }
+
     public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
         tensor.dequantizeBFloat16(rows: rows, columns: columns, into: out, ld: ld)
         if columns.count & 1 == 1 { for i in 0..<rows.count { out[i * ld + columns.count] = 0 } }

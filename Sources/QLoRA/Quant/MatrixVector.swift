@@ -20,4 +20,19 @@ extension QuantizedTensor {
             }
         }
     }
+
+    /// The same with bf16 operands (`x`: bf16 pairs zero-padded to a multiple of 32 elements), the
+    /// arithmetic of vdpbf16ps; weights rounded to bf16. `level` as GemmKernel.level.
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32) {
+        precondition(rowsAreWholeBlocks, "matrixVectorBF16 needs rows of whole blocks")
+        let c = columns, blocksPerRow = c / blocksize
+        packed.withUnsafeBufferPointer { bytes in
+            codeValues.withUnsafeBufferPointer { codes in
+                withBlockScales { scales in
+                    qlora_gemv4_bf16dot(level, y, x, rows.count, c, bytes.baseAddress! + rows.lowerBound * c / 2,
+                                        scales, rows.lowerBound * blocksPerRow, blocksize / 2, codes.baseAddress!)
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,163 @@
+#include "Gemv.h"
+#include "BF16Rounding.h"
+#include "BlockScales.h"
+#include "DotBF16.h"
+#include <immintrin.h>
+
+/* ---- the scalar twin ---- */
+
+static inline float reduce_lanes(const float *a, const float *b) {
+    float v[16];
+    for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
+    for (int width = 8; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) v[l] += v[l + width];
+    return v[0];
+}
+
+static inline uint32_t pair_word(uint16_t even, uint16_t odd) { return (uint32_t)even | (uint32_t)odd << 16; }
+
+static void gemv4_bf16dot_scalar(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+                                 const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
+    const size_t per_row = cols / (2 * bb);
+    for (size_t r = 0; r < rows; r++) {
+        float a[16] = { 0 }, b[16] = { 0 };
+        uint16_t table[16];
+        const uint8_t *row = bytes + r * cols / 2;
+        scale_chunks chunks;
+        scale_chunks_init(&chunks, scales, first_block + r * per_row, per_row);
+        while (scale_chunks_next(&chunks))
+            for (size_t k = 0; k < chunks.count; k++) {
+                for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes16[c] * chunks.scales[k]);
+                const size_t block = chunks.block + k;
+                for (size_t g = 0; g < bb / 16; g++) {
+                    const size_t e0 = block * 2 * bb + g * 32;
+                    float *acc = (e0 / 32) % 2 == 0 ? a : b;
+                    for (int l = 0; l < 16; l++) {   /* pair l: elements e0 + 2l (high nibble), e0 + 2l + 1 (low) */
+                        const uint8_t code = row[e0 / 2 + l];
+                        acc[l] = dp_pair(acc[l], pair_word(table[code >> 4], table[code & 15]), x[e0 / 2 + l]);
+                    }
+                }
+            }
+        y[r] = reduce_lanes(a, b);
+    }
+}
+
+static void gemv_bf16_bf16dot_scalar(float *y, const uint32_t *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw) {
+    for (size_t r = 0; r < rows; r++) {
+        float a[16] = { 0 }, b[16] = { 0 };
+        const uint16_t *row = w + r * ldw;
+        for (size_t e0 = 0; e0 < cols; e0 += 32) {
+            float *acc = (e0 / 32) % 2 == 0 ? a : b;
+            for (int l = 0; l < 16; l++) {
+                const size_t i = e0 + 2 * l;
+                const uint16_t even = i < cols ? row[i] : 0, odd = i + 1 < cols ? row[i + 1] : 0;
+                acc[l] = dp_pair(acc[l], pair_word(even, odd), x[e0 / 2 + l]);
+            }
+        }
+        y[r] = reduce_lanes(a, b);
+    }
+}
+
+/* ---- AVX-512 BW + BF16: vpermw looks up 32 weights at a time, vdpbf16ps multiplies 16 pairs ---- */
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+TARGET static inline float reduce_avx512bf16(__m512 a, __m512 b) {
+    __m512 v = _mm512_add_ps(a, b);
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+}
+
+/* The block's 16 bf16 weights in the low 16 words of a zmm (for vpermw). */
+TARGET static inline __m512i table_bf16(__m512 codes, float scale) {
+    const __m512i u = _mm512_castps_si512(_mm512_mul_ps(codes, _mm512_set1_ps(scale)));
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet)));
+}
+
+/* 16 bytes of codes -> the 32 word indices of their elements, in element order (high nibble first). */
+TARGET static inline __m512i word_indices(const uint8_t *src) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    const __m128i raw = _mm_loadu_si128((const __m128i *)src);
+    const __m128i h = _mm_and_si128(_mm_srli_epi16(raw, 4), mask), l = _mm_and_si128(raw, mask);
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(h, l)), _mm_unpackhi_epi8(h, l), 1);
+    return _mm512_cvtepu8_epi16(both);
+}
+
+#define DP(acc, w, xv) _mm512_dpbf16_ps((acc), (__m512bh)(w), (__m512bh)(xv))
+
+TARGET static void gemv4_bf16dot_avx512(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+                                        const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
+    const size_t per_row = cols / (2 * bb);
+    const __m512 codes = _mm512_loadu_ps(codes16);
+    size_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+        const uint8_t *row0 = bytes + r * cols / 2, *row1 = row0 + cols / 2;
+        scale_chunks c0, c1;
+        scale_chunks_init(&c0, scales, first_block + r * per_row, per_row);
+        scale_chunks_init(&c1, scales, first_block + (r + 1) * per_row, per_row);
+        while (scale_chunks_next(&c0) && scale_chunks_next(&c1))
+            for (size_t k = 0; k < c0.count; k++) {
+                const __m512i t0 = table_bf16(codes, c0.scales[k]), t1 = table_bf16(codes, c1.scales[k]);
+                const size_t block = c0.block + k;
+                for (size_t g = 0; g < bb / 16; g++) {
+                    const size_t e0 = block * 2 * bb + g * 32;
+                    const __m512i xv = _mm512_loadu_si512(x + e0 / 2);
+                    const __m512i w0 = _mm512_permutexvar_epi16(word_indices(row0 + e0 / 2), t0);
+                    const __m512i w1 = _mm512_permutexvar_epi16(word_indices(row1 + e0 / 2), t1);
+                    if ((e0 / 32) % 2 == 0) { a0 = DP(a0, w0, xv); a1 = DP(a1, w1, xv); }
+                    else { b0 = DP(b0, w0, xv); b1 = DP(b1, w1, xv); }
+                }
+            }
+        y[r] = reduce_avx512bf16(a0, b0);
+        y[r + 1] = reduce_avx512bf16(a1, b1);
+    }
+    if (r < rows) gemv4_bf16dot_scalar(y + r, x, rows - r, cols, bytes + r * cols / 2, scales, first_block + r * per_row, bb, codes16);
+}
+
+TARGET static void gemv_bf16_bf16dot_avx512(float *y, const uint32_t *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw) {
+    const size_t groups = (cols + 31) / 32;
+    const __mmask32 last = cols % 32 == 0 ? 0xffffffffu : (1u << (cols % 32)) - 1;
+    size_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+        const uint16_t *row0 = w + r * ldw, *row1 = row0 + ldw;
+        size_t g = 0;
+        for (; g + 2 <= groups; g += 2) {   /* even group into A, odd into B */
+            const __m512i xa = _mm512_loadu_si512(x + 16 * g), xb = _mm512_loadu_si512(x + 16 * g + 16);
+            const __mmask32 mb = g + 2 == groups ? last : 0xffffffffu;
+            a0 = DP(a0, _mm512_loadu_si512(row0 + 32 * g), xa);
+            a1 = DP(a1, _mm512_loadu_si512(row1 + 32 * g), xa);
+            b0 = DP(b0, _mm512_maskz_loadu_epi16(mb, row0 + 32 * g + 32), xb);
+            b1 = DP(b1, _mm512_maskz_loadu_epi16(mb, row1 + 32 * g + 32), xb);
+        }
+        if (g < groups) {
+            const __m512i xa = _mm512_loadu_si512(x + 16 * g);
+            a0 = DP(a0, _mm512_maskz_loadu_epi16(last, row0 + 32 * g), xa);
+            a1 = DP(a1, _mm512_maskz_loadu_epi16(last, row1 + 32 * g), xa);
+        }
+        y[r] = reduce_avx512bf16(a0, b0);
+        y[r + 1] = reduce_avx512bf16(a1, b1);
+    }
+    if (r < rows) gemv_bf16_bf16dot_scalar(y + r, x, rows - r, cols, w + r * ldw, ldw);
+}
+
+/* ---- dispatch: level 1 only where the CPU has it (qlora_bf16_best_level) ---- */
+void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+                         const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
+    if (rows == 0) return;
+    if (level == 1 && qlora_bf16_best_level() >= 1) gemv4_bf16dot_avx512(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
+    else gemv4_bf16dot_scalar(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
+}
+
+void qlora_gemv_bf16_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw) {
+    if (rows == 0) return;
+    if (level == 1 && qlora_bf16_best_level() >= 1) gemv_bf16_bf16dot_avx512(y, x, rows, cols, w, ldw);
+    else gemv_bf16_bf16dot_scalar(y, x, rows, cols, w, ldw);
+}

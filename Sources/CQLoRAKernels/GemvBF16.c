@@ -80,13 +80,11 @@ TARGET static inline __m512i table_bf16(__m512 codes, float scale) {
     return _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet)));
 }
 
-/* 16 bytes of codes -> the 32 word indices of their elements, in element order (high nibble first). */
+/* 16 bytes of codes -> the 32 word indices of their elements, in element order: byte j (elements 2j
+ * high nibble, 2j + 1 low nibble) becomes dword j = (byte >> 4) | (byte & 15) << 16, a whole bf16 pair. */
 TARGET static inline __m512i word_indices(const uint8_t *src) {
-    const __m128i mask = _mm_set1_epi8(0x0f);
-    const __m128i raw = _mm_loadu_si128((const __m128i *)src);
-    const __m128i h = _mm_and_si128(_mm_srli_epi16(raw, 4), mask), l = _mm_and_si128(raw, mask);
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(h, l)), _mm_unpackhi_epi8(h, l), 1);
-    return _mm512_cvtepu8_epi16(both);
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)src));
+    return _mm512_or_si512(_mm512_srli_epi32(b, 4), _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(15)), 16));
 }
 
 #define DP(acc, w, xv) _mm512_dpbf16_ps((acc), (__m512bh)(w), (__m512bh)(xv))

@@ -68,6 +68,22 @@ static void gemv_bf16_scalar(float *y, const float *x, size_t rows, size_t cols,
     }
 }
 
+static void gemv_f32_scalar(float *y, const float *x, size_t rows, size_t cols, const float *w, size_t ldw) {
+    for (size_t r = 0; r < rows; r++) {
+        float a[16] = { 0 }, b[16] = { 0 };
+        const float *row = w + r * ldw;
+        for (size_t e0 = 0; e0 < cols; e0 += 32)
+            for (int l = 0; l < 16; l++) {
+                const size_t i = e0 + l, j = e0 + 16 + l;
+                a[l] = fmaf(i < cols ? row[i] : 0.0f, i < cols ? x[i] : 0.0f, a[l]);
+                b[l] = fmaf(j < cols ? row[j] : 0.0f, j < cols ? x[j] : 0.0f, b[l]);
+            }
+        float v[16];
+        for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
+        y[r] = reduce16(v);
+    }
+}
+
 /* ---- AVX2 + FMA: each 16-lane set as two ymm (lanes 0-7, 8-15) ---- */
 #define AVX2 __attribute__((target("avx2,fma")))
 
@@ -142,6 +158,31 @@ AVX2 static void gemv_bf16_avx2(float *y, const float *x, size_t rows, size_t co
             a1 = _mm256_fmadd_ps(bf16x8_avx2(wt + 8), _mm256_loadu_ps(xt + 8), a1);
             b0 = _mm256_fmadd_ps(bf16x8_avx2(wt + 16), _mm256_loadu_ps(xt + 16), b0);
             b1 = _mm256_fmadd_ps(bf16x8_avx2(wt + 24), _mm256_loadu_ps(xt + 24), b1);
+        }
+        y[r] = reduce_avx2(a0, a1, b0, b1);
+    }
+}
+
+AVX2 static void gemv_f32_avx2(float *y, const float *x, size_t rows, size_t cols, const float *w, size_t ldw) {
+    const size_t whole = cols / 32 * 32;
+    float xt[32] = { 0 };
+    memcpy(xt, x + whole, (cols - whole) * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+        const float *row = w + r * ldw;
+        for (size_t e0 = 0; e0 < whole; e0 += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e0), _mm256_loadu_ps(x + e0), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e0 + 8), _mm256_loadu_ps(x + e0 + 8), a1);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e0 + 16), _mm256_loadu_ps(x + e0 + 16), b0);
+            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + e0 + 24), _mm256_loadu_ps(x + e0 + 24), b1);
+        }
+        if (whole < cols) {
+            float wt[32] = { 0 };
+            memcpy(wt, row + whole, (cols - whole) * sizeof(float));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wt), _mm256_loadu_ps(xt), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8), _mm256_loadu_ps(xt + 8), a1);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 16), _mm256_loadu_ps(xt + 16), b0);
+            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 24), _mm256_loadu_ps(xt + 24), b1);
         }
         y[r] = reduce_avx2(a0, a1, b0, b1);
     }
@@ -248,6 +289,29 @@ AVX512 static void gemv_bf16_avx512(float *y, const float *x, size_t rows, size_
     if (r < rows) gemv_bf16_avx2(y + r, x, rows - r, cols, w + r * ldw, ldw);
 }
 
+AVX512 static void gemv_f32_avx512(float *y, const float *x, size_t rows, size_t cols, const float *w, size_t ldw) {
+    const size_t groups = (cols + 31) / 32;
+    const __mmask16 full = 0xffff;
+    size_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+        const float *row0 = w + r * ldw, *row1 = row0 + ldw;
+        for (size_t g = 0; g < groups; g++) {
+            const size_t e0 = 32 * g, left = cols - e0;
+            const __mmask16 ma = left >= 16 ? full : (__mmask16)((1u << left) - 1);
+            const __mmask16 mb = left >= 32 ? full : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+            const __m512 xa = _mm512_maskz_loadu_ps(ma, x + e0), xb = _mm512_maskz_loadu_ps(mb, x + e0 + 16);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(ma, row0 + e0), xa, a0);
+            b0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mb, row0 + e0 + 16), xb, b0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(ma, row1 + e0), xa, a1);
+            b1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mb, row1 + e0 + 16), xb, b1);
+        }
+        y[r] = reduce_avx512(a0, b0);
+        y[r + 1] = reduce_avx512(a1, b1);
+    }
+    if (r < rows) gemv_f32_avx2(y + r, x, rows - r, cols, w + r * ldw, ldw);
+}
+
 /* ---- dispatch ---- */
 static inline int usable(int level) {
     const int best = qlora_kernels_best_level();
@@ -270,5 +334,14 @@ void qlora_gemv_bf16(int level, float *y, const float *x, size_t rows, size_t co
     case 2: gemv_bf16_avx512(y, x, rows, cols, w, ldw); break;
     case 1: gemv_bf16_avx2(y, x, rows, cols, w, ldw); break;
     default: gemv_bf16_scalar(y, x, rows, cols, w, ldw); break;
+    }
+}
+
+void qlora_gemv_f32(int level, float *y, const float *x, size_t rows, size_t cols, const float *w, size_t ldw) {
+    if (rows == 0) return;
+    switch (usable(level)) {
+    case 2: gemv_f32_avx512(y, x, rows, cols, w, ldw); break;
+    case 1: gemv_f32_avx2(y, x, rows, cols, w, ldw); break;
+    default: gemv_f32_scalar(y, x, rows, cols, w, ldw); break;
     }
 }

@@ -72,6 +72,24 @@ import Testing
         }
     }
 
+    @Test func fp32LevelsAgreeBitForBit() {
+        var random = KernelRandom(seed: 25)
+        for (o, i) in [(1, 5), (9, 77), (6, 576), (3, 40)] {
+            let weight = DenseFloatWeight(outFeatures: o, inFeatures: i, values: random.floats(o * i))
+            let x = random.floats(i, -2, 2)
+            let results: [[Float]] = Self.levels.map { level in
+                var y = [Float](repeating: .nan, count: o)
+                y.withUnsafeMutableBufferPointer { qlora_gemv_f32(level, $0.baseAddress!, x, o, i, weight.values.baseAddress!, i) }
+                return y
+            }
+            for (level, y) in results.enumerated() {
+                #expect(y.map(\.bitPattern) == results[0].map(\.bitPattern), "fp32 level \(level) vs scalar, \(o)x\(i)")
+            }
+            Self.expectNear(results[0], Self.reference(weight, x: x, precision: .fp32), "fp32 \(o)x\(i)")
+            #expect(weight.hasMatrixVector(precision: .fp32) && !weight.hasMatrixVector(precision: .bf16))
+        }
+    }
+
     /// x as bf16 pairs zero-padded to a multiple of 32 elements, and its values.
     static func bf16Pairs(_ x: [Float]) -> ([UInt32], [Float]) {
         let rounded = x.map(KernelBF16GemmTests.bf16)

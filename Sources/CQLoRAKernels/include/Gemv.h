@@ -27,6 +27,9 @@ void qlora_gemv4(int level, float *y, const float *x, size_t rows, size_t cols, 
 /* bf16 weight: row r at w + r * ldw (bf16 bits), `cols` elements (any count). */
 void qlora_gemv_bf16(int level, float *y, const float *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw);
 
+/* fp32 weight: row r at w + r * ldw, `cols` elements (any count). */
+void qlora_gemv_f32(int level, float *y, const float *x, size_t rows, size_t cols, const float *w, size_t ldw);
+
 /* The same products with bf16 operands, the arithmetic of AVX512-BF16 vdpbf16ps (GemmBF16.h): x is bf16
  * pairs (word p = {x[2p] low, x[2p+1] high}), zero-padded to a multiple of 32 elements. Per row two sets
  * of 16 accumulators A and B; the 16 pairs of element group g (32 elements, zero-padded at the end) go

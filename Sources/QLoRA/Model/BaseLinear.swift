@@ -45,7 +45,7 @@ public final class BaseLinear {
     public func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows n: Int, workspace: GemmWorkspace) {
         let o = outFeatures, i = inFeatures
         let tile = workspace.base, tileRows = workspace.tileRows
-        if n == 1, direct == nil, weight.hasMatrixVector(precision: precision) {
+        if n == 1, weight.hasMatrixVector(precision: precision) {
             // One row (decoding a token): read W once, straight from storage, both threads on the rows.
             if usesBF16Kernel {
                 let pairs = UnsafeMutableRawPointer(tile).assumingMemoryBound(to: UInt32.self)

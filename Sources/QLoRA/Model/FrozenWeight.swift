@@ -87,6 +87,13 @@ public final class DenseFloatWeight: FrozenWeight {
         tile.update(from: values.baseAddress! + rows.lowerBound * inFeatures, count: count)
         precision.round(tile, count: count)
     }
+
+    /// fp32 compute only (a rounded precision goes through tiles).
+    public func hasMatrixVector(precision: ComputePrecision) -> Bool { precision == .fp32 }
+
+    public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
+        qlora_gemv_f32(qlora_kernels_level(), y, x, rows.count, inFeatures, values.baseAddress! + rows.lowerBound * inFeatures, inFeatures)
+    }
 }
 
 /// A dense weight kept in bf16 (LoRA on a 16-bit base): half the memory, widened a tile at a time.

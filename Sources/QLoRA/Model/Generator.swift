@@ -25,7 +25,7 @@ public final class IncrementalDecoder {
     private let tileFloats: Int
 
     /// `maxSeqLen` positions of cache (at most the model's max_position_embeddings is sensible).
-    public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 32, tileRows: Int = 256) {
+    public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 128, tileRows: Int = 256) {
         // Adapters with modules_to_save bring their own embed_tokens / lm_head.
         let model = lora?.applied(to: model) ?? model
         self.model = model

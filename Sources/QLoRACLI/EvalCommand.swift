@@ -15,12 +15,13 @@ public enum EvalCommand: Command {
     its perplexity, and the counts of trained tokens and records. Records are not packed together unless
     --packing is given; a record longer than --seq-len is cut there and only its first --seq-len tokens
     count (the command says how many were cut). With several adapters the base is loaded once and each
-    adapter is evaluated in turn; --base adds a row for the base without adapter.
+    adapter is evaluated in turn (only the --use one if given; with --weights, their combination as one
+    more row); --base adds a row for the base without adapter.
 
     Options:
       --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
       --data FILE.jsonl        the records to evaluate
-      --adapter LIST           comma-separated PEFT adapter directories, each optionally NAME=DIR
+    \(AdapterSelection.helpText)
       --base                   also evaluate the base model alone (the default when no adapter is given)
       --seq-len T              tokens per sequence (default 2048, at most max_position_embeddings)
       --batch B                sequences per forward pass (default 1)
@@ -43,7 +44,7 @@ public enum EvalCommand: Command {
     struct Options {
         var model: URL
         var data: URL
-        var adapters: [(name: String, directory: URL)] = []
+        var adapters: AdapterSelection
         var includeBase = false
         var evaluation = Evaluation.Options(seqLen: 2048)
         var json = false
@@ -59,31 +60,20 @@ public enum EvalCommand: Command {
 
     static func parse(_ arguments: [String]) throws -> Options {
         let args = try Arguments(arguments, command: name,
-                                 valueOptions: ["model", "data", "adapter", "seq-len", "batch", "quant", "base-dtype", "compute-dtype", "blocksize"],
+                                 valueOptions: AdapterSelection.valueOptions.union(["model", "data", "seq-len", "batch", "quant", "base-dtype",
+                                                                                     "compute-dtype", "blocksize"]),
                                  flagOptions: ["double-quant", "packing", "json", "base"])
         guard let model = args.string("model"), let data = args.string("data") else {
             throw CLIError.failed("qlora eval: --model DIR and --data FILE.jsonl are required. Run `qlora eval --help`.")
         }
-        var options = Options(model: URL(fileURLWithPath: model), data: URL(fileURLWithPath: data))
+        var options = Options(model: URL(fileURLWithPath: model), data: URL(fileURLWithPath: data), adapters: try AdapterSelection(args))
         guard FileManager.default.fileExists(atPath: options.model.appendingPathComponent("config.json").path) else {
             throw CLIError.failed("qlora eval: \(model) is not a model directory (no config.json).")
         }
         guard FileManager.default.isReadableFile(atPath: data) else {
             throw CLIError.failed("qlora eval: cannot read the data file \(data).")
         }
-        for item in args.list("adapter") ?? [] {
-            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            let directory = URL(fileURLWithPath: parts.count == 2 ? parts[1] : parts[0])
-            let label = parts.count == 2 ? parts[0] : directory.lastPathComponent
-            guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("adapter_config.json").path) else {
-                throw CLIError.failed("qlora eval: \(directory.path) is not a PEFT adapter (no adapter_config.json).")
-            }
-            guard !options.adapters.contains(where: { $0.name == label }) else {
-                throw CLIError.failed("qlora eval: two adapters are named \(label); name them with NAME=DIR.")
-            }
-            options.adapters.append((label, directory))
-        }
-        options.includeBase = options.adapters.isEmpty || args.flag("base")
+        options.includeBase = options.adapters.named.isEmpty || args.flag("base")
         let base = try TrainingArguments(args)
         options.format = base.format
         options.precision = base.precision
@@ -121,16 +111,16 @@ public enum EvalCommand: Command {
             throw CLIError.failed("qlora eval: no record of \(options.data.path) has a trained token (every label is masked).")
         }
         var rows: [Row] = []
-        let runs: [(String?, URL?)] = (options.includeBase ? [(nil, nil)] : []) + options.adapters.map { ($0.name, $0.directory) }
-        for (label, directory) in runs {
-            var lora: LoRAAdapters?
-            if let directory {
-                do {
-                    lora = try PEFTAdapterIO.load(directory: directory, modelConfig: config)
-                } catch let error as LoRAError {
-                    throw CLIError.failed("qlora eval: the adapter \(directory.path) does not fit the model \(options.model.path) (\(config.numHiddenLayers) layers, hidden \(config.hiddenSize)): \(error)")
-                }
-            }
+        var runs: [(String?, () throws -> LoRAAdapters?)] = options.includeBase ? [(nil, { nil })] : []
+        let selection = options.adapters
+        for entry in selection.named where selection.use == nil || selection.use == entry.name {
+            runs.append((entry.name, { try AdapterSelection.load(entry.directory, model: options.model, config: config, command: name) }))
+        }
+        if !selection.weights.isEmpty {
+            runs.append(("combined", { try selection.combined(model: options.model, config: config, command: name) }))
+        }
+        for (label, load) in runs {
+            let lora = try load()
             let title = label ?? "base"
             let result = try Evaluation.run(model: model, lora: lora, records: records, options: evaluation,
                                             padTokenID: dataset.padTokenID, separatorTokenID: dataset.separatorTokenID) { done, total in

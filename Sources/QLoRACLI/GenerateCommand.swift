@@ -7,7 +7,7 @@ public enum GenerateCommand: Command {
     public static let name = "generate"
     public static let summary = "Generate text with a model and an optional LoRA adapter (streamed, KV cache)"
     public static let help = """
-    Usage: qlora generate --model DIR [--adapter DIR] (--prompt TEXT | --chat TEXT) [options]
+    Usage: qlora generate --model DIR [--adapter [NAME=]DIR[,...]] (--prompt TEXT | --chat TEXT) [options]
 
     Loads the model (dense safetensors are quantized on load unless --quant none; bitsandbytes 4-bit
     checkpoints are used as they are), the optional PEFT adapter and the model's tokenizer.json, then
@@ -19,7 +19,7 @@ public enum GenerateCommand: Command {
 
     Options:
       --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
-      --adapter DIR            PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) for this model
+    \(AdapterSelection.helpText)
       --prompt TEXT            raw text to continue (BOS added as the tokenizer does)
       --chat TEXT              a user message, rendered through the model's chat template with the
                                generation prompt (needs chat_template.jinja or tokenizer_config.json's chat_template)
@@ -43,7 +43,7 @@ public enum GenerateCommand: Command {
 
     struct Options {
         var model: URL
-        var adapter: URL?
+        var adapters: AdapterSelection
         var prompt: String?
         var chat: String?
         var maxNewTokens = 128
@@ -54,8 +54,8 @@ public enum GenerateCommand: Command {
 
     static func parse(_ arguments: [String]) throws -> Options {
         let args = try Arguments(arguments, command: name,
-                                 valueOptions: ["model", "adapter", "prompt", "chat", "max-new-tokens", "temperature", "top-k", "top-p",
-                                                "repetition-penalty", "seed", "quant", "base-dtype", "compute-dtype", "blocksize"],
+                                 valueOptions: AdapterSelection.valueOptions.union(["model", "prompt", "chat", "max-new-tokens", "temperature", "top-k", "top-p",
+                                                "repetition-penalty", "seed", "quant", "base-dtype", "compute-dtype", "blocksize"]),
                                  flagOptions: ["double-quant"])
         guard let model = args.string("model") else {
             throw CLIError.failed("qlora generate: --model is required. Run `qlora generate --help`.")
@@ -64,8 +64,7 @@ public enum GenerateCommand: Command {
             throw CLIError.failed("qlora generate: give exactly one of --prompt TEXT or --chat TEXT.")
         }
         let base = try TrainingArguments(args)
-        var options = Options(model: URL(fileURLWithPath: model))
-        options.adapter = args.string("adapter").map { URL(fileURLWithPath: $0) }
+        var options = Options(model: URL(fileURLWithPath: model), adapters: try AdapterSelection(args))
         options.prompt = args.string("prompt")
         options.chat = args.string("chat")
         options.format = base.format
@@ -109,14 +108,7 @@ public enum GenerateCommand: Command {
         let started = Date()
         let model = try LlamaLoader.load(directory: directory, format: options.format, precision: options.precision)
         let config = model.config
-        var lora: LoRAAdapters?
-        if let adapter = options.adapter {
-            do {
-                lora = try PEFTAdapterIO.load(directory: adapter, modelConfig: config)
-            } catch let error as LoRAError {
-                throw CLIError.failed("qlora generate: the adapter \(adapter.path) does not fit the model \(directory.path) (\(config.numHiddenLayers) layers, hidden \(config.hiddenSize)): \(error)")
-            }
-        }
+        let lora = try options.adapters.single(model: directory, config: config, command: name)
         let promptText: String
         if let chat = options.chat {
             guard let source = tokenizer.chatTemplateSource else { throw DataError.chatTemplateMissing(directory: directory.path) }

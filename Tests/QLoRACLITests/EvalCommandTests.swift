@@ -63,4 +63,35 @@ import QLoRA
         #expect(message(["--model", dir.path, "--data", data.path, "--adapter", dir.path]).contains("adapter_config.json"))
         #expect(message(["--model", dir.path, "--data", data.path, "--seq-len", "1"]).contains("seq-len"))
     }
+
+    @Test func severalAdaptersAreNamedPickedAndCombined() throws {
+        let dir = try GenerateMergeCommandTests.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(at: dir.appendingPathComponent("adapter"), to: dir.appendingPathComponent("second"))
+        let data = try Self.dataFile(in: dir)
+        let list = "one=\(dir.path)/adapter,two=\(dir.path)/second"
+        let combined = dir.appendingPathComponent("combined")
+        let rows = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--adapter", list,
+                                                                   "--weights", "one=0.5,two=0.5", "--save-combined", combined.path]),
+                                            status: { _ in })
+        #expect(rows.map(\.adapter) == ["one", "two", "combined"])
+        #expect(rows[0].result.lossSum == rows[1].result.lossSum)   // the same adapter twice
+        // PEFT gives the combination the rank of its inputs and lora_alpha = r.
+        let saved = try PEFTAdapterIO.loadConfig(directory: combined)
+        #expect(saved.r == 4 && saved.loraAlpha == 4)
+        let picked = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--adapter", list, "--use", "two"]),
+                                              status: { _ in })
+        #expect(picked.map(\.adapter) == ["two"])
+
+        func message(_ arguments: [String]) -> String {
+            do { _ = try GenerateCommand.generate(try GenerateCommand.parse(arguments), output: { _ in }, status: { _ in }); return "" }
+            catch { return "\(error)" }
+        }
+        let generate = ["--model", dir.path, "--prompt", "one two", "--max-new-tokens", "2", "--adapter", list]
+        #expect(message(generate).contains("--use NAME"))
+        #expect(message(generate + ["--use", "three"]).contains("loaded: one, two"))
+        #expect(message(generate + ["--weights", "one=1,zero=2"]).contains("zero"))
+        #expect(message(generate + ["--use", "one"]) == "")
+        #expect(message(generate + ["--weights", "one=0.5,two=0.5", "--combination", "cat"]) == "")
+    }
 }

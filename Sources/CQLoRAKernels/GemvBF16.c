@@ -146,6 +146,81 @@ TARGET static void gemv_bf16_bf16dot_avx512(float *y, const uint32_t *x, size_t 
     if (r < rows) gemv_bf16_bf16dot_scalar(y + r, x, rows - r, cols, w + r * ldw, ldw);
 }
 
+/* Several vectors, one weight row at a time: the row's weights are built once per group, then each
+ * vector's two accumulator sets take them exactly as the single-vector kernels do. */
+enum { MAX_VECTORS = 8 };
+
+TARGET static void gemv4_bf16dot_multi_avx512(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                                              size_t cols, const uint8_t *bytes, const qlora_block_scales *scales,
+                                              size_t first_block, size_t bb, const float *codes16) {
+    const size_t per_row = cols / (2 * bb);
+    const __m512 codes = _mm512_loadu_ps(codes16);
+    for (size_t r = 0; r < rows; r++) {
+        __m512 a[MAX_VECTORS], b[MAX_VECTORS];
+        for (size_t v = 0; v < nvec; v++) { a[v] = _mm512_setzero_ps(); b[v] = a[v]; }
+        const uint8_t *row = bytes + r * cols / 2;
+        scale_chunks chunks;
+        scale_chunks_init(&chunks, scales, first_block + r * per_row, per_row);
+        while (scale_chunks_next(&chunks))
+            for (size_t k = 0; k < chunks.count; k++) {
+                const __m512i t = table_bf16(codes, chunks.scales[k]);
+                const size_t block = chunks.block + k;
+                for (size_t g = 0; g < bb / 16; g++) {
+                    const size_t e0 = block * 2 * bb + g * 32;
+                    const __m512i w = _mm512_permutexvar_epi16(word_indices(row + e0 / 2), t);
+                    if ((e0 / 32) % 2 == 0)
+                        for (size_t v = 0; v < nvec; v++) a[v] = DP(a[v], w, _mm512_loadu_si512(x + v * ldx + e0 / 2));
+                    else
+                        for (size_t v = 0; v < nvec; v++) b[v] = DP(b[v], w, _mm512_loadu_si512(x + v * ldx + e0 / 2));
+                }
+            }
+        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512bf16(a[v], b[v]);
+    }
+}
+
+TARGET static void gemv_bf16_bf16dot_multi_avx512(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                                                  size_t cols, const uint16_t *w, size_t ldw) {
+    const size_t groups = (cols + 31) / 32;
+    const __mmask32 last = cols % 32 == 0 ? 0xffffffffu : (1u << (cols % 32)) - 1;
+    for (size_t r = 0; r < rows; r++) {
+        __m512 a[MAX_VECTORS], b[MAX_VECTORS];
+        for (size_t v = 0; v < nvec; v++) { a[v] = _mm512_setzero_ps(); b[v] = a[v]; }
+        const uint16_t *row = w + r * ldw;
+        for (size_t g = 0; g < groups; g++) {
+            const __m512i wv = _mm512_maskz_loadu_epi16(g + 1 == groups ? last : 0xffffffffu, row + 32 * g);
+            if (g % 2 == 0) for (size_t v = 0; v < nvec; v++) a[v] = DP(a[v], wv, _mm512_loadu_si512(x + v * ldx + 16 * g));
+            else for (size_t v = 0; v < nvec; v++) b[v] = DP(b[v], wv, _mm512_loadu_si512(x + v * ldx + 16 * g));
+        }
+        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512bf16(a[v], b[v]);
+    }
+}
+
+void qlora_gemv4_bf16dot_multi(int level, float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                               size_t cols, const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block,
+                               size_t bb, const float *codes16) {
+    if (rows == 0) return;
+    for (size_t v0 = 0; v0 < nvec; v0 += MAX_VECTORS) {
+        const size_t n = nvec - v0 < MAX_VECTORS ? nvec - v0 : MAX_VECTORS;
+        if (level == 1 && qlora_bf16_best_level() >= 1)
+            gemv4_bf16dot_multi_avx512(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, bytes, scales, first_block, bb, codes16);
+        else
+            for (size_t v = v0; v < v0 + n; v++)
+                gemv4_bf16dot_scalar(y + v * ldy, x + v * ldx, rows, cols, bytes, scales, first_block, bb, codes16);
+    }
+}
+
+void qlora_gemv_bf16_bf16dot_multi(int level, float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                                   size_t cols, const uint16_t *w, size_t ldw) {
+    if (rows == 0) return;
+    for (size_t v0 = 0; v0 < nvec; v0 += MAX_VECTORS) {
+        const size_t n = nvec - v0 < MAX_VECTORS ? nvec - v0 : MAX_VECTORS;
+        if (level == 1 && qlora_bf16_best_level() >= 1)
+            gemv_bf16_bf16dot_multi_avx512(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, w, ldw);
+        else
+            for (size_t v = v0; v < v0 + n; v++) gemv_bf16_bf16dot_scalar(y + v * ldy, x + v * ldx, rows, cols, w, ldw);
+    }
+}
+
 /* ---- dispatch: level 1 only where the CPU has it (qlora_bf16_best_level) ---- */
 void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
                          const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {

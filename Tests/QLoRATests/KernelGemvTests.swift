@@ -108,8 +108,28 @@ import Testing
                 let (pairs, xValues) = Self.bf16Pairs(random.floats(w.inFeatures, -2, 2))
                 let results: [[Float]] = levels.map { level in
                     var y = [Float](repeating: .nan, count: o)
-                    y.withUnsafeMutableBufferPointer { w.matrixVectorBF16(y: $0.baseAddress!, x: pairs, rows: 0..<o, level: level) }
+                    y.withUnsafeMutableBufferPointer {
+                        w.matrixVectorBF16(y: $0.baseAddress!, ldy: o, x: pairs, ldx: pairs.count, vectors: 1, rows: 0..<o, level: level)
+                    }
                     return y
+                }
+                // Three vectors at once: each bit-identical to its own call.
+                let others = (0..<2).map { _ in Self.bf16Pairs(random.floats(w.inFeatures, -2, 2)).0 }
+                let stacked = pairs + others.joined()
+                for level in levels {
+                    var y = [Float](repeating: .nan, count: 3 * o)
+                    y.withUnsafeMutableBufferPointer {
+                        w.matrixVectorBF16(y: $0.baseAddress!, ldy: o, x: stacked, ldx: pairs.count, vectors: 3, rows: 0..<o, level: level)
+                    }
+                    for v in 0..<3 {
+                        var single = [Float](repeating: .nan, count: o)
+                        let x = v == 0 ? pairs : others[v - 1]
+                        single.withUnsafeMutableBufferPointer {
+                            w.matrixVectorBF16(y: $0.baseAddress!, ldy: o, x: x, ldx: x.count, vectors: 1, rows: 0..<o, level: level)
+                        }
+                        #expect(Array(y[(v * o)..<((v + 1) * o)]).map(\.bitPattern) == single.map(\.bitPattern),
+                                "\(type(of: w)) vector \(v) of 3 at level \(level)")
+                    }
                 }
                 for (level, y) in results.enumerated() {
                     #expect(y.map(\.bitPattern) == results[0].map(\.bitPattern), "\(type(of: w)) bf16 dot level \(level) vs twin, \(o)x\(w.inFeatures)")

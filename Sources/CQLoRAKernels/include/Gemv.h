@@ -40,6 +40,15 @@ void qlora_gemv_f32(int level, float *y, const float *x, size_t rows, size_t col
 void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
                          const struct qlora_block_scales *scales, size_t first_block, size_t block_bytes, const float *codes16);
 
+/* Several vectors against the same rows, each with exactly the single-vector arithmetic above (so
+ * bit-identical to nvec separate calls) but every weight group decoded once: vector v is x + v * ldx words,
+ * its result y + v * ldy. nvec >= 1. */
+void qlora_gemv4_bf16dot_multi(int level, float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                               size_t cols, const uint8_t *bytes, const struct qlora_block_scales *scales, size_t first_block,
+                               size_t block_bytes, const float *codes16);
+void qlora_gemv_bf16_bf16dot_multi(int level, float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                                   size_t cols, const uint16_t *w, size_t ldw);
+
 /* bf16 weight, as qlora_gemv_bf16. */
 void qlora_gemv_bf16_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw);
 

@@ -38,6 +38,10 @@ public final class BaseLinear {
     /// Whether this layer's GEMMs need the tile workspace.
     public var needsTile: Bool { direct == nil }
 
+    /// Up to this many rows go through the matrix-vector kernels (decoding one token, or one per
+    /// sequence of a batch); more through the GEMM.
+    public static let matrixVectorRows = 8
+
     /// Whether the GEMMs run on the bf16 kernel (bf16 compute, and the kernel in use is a bf16 one).
     public var usesBF16Kernel: Bool { precision == .bf16 && kernel.usesBF16 }
 
@@ -45,22 +49,25 @@ public final class BaseLinear {
     public func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows n: Int, workspace: GemmWorkspace) {
         let o = outFeatures, i = inFeatures
         let tile = workspace.base, tileRows = workspace.tileRows
-        if n == 1, weight.hasMatrixVector(precision: precision) {
-            // One row (decoding a token): read W once, straight from storage, both threads on the rows.
+        if n <= Self.matrixVectorRows, weight.hasMatrixVector(precision: precision) {
+            // A few rows (decoding tokens): read W once, straight from storage, both threads on its rows;
+            // each row's result is bit-identical to running it alone.
             if usesBF16Kernel {
                 let pairs = UnsafeMutableRawPointer(tile).assumingMemoryBound(to: UInt32.self)
-                let padded = (i + 31) / 32 * 16
-                precondition(workspace.floats >= padded, "GEMM workspace too small for one bf16 row")
-                (pairs + i / 2).update(repeating: 0, count: padded - i / 2)
+                let ldx = (i + 31) / 32 * 16
+                precondition(workspace.floats >= n * ldx, "GEMM workspace too small for \(n) bf16 rows")
+                for row in 0..<n { (pairs + row * ldx + i / 2).update(repeating: 0, count: ldx - i / 2) }
                 qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: UInt16.self),
-                                         2 * padded, x, i, 1, i)
+                                         2 * ldx, x, i, n, i)
                 let level = kernel.level
                 Parallel.forEachRange(o, minimumPerChunk: 64) { rows in
-                    weight.matrixVectorBF16(y: y + rows.lowerBound, x: pairs, rows: rows, level: level)
+                    weight.matrixVectorBF16(y: y + rows.lowerBound, ldy: o, x: pairs, ldx: ldx, vectors: n, rows: rows, level: level)
                 }
             } else {
                 Parallel.forEachRange(o, minimumPerChunk: 64) { rows in
-                    weight.matrixVector(y: y + rows.lowerBound, x: x, rows: rows, precision: precision)
+                    for row in 0..<n {
+                        weight.matrixVector(y: y + row * o + rows.lowerBound, x: x + row * i, rows: rows, precision: precision)
+                    }
                 }
             }
         } else if usesBF16Kernel {

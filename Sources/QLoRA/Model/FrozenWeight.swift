@@ -26,8 +26,11 @@ public protocol FrozenWeight: AnyObject {
     /// token. Only where `hasMatrixVector(precision:)`.
     func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision)
     /// The same with bf16 operands for the bf16 kernel (`x`: bf16 pairs, zero-padded to a multiple of 32
-    /// elements; `level`: GemmKernel.level), weights rounded to bf16. Where `hasMatrixVector(precision: .bf16)`.
-    func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32)
+    /// elements; `level`: GemmKernel.level), weights rounded to bf16; `vectors` vectors at x + v * ldx
+    /// (words) into y + v * ldy, each bit-identical to a call of its own, W read once for all of them.
+    /// Where `hasMatrixVector(precision: .bf16)`.
+    func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
+                          rows: Range<Int>, level: Int32)
 }
 
 extension FrozenWeight {
@@ -39,9 +42,15 @@ extension FrozenWeight {
         qlora_gemv_bf16(qlora_kernels_level(), y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
     }
 
-    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32) {
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
+                                 rows: Range<Int>, level: Int32) {
         guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
-        qlora_gemv_bf16_bf16dot(level, y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
+        let start = bits + rows.lowerBound * inFeatures
+        if vectors == 1 {
+            qlora_gemv_bf16_bf16dot(level, y, x, rows.count, inFeatures, start, inFeatures)
+        } else {
+            qlora_gemv_bf16_bf16dot_multi(level, y, ldy, x, ldx, vectors, rows.count, inFeatures, start, inFeatures)
+        }
     }
 
     public var bfloat16Storage: UnsafePointer<UInt16>? { nil }

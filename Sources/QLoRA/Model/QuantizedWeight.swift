@@ -42,8 +42,9 @@ public final class QuantizedWeight: FrozenWeight {
         tensor.matrixVector(y: y, x: x, rows: rows, precision: precision.dequantPrecision)
     }
 
-    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32) {
-        tensor.matrixVectorBF16(y: y, x: x, rows: rows, level: level)
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
+                                 rows: Range<Int>, level: Int32) {
+        tensor.matrixVectorBF16(y: y, ldy: ldy, x: x, ldx: ldx, vectors: vectors, rows: rows, level: level)
     }
 
     public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {

@@ -22,15 +22,22 @@ extension QuantizedTensor {
     }
 
     /// The same with bf16 operands (`x`: bf16 pairs zero-padded to a multiple of 32 elements), the
-    /// arithmetic of vdpbf16ps; weights rounded to bf16. `level` as GemmKernel.level.
-    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, x: UnsafePointer<UInt32>, rows: Range<Int>, level: Int32) {
+    /// arithmetic of vdpbf16ps; weights rounded to bf16. `vectors` vectors at x + v * ldx (words) into
+    /// y + v * ldy, each bit-identical to a call of its own. `level` as GemmKernel.level.
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
+                                 rows: Range<Int>, level: Int32) {
         precondition(rowsAreWholeBlocks, "matrixVectorBF16 needs rows of whole blocks")
         let c = columns, blocksPerRow = c / blocksize
         packed.withUnsafeBufferPointer { bytes in
             codeValues.withUnsafeBufferPointer { codes in
                 withBlockScales { scales in
-                    qlora_gemv4_bf16dot(level, y, x, rows.count, c, bytes.baseAddress! + rows.lowerBound * c / 2,
-                                        scales, rows.lowerBound * blocksPerRow, blocksize / 2, codes.baseAddress!)
+                    let start = bytes.baseAddress! + rows.lowerBound * c / 2, first = rows.lowerBound * blocksPerRow
+                    if vectors == 1 {
+                        qlora_gemv4_bf16dot(level, y, x, rows.count, c, start, scales, first, blocksize / 2, codes.baseAddress!)
+                    } else {
+                        qlora_gemv4_bf16dot_multi(level, y, ldy, x, ldx, vectors, rows.count, c, start, scales, first, blocksize / 2,
+                                                  codes.baseAddress!)
+                    }
                 }
             }
         }

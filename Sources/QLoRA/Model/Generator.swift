@@ -23,9 +23,12 @@ public final class IncrementalDecoder {
     // Offsets into `scratch`.
     private let x, h, q, k, v, attn, gate, up, loraT, tile, attentionScratch, logits: Int
     private let tileFloats: Int
+    private let logitsCapacity: Int
+    private let loraRankCapacity: Int
 
     /// `maxSeqLen` positions of cache (at most the model's max_position_embeddings is sensible).
-    public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 128, tileRows: Int = 256) {
+    /// `loraRank`: the largest adapter rank of the sequences `appendOne` will run (default: this decoder's).
+    public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 128, tileRows: Int = 256, loraRank: Int = 0) {
         // Adapters with modules_to_save bring their own embed_tokens / lm_head.
         let model = lora?.applied(to: model) ?? model
         self.model = model
@@ -46,11 +49,13 @@ public final class IncrementalDecoder {
         attn = slot(m * max(c.queryDim, c.hiddenSize)) /// (M, H, D), then (M, C) down_proj output
         gate = slot(m * c.intermediateSize)           /// (M, F)
         up = slot(m * c.intermediateSize)             /// (M, F)
-        loraT = slot(m * max(lora?.config.r ?? 0, 1)) /// (M, r)
+        loraT = slot(m * max(lora?.config.r ?? 0, loraRank, 1)) /// (M, r)
         tileFloats = GemmWorkspace.floats(rows: m, maxInFeatures: model.maxInFeatures, tileRows: tileRows)
         tile = slot(tileFloats)                       /// GEMM workspace: (R, I) dequant tile or bf16 panels
         attentionScratch = slot(CachedAttention.scratchCount(rows: m, maxSeqLen: maxSeqLen))
-        logits = slot(c.vocabSize)                    /// (V)
+        logits = slot(min(m, BaseLinear.matrixVectorRows) * c.vocabSize) /// (rows of appendOne, V)
+        logitsCapacity = min(m, BaseLinear.matrixVectorRows) * c.vocabSize
+        loraRankCapacity = max(lora?.config.r ?? 0, loraRank, 1)
         scratch = .allocate(capacity: total)
         scratch.initialize(repeating: 0)
         positions = .allocate(capacity: m)
@@ -100,53 +105,120 @@ public final class IncrementalDecoder {
         return Array(UnsafeBufferPointer(start: p(logits), count: config.vocabSize))
     }
 
-    /// One chunk of at most `chunkRows` tokens through every layer; leaves the layer output in `x`.
-    private func run(_ tokens: [Int32]) {
+    /// One token for each of `sequences` (decoders of this same model, each with its own cache and adapter)
+    /// through this decoder's buffers together: the frozen weights are read once for all of them (the
+    /// matrix-vector kernels, up to `BaseLinear.matrixVectorRows` sequences at a time), each adapter applied
+    /// to its own row. Returns each sequence's logits (V), bit-identical to `sequence.append([token])`.
+    public func appendOne(_ tokens: [Int32], to sequences: [IncrementalDecoder]) throws -> [[Float]] {
+        precondition(tokens.count == sequences.count)
         let config = model.config
-        let m = tokens.count, c = config.hiddenSize, start = cache.length
-        for i in 0..<m {
-            ids[i] = tokens[i]
-            positions[i] = Int32(start + i)
+        for (index, sequence) in sequences.enumerated() {
+            guard sequence.model === model else {
+                throw ModelError.badBatch("sequence \(index) runs another model (an adapter with modules_to_save brings its own embeddings or lm_head); decode it on its own")
+            }
+            guard sequence.cache.length < sequence.cache.maxSeqLen, sequence.cache.length < rope.maxPositions else {
+                throw ModelError.batchTooLarge(rows: 1, seqLen: sequence.cache.length + 1, maxRows: 1,
+                                               maxSeqLen: min(sequence.cache.maxSeqLen, rope.maxPositions))
+            }
+            guard (sequence.lora?.config.r ?? 0) <= loraRankCapacity else {
+                throw ModelError.badBatch("sequence \(index)'s adapter has rank \(sequence.lora!.config.r), more than this decoder was built for (\(loraRankCapacity))")
+            }
+            if tokens[index] < 0 || Int(tokens[index]) >= config.vocabSize {
+                throw ModelError.tokenOutOfRange(id: Int(tokens[index]), vocab: config.vocabSize, position: sequence.cache.length)
+            }
+        }
+        var result: [[Float]] = []
+        let c = config.hiddenSize, v = config.vocabSize, group = min(BaseLinear.matrixVectorRows, chunkRows)
+        var g0 = 0
+        while g0 < tokens.count {
+            let g1 = min(tokens.count, g0 + group), m = g1 - g0
+            let segments = (g0..<g1).map { i in
+                Segment(cache: sequences[i].cache, lora: sequences[i].lora, rows: (i - g0)..<(i - g0 + 1), start: sequences[i].cache.length)
+            }
+            run(Array(tokens[g0..<g1]), segments: segments)
+            RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(model.norm.baseAddress!), rows: m, dim: c,
+                            eps: config.rmsNormEps)
+            precondition(m * v <= logitsCapacity, "logits buffer too small")
+            model.lmHead.forward(y: p(logits), x: p(h), rows: m, workspace: workspace)
+            for row in 0..<m { result.append(Array(UnsafeBufferPointer(start: p(logits) + row * v, count: v))) }
+            g0 = g1
+        }
+        return result
+    }
+
+    /// Rows of one run that belong to one sequence: its cache, its adapter, where its rows start in it.
+    private struct Segment {
+        var cache: KVCache
+        var lora: LoRAAdapters?
+        var rows: Range<Int>
+        var start: Int
+    }
+
+    /// One chunk of at most `chunkRows` tokens of this sequence through every layer; leaves the layer
+    /// output in `x`.
+    private func run(_ tokens: [Int32]) {
+        run(tokens, segments: [Segment(cache: cache, lora: lora, rows: 0..<tokens.count, start: cache.length)])
+    }
+
+    /// `tokens` through every layer, each segment of rows against its own cache and adapter: the base
+    /// linears see all rows at once, everything else is per segment, so a row's result does not depend
+    /// on the other segments.
+    private func run(_ tokens: [Int32], segments: [Segment]) {
+        let config = model.config
+        let m = tokens.count, c = config.hiddenSize
+        for segment in segments {
+            for (offset, i) in segment.rows.enumerated() {
+                ids[i] = tokens[i]
+                positions[i] = Int32(segment.start + offset)
+            }
         }
         model.embedTokens.gather(out: p(x), ids: ids, rows: m)
         for layer in 0..<config.numHiddenLayers {
             let weights = model.layers[layer]
-            let kvDim = config.keyValueDim
+            let kvDim = config.keyValueDim, qDim = config.queryDim
             RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
                             rows: m, dim: c, eps: config.rmsNormEps)
-            project(layer, .q, y: p(q), x: p(h), rows: m)
-            project(layer, .k, y: p(k), x: p(h), rows: m)
-            project(layer, .v, y: p(v), x: p(h), rows: m)
+            project(layer, .q, y: p(q), x: p(h), rows: m, segments: segments)
+            project(layer, .k, y: p(k), x: p(h), rows: m, segments: segments)
+            project(layer, .v, y: p(v), x: p(h), rows: m, segments: segments)
             rope.apply(p(q), positions: positions, rows: m, heads: config.numAttentionHeads)
             rope.apply(p(k), positions: positions, rows: m, heads: config.numKeyValueHeads)
-            let keys = cache.keys(layer: layer), values = cache.values(layer: layer)
-            (keys + start * kvDim).update(from: p(k), count: m * kvDim)
-            (values + start * kvDim).update(from: p(v), count: m * kvDim)
-            CachedAttention.forward(out: p(attn), q: p(q), keys: keys, values: values, rows: m, start: start,
-                                    heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads, headDim: config.headDim,
-                                    scratch: p(attentionScratch))
+            for segment in segments {
+                let r0 = segment.rows.lowerBound, count = segment.rows.count
+                let keys = segment.cache.keys(layer: layer), values = segment.cache.values(layer: layer)
+                (keys + segment.start * kvDim).update(from: p(k) + r0 * kvDim, count: count * kvDim)
+                (values + segment.start * kvDim).update(from: p(v) + r0 * kvDim, count: count * kvDim)
+                CachedAttention.forward(out: p(attn) + r0 * qDim, q: p(q) + r0 * qDim, keys: keys, values: values, rows: count,
+                                        start: segment.start, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
+                                        headDim: config.headDim, scratch: p(attentionScratch))
+            }
             // o_proj into h (free now), then the residual.
-            project(layer, .o, y: p(h), x: p(attn), rows: m)
+            project(layer, .o, y: p(h), x: p(attn), rows: m, segments: segments)
             add(p(x), p(h), count: m * c)
             RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
                             rows: m, dim: c, eps: config.rmsNormEps)
-            project(layer, .gate, y: p(gate), x: p(h), rows: m)
-            project(layer, .up, y: p(up), x: p(h), rows: m)
+            project(layer, .gate, y: p(gate), x: p(h), rows: m, segments: segments)
+            project(layer, .up, y: p(up), x: p(h), rows: m, segments: segments)
             SwiGLU.forward(out: p(gate), gate: p(gate), up: p(up), count: m * config.intermediateSize)
-            project(layer, .down, y: p(attn), x: p(gate), rows: m)
+            project(layer, .down, y: p(attn), x: p(gate), rows: m, segments: segments)
             add(p(x), p(attn), count: m * c)
         }
-        cache.length = start + m
+        for segment in segments { segment.cache.length = segment.start + segment.rows.count }
         lastChunkRows = m
     }
 
     private var workspace: GemmWorkspace { GemmWorkspace(base: p(tile), floats: tileFloats, tileRows: tileRows) }
 
-    /// Base linear + LoRA branch (no dropout) of one projection.
-    private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int) {
-        model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: rows, workspace: workspace)
-        if let adapter = lora?.adapters[layer][projection.rawValue] {
-            adapter.forward(y: y, t: p(loraT), x: x, rows: rows, maskSeed: 0, dropScratch: nil)
+    /// Base linear over all rows, then each segment's LoRA branch (no dropout) on its own rows.
+    private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int,
+                         segments: [Segment]) {
+        let linear = model.layers[layer].linears[projection.rawValue]
+        linear.forward(y: y, x: x, rows: rows, workspace: workspace)
+        for segment in segments {
+            guard let adapter = segment.lora?.adapters[layer][projection.rawValue] else { continue }
+            let r0 = segment.rows.lowerBound
+            adapter.forward(y: y + r0 * linear.outFeatures, t: p(loraT) + r0 * adapter.rank, x: x + r0 * linear.inFeatures,
+                            rows: segment.rows.count, maskSeed: 0, dropScratch: nil)
         }
     }
 
@@ -206,6 +278,46 @@ public final class Generator {
             logits = try decoder.append([next])
         }
         return generated
+    }
+
+    /// Several prompts, each with its own adapter (nil = the base), decoded together: each prompt is
+    /// prefilled on its own, then every step runs one token of each unfinished sequence through the layers
+    /// at once (`IncrementalDecoder.appendOne`: one pass over the frozen weights per step). Each sequence's
+    /// tokens are those `generate` gives it alone with the same sampling (same seed).
+    public static func generateBatch(model: LlamaModel, requests: [(prompt: [Int32], lora: LoRAAdapters?)], maxNewTokens: Int,
+                                     stopTokens: Set<Int32> = [], sampling: Sampling = Sampling()) throws -> [[Int32]] {
+        guard maxNewTokens > 0, !requests.isEmpty else { return requests.map { _ in [] } }
+        let lengths = requests.map { min(model.config.maxPositionEmbeddings, $0.prompt.count + maxNewTokens) }
+        let sequences = zip(requests, lengths).map { request, length in
+            IncrementalDecoder(model: model, lora: request.lora, maxSeqLen: length)
+        }
+        let runner = IncrementalDecoder(model: model, lora: nil, maxSeqLen: lengths.max()!, chunkRows: BaseLinear.matrixVectorRows,
+                                        loraRank: requests.compactMap { $0.lora?.config.r }.max() ?? 0)
+        var logits = try zip(sequences, requests).map { sequence, request -> [Float] in
+            guard !request.prompt.isEmpty else { throw ModelError.badBatch("an empty prompt") }
+            return try sequence.append(request.prompt)
+        }
+        var generators = requests.map { _ in SeededGenerator(seed: sampling.seed) }
+        var seen = requests.map { Set($0.prompt) }
+        var outputs = requests.map { _ in [Int32]() }
+        var active = Array(requests.indices)
+        while !active.isEmpty {
+            var next: [Int32] = []
+            var stillActive: [Int] = []
+            for i in active {
+                var processed = logits[i]
+                let token = pick(logits: &processed, seen: seen[i], sampling: sampling, generator: &generators[i])
+                outputs[i].append(token)
+                seen[i].insert(token)
+                let done = stopTokens.contains(token) || outputs[i].count >= maxNewTokens || sequences[i].position >= sequences[i].cache.maxSeqLen
+                if !done { next.append(token); stillActive.append(i) }
+            }
+            active = stillActive
+            guard !active.isEmpty else { break }
+            let stepLogits = try runner.appendOne(next, to: active.map { sequences[$0] })
+            for (slot, i) in active.enumerated() { logits[i] = stepLogits[slot] }
+        }
+        return outputs
     }
 
     /// Applies the penalty and warpers to `logits` in place (what is left is the sampled distribution's

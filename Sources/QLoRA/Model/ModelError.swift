@@ -8,6 +8,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case unsupportedDType(path: String, tensor: String, dtype: String)
     case tokenOutOfRange(id: Int, vocab: Int, position: Int)
     case batchTooLarge(rows: Int, seqLen: Int, maxRows: Int, maxSeqLen: Int)
+    /// Sequences that cannot be decoded together.
+    case badBatch(String)
 
     public var description: String {
         switch self {
@@ -27,6 +29,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "token id \(id) at position \(position) is outside the vocabulary (size \(vocab)). The tokenizer does not match the model."
         case .batchTooLarge(let rows, let seqLen, let maxRows, let maxSeqLen):
             return "batch \(rows) x \(seqLen) exceeds the \(maxRows) x \(maxSeqLen) the model's buffers were sized for."
+        case .badBatch(let reason):
+            return "cannot decode these sequences together: \(reason)"
         }
     }
 }

@@ -7,7 +7,7 @@ public enum GenerateCommand: Command {
     public static let name = "generate"
     public static let summary = "Generate text with a model and an optional LoRA adapter (streamed, KV cache)"
     public static let help = """
-    Usage: qlora generate --model DIR [--adapter [NAME=]DIR[,...]] (--prompt TEXT | --chat TEXT) [options]
+    Usage: qlora generate --model DIR [--adapter [NAME=]DIR[,...]] (--prompt TEXT | --chat TEXT | --batch-file F.jsonl) [options]
 
     Loads the model (dense safetensors are quantized on load unless --quant none; bitsandbytes 4-bit
     checkpoints are used as they are), the optional PEFT adapter and the model's tokenizer.json, then
@@ -23,6 +23,9 @@ public enum GenerateCommand: Command {
       --prompt TEXT            raw text to continue (BOS added as the tokenizer does)
       --chat TEXT              a user message, rendered through the model's chat template with the
                                generation prompt (needs chat_template.jinja or tokenizer_config.json's chat_template)
+      --batch-file F.jsonl     one request per line, {"prompt": ...} or {"chat": ...}, optionally
+                               "adapter": NAME (one of --adapter; none = the base): all decoded together,
+                               one pass over the base weights per step; prints one JSON line per request
       --max-new-tokens N       most tokens to generate (default 128)
       --temperature T          0 = greedy (default); > 0 samples from softmax(logits / T)
       --top-k K                sample from the K most likely tokens only (default 0 = off)
@@ -44,6 +47,7 @@ public enum GenerateCommand: Command {
     struct Options {
         var model: URL
         var adapters: AdapterSelection
+        var batchFile: URL?
         var prompt: String?
         var chat: String?
         var maxNewTokens = 128
@@ -54,17 +58,18 @@ public enum GenerateCommand: Command {
 
     static func parse(_ arguments: [String]) throws -> Options {
         let args = try Arguments(arguments, command: name,
-                                 valueOptions: AdapterSelection.valueOptions.union(["model", "prompt", "chat", "max-new-tokens", "temperature", "top-k", "top-p",
+                                 valueOptions: AdapterSelection.valueOptions.union(["model", "prompt", "chat", "batch-file", "max-new-tokens", "temperature", "top-k", "top-p",
                                                 "repetition-penalty", "seed", "quant", "base-dtype", "compute-dtype", "blocksize"]),
                                  flagOptions: ["double-quant"])
         guard let model = args.string("model") else {
             throw CLIError.failed("qlora generate: --model is required. Run `qlora generate --help`.")
         }
-        guard (args.string("prompt") == nil) != (args.string("chat") == nil) else {
-            throw CLIError.failed("qlora generate: give exactly one of --prompt TEXT or --chat TEXT.")
+        guard [args.string("prompt"), args.string("chat"), args.string("batch-file")].compactMap({ $0 }).count == 1 else {
+            throw CLIError.failed("qlora generate: give exactly one of --prompt TEXT, --chat TEXT or --batch-file FILE.jsonl.")
         }
         let base = try TrainingArguments(args)
         var options = Options(model: URL(fileURLWithPath: model), adapters: try AdapterSelection(args))
+        options.batchFile = args.string("batch-file").map { URL(fileURLWithPath: $0) }
         options.prompt = args.string("prompt")
         options.chat = args.string("chat")
         options.format = base.format
@@ -91,9 +96,12 @@ public enum GenerateCommand: Command {
         let blas = try OpenBLAS.ensureLoaded()
         let status = { (line: String) in FileHandle.standardError.write(Data((line + "\n").utf8)) }
         status("qlora generate — \(blas.summary)")
-        _ = try generate(options, output: { text in
-            FileHandle.standardOutput.write(Data(text.utf8))
-        }, status: status)
+        let write = { (text: String) in FileHandle.standardOutput.write(Data(text.utf8)) }
+        if options.batchFile != nil {
+            _ = try generateBatch(options, output: write, status: status)
+        } else {
+            _ = try generate(options, output: write, status: status)
+        }
         return 0
     }
 
@@ -109,17 +117,7 @@ public enum GenerateCommand: Command {
         let model = try LlamaLoader.load(directory: directory, format: options.format, precision: options.precision)
         let config = model.config
         let lora = try options.adapters.single(model: directory, config: config, command: name)
-        let promptText: String
-        if let chat = options.chat {
-            guard let source = tokenizer.chatTemplateSource else { throw DataError.chatTemplateMissing(directory: directory.path) }
-            promptText = try ChatTemplate(source).render(messages: [ChatMessage(role: "user", content: chat)], addGenerationPrompt: true,
-                                                         tokenizer: tokenizer)
-        } else {
-            promptText = options.prompt ?? ""
-        }
-        // A chat rendering carries its own special tokens (as transformers' apply_chat_template).
-        let prompt = tokenizer.encode(promptText, addSpecialTokens: options.chat == nil)
-        guard !prompt.isEmpty else { throw CLIError.failed("qlora generate: the prompt is empty after tokenization.") }
+        let prompt = try promptIDs(prompt: options.prompt, chat: options.chat, tokenizer: tokenizer, directory: directory)
         let maxPositions = config.maxPositionEmbeddings
         guard prompt.count < maxPositions else {
             throw CLIError.failed("qlora generate: the prompt is \(prompt.count) tokens, but the model takes at most \(maxPositions) positions (max_position_embeddings), which leaves no room to generate. Shorten the prompt.")
@@ -151,6 +149,23 @@ public enum GenerateCommand: Command {
                       tokens.count, stopped ? " (stopped at end of sequence)" : "", ttft, prompt.count,
                       ttft > 0 ? Double(prompt.count) / ttft : 0, rate))
         return tokens
+    }
+
+    /// The ids of a raw prompt (BOS as the tokenizer adds it) or of a user message through the chat
+    /// template with the generation prompt (the rendering carries its own special tokens, as transformers'
+    /// apply_chat_template).
+    static func promptIDs(prompt: String?, chat: String?, tokenizer: Tokenizer, directory: URL) throws -> [Int32] {
+        let text: String
+        if let chat {
+            guard let source = tokenizer.chatTemplateSource else { throw DataError.chatTemplateMissing(directory: directory.path) }
+            text = try ChatTemplate(source).render(messages: [ChatMessage(role: "user", content: chat)], addGenerationPrompt: true,
+                                                   tokenizer: tokenizer)
+        } else {
+            text = prompt ?? ""
+        }
+        let ids = tokenizer.encode(text, addSpecialTokens: chat == nil)
+        guard !ids.isEmpty else { throw CLIError.failed("qlora generate: the prompt is empty after tokenization.") }
+        return ids
     }
 
     /// EOS ids: config.json's eos_token_id, generation_config.json's (which transformers prefers), the tokenizer's.

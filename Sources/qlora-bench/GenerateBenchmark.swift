@@ -10,7 +10,7 @@ enum GenerateBenchmark: Benchmark {
     static let summary = "prompt and decode tokens/s (nf4 / bf16 / fp32 base, +- adapter), bytes per token vs measured bandwidth"
 
     static func run(_ arguments: [String]) throws {
-        let o = try Bench.options(arguments, allowed: ["model", "prompt", "tokens", "bases", "threads", "repeats", "adapter"])
+        let o = try Bench.options(arguments, allowed: ["model", "prompt", "tokens", "bases", "threads", "repeats", "adapter", "mixed"])
         let promptLength = Int(o["prompt"] ?? "128") ?? 128
         let newTokens = Int(o["tokens"] ?? "64") ?? 64
         let repeats = Int(o["repeats"] ?? "3") ?? 3
@@ -69,7 +69,43 @@ enum GenerateBenchmark: Benchmark {
                              100 * rate / bandwidth))
             }
         }
+        if o["mixed"] == "yes" { try mixedBatch(prompt: promptLength, tokens: newTokens, model: o["model"]) }
         print("frozen MB/token: every frozen weight byte (4-bit codes and scales, dense weights, the embedding table as lm_head), read once per decoded token")
+    }
+
+    /// 8 sequences over 4 adapters (r = 8, all projections) decoded together vs one after another (NF4 base).
+    static func mixedBatch(prompt promptLength: Int, tokens: Int, model directory: String?) throws {
+        let model = try directory.map { try LlamaLoader.load(directory: URL(fileURLWithPath: $0), format: .quantized(QuantizationOptions()), precision: .bf16) }
+            ?? LlamaLoader.random(config: TrainBenchmark.smolLM2, format: .quantized(QuantizationOptions()), precision: .bf16, seed: 0)
+        let config = model.config
+        var generator = SeededGenerator(seed: 3)
+        let adapters = try (0..<4).map { index -> LoRAAdapters in
+            let adapters = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: 8, loraAlpha: 16), training: false)
+            adapters.initialize(seed: UInt64(index))
+            for entry in adapters.parameters.entries where entry.key.hasSuffix("lora_B.weight") {
+                adapters.parameters.setValues(entry, (0..<entry.count).map { _ in generator.normal() * 0.01 })
+            }
+            return adapters
+        }
+        let requests = (0..<8).map { index in
+            (prompt: (0..<promptLength).map { _ in Int32(generator.next() % UInt64(config.vocabSize)) }, lora: adapters[index % 4] as LoRAAdapters?)
+        }
+        let batchStart = Bench.now()
+        let batched = try Generator.generateBatch(model: model, requests: requests, maxNewTokens: tokens)
+        let batchSeconds = Bench.now() - batchStart
+        let aloneStart = Bench.now()
+        var alone: [[Int32]] = []
+        for request in requests {
+            alone.append(try Generator(model: model, lora: request.lora, maxSeqLen: request.prompt.count + tokens)
+                .generate(prompt: request.prompt, maxNewTokens: tokens))
+        }
+        let aloneSeconds = Bench.now() - aloneStart
+        let total = Double(batched.map(\.count).reduce(0, +))
+        print(String(format: "mixed batch: 8 sequences over 4 adapters (r=8), %d-token prompts, %d new tokens each (prompts included in the time)",
+                     promptLength, tokens))
+        print(String(format: "  together %.2f s = %.1f generated tokens/s; one after another %.2f s = %.1f tokens/s; %.2fx; outputs identical: %@",
+                     batchSeconds, total / batchSeconds, aloneSeconds, total / aloneSeconds, aloneSeconds / batchSeconds,
+                     (batched == alone ? "yes" : "NO") as NSString))
     }
 
     /// Bytes per second of streaming reads over 512 MiB on `Parallel.threads` threads (best of 3).

@@ -67,12 +67,8 @@ public enum EvalCommand: Command {
             throw CLIError.failed("qlora eval: --model DIR and --data FILE.jsonl are required. Run `qlora eval --help`.")
         }
         var options = Options(model: URL(fileURLWithPath: model), data: URL(fileURLWithPath: data), adapters: try AdapterSelection(args))
-        guard FileManager.default.fileExists(atPath: options.model.appendingPathComponent("config.json").path) else {
-            throw CLIError.failed("qlora eval: \(model) is not a model directory (no config.json).")
-        }
-        guard FileManager.default.isReadableFile(atPath: data) else {
-            throw CLIError.failed("qlora eval: cannot read the data file \(data).")
-        }
+        try PathChecks.modelDirectory(model, command: name)
+        try PathChecks.readableFile(data, command: name, option: "data")
         options.includeBase = options.adapters.named.isEmpty || args.flag("base")
         let base = try TrainingArguments(args)
         options.format = base.format

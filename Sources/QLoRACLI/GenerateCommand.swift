@@ -67,6 +67,8 @@ public enum GenerateCommand: Command {
         guard [args.string("prompt"), args.string("chat"), args.string("batch-file")].compactMap({ $0 }).count == 1 else {
             throw CLIError.failed("qlora generate: give exactly one of --prompt TEXT, --chat TEXT or --batch-file FILE.jsonl.")
         }
+        try PathChecks.modelDirectory(model, command: name)
+        if let file = args.string("batch-file") { try PathChecks.readableFile(file, command: name, option: "batch-file") }
         let base = try TrainingArguments(args)
         var options = Options(model: URL(fileURLWithPath: model), adapters: try AdapterSelection(args))
         options.batchFile = args.string("batch-file").map { URL(fileURLWithPath: $0) }

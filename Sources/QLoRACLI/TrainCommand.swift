@@ -46,6 +46,9 @@ public enum TrainCommand: Command {
         guard let model = args.string("model"), let data = args.string("data"), let output = args.string("output") else {
             throw CLIError.failed("qlora train: --model, --data and --output are required. Run `qlora train --help`.")
         }
+        try PathChecks.modelDirectory(model, command: name)
+        try PathChecks.readableFile(data, command: name, option: "data")
+        if let evalData = args.string("eval-data") { try PathChecks.readableFile(evalData, command: name, option: "eval-data") }
         let shared = try TrainingArguments(args)
         var options = TrainingRun.Options(modelDirectory: URL(fileURLWithPath: model), dataFile: URL(fileURLWithPath: data),
                                           outputDirectory: URL(fileURLWithPath: output))

@@ -42,4 +42,17 @@ import Testing
         #expect(cpu.modelName == "Test CPU")
         #expect(cpu.flags.contains("avx512f") && !cpu.flags.contains("sse"))
     }
+
+    /// A missing library is an error with the install command (never a crash): `ensureLoaded` reports it,
+    /// and every command calls it before any GEMM.
+    @Test func aMissingLibraryIsAClearError() {
+        do {
+            _ = try OpenBLAS.load(candidates: ["/nonexistent/libopenblas.so.0"])
+            Issue.record("loading a nonexistent library succeeded")
+        } catch let error as RuntimeError {
+            #expect("\(error)".contains("apt-get install -y libopenblas-dev"), "\(error)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
 }

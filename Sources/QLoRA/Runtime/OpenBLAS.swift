@@ -28,19 +28,27 @@ public final class OpenBLAS: @unchecked Sendable {
     private let setNumThreads: (@convention(c) (Int32) -> Void)?
     private let getNumThreads: (@convention(c) () -> Int32)?
 
-    public static let shared: OpenBLAS = {
-        do { return try OpenBLAS.load() } catch {
-            // Nothing numeric can run without BLAS; the message says how to install it.
-            fatalError("\(error)")
-        }
-    }()
+    /// The loaded library. Every command calls `ensureLoaded()` first, which reports a missing OpenBLAS
+    /// as an error; reaching here without it is a programming error.
+    public static var shared: OpenBLAS {
+        if let loaded = loadLock.withLock({ loadedInstance }) { return loaded }
+        do { return try ensureLoaded() } catch { fatalError("\(error)") }
+    }
 
-    /// Loads OpenBLAS if needed; throws a clear error when it is not installed.
+    /// Loads OpenBLAS if needed; throws a clear error (with the install command) when it is not installed.
+    /// `QLORA_OPENBLAS_LIBRARY` names a library file to load instead of the system's.
     public static func ensureLoaded() throws -> OpenBLAS {
-        if let loaded = loadedInstance { return loaded }
-        return shared
+        try loadLock.withLock {
+            if let loaded = loadedInstance { return loaded }
+            let custom = ProcessInfo.processInfo.environment["QLORA_OPENBLAS_LIBRARY"].flatMap { $0.isEmpty ? nil : [$0] }
+            let instance = try load(candidates: custom ?? systemLibraries)
+            loadedInstance = instance
+            return instance
+        }
     }
     nonisolated(unsafe) private static var loadedInstance: OpenBLAS?
+    private static let loadLock = NSLock()
+    static let systemLibraries = ["libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0"]
 
     /// The OpenBLAS core type to request for these CPU flags, or nil to let OpenBLAS decide.
     public static func preferredCoretype(for cpu: CPUFeatures) -> String? {
@@ -49,7 +57,8 @@ public final class OpenBLAS: @unchecked Sendable {
         return nil
     }
 
-    private static func load() throws -> OpenBLAS {
+    /// The first of `candidates` that opens; throws `openBLASMissing` when none does.
+    static func load(candidates: [String]) throws -> OpenBLAS {
         let choice: KernelChoice
         if let user = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], !user.isEmpty {
             choice = .user(user)
@@ -59,7 +68,6 @@ public final class OpenBLAS: @unchecked Sendable {
         } else {
             choice = .library
         }
-        let candidates = ["libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0"]
         var handle: UnsafeMutableRawPointer?
         for name in candidates {
             handle = dlopen(name, RTLD_NOW | RTLD_GLOBAL)
@@ -88,7 +96,6 @@ public final class OpenBLAS: @unchecked Sendable {
         // own pool at one thread: two pools never nest, and a GEMM's rounding never depends on how many
         // threads OpenBLAS happened to use (its results differ bit-wise between 1 and 2 threads).
         instance.threads = 1
-        loadedInstance = instance
         return instance
     }
 

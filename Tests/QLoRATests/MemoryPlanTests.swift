@@ -136,6 +136,21 @@ import Testing
         }
     }
 
+    /// Sizes whose byte counts would overflow are refused, naming the option (they printed negative TiB).
+    @Test func absurdSizesAreRefused() throws {
+        let config = Self.randomConfig("qkv-bias")
+        for (batch, seqLen, option) in [(1, 99_999_999_999_999, "seq-len"), (99_999_999, 1 << 20, "batch x seq-len"), (Int.max / 2, 4, "batch x seq-len")] {
+            let options = MemoryPlan.Options(baseFormat: Self.nf4, lora: Self.allLinear, batch: batch, seqLen: seqLen)
+            #expect(throws: MemoryPlanError.badOption(option: option, reason: "")) {
+                do { _ = try MemoryPlan(config: config, options: options) } catch MemoryPlanError.badOption(let name, _) {
+                    throw MemoryPlanError.badOption(option: name, reason: "")
+                }
+            }
+        }
+        let fine = try MemoryPlan(config: config, options: MemoryPlan.Options(baseFormat: Self.nf4, lora: Self.allLinear, batch: 64, seqLen: 1 << 20))
+        #expect(fine.breakdown.total > 0)
+    }
+
     @Test func sgdKeepsNoOptimizerState() throws {
         let config = Self.randomConfig("qkv-bias")
         var options = MemoryPlan.Options(baseFormat: Self.nf4, lora: Self.allLinear, batch: 2, seqLen: 8)

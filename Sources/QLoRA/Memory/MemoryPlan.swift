@@ -170,6 +170,9 @@ public struct MemoryPlan: Sendable {
         return shapes
     }
 
+    static let maxSeqLen = 1 << 24
+    static let maxTokensPerStep = 1 << 31
+
     static func validate(config: LlamaConfig, options: Options) throws {
         let positives: [(String, Int)] = [("batch", options.batch), ("seq-len", options.seqLen),
                                           ("logits chunk rows", options.logitsChunkRows)]
@@ -179,6 +182,15 @@ public struct MemoryPlan: Sendable {
         }
         if options.runtimeOverheadBytes < 0 {
             throw MemoryPlanError.badOption(option: "runtime overhead", reason: "must not be negative")
+        }
+        // Bounds that keep every byte count of the plan far inside Int (it multiplies tokens by widths,
+        // layers and the vocabulary): 16 M tokens per sequence, 2^31 tokens per step.
+        if options.seqLen > Self.maxSeqLen {
+            throw MemoryPlanError.badOption(option: "seq-len", reason: "\(options.seqLen) is beyond what can be planned (at most \(Self.maxSeqLen) tokens per sequence)")
+        }
+        let (tokens, overflow) = options.batch.multipliedReportingOverflow(by: options.seqLen)
+        if overflow || tokens > Self.maxTokensPerStep {
+            throw MemoryPlanError.badOption(option: "batch x seq-len", reason: "\(options.batch) x \(options.seqLen) tokens per step is beyond what can be planned (at most \(Self.maxTokensPerStep))")
         }
         if case .quantized(let q) = options.baseFormat {
             do { try BlockwiseQuantizer.validate(blocksize: q.blocksize) } catch {

@@ -117,4 +117,22 @@ struct QuantCheckpointTests {
         #expect(!CheckpointQuantizer.isQuantizable("model.layers.3.self_attn.q_proj.bias", shape: [8], skipModules: skip))
         #expect(!CheckpointQuantizer.isQuantizable("model.layers.3.self_attn.q_proj.weight", shape: [8, 8], skipModules: ["self_attn"]))
     }
+
+    /// An output that cannot be written is refused before any tensor is read, in one sentence.
+    @Test func unwritableOutputIsRefusedUpFront() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("qlora-file-\(UUID().uuidString)")
+        try Data("x".utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        var events = 0
+        for output in [file.appendingPathComponent("out").path, "/proc/qlora-forbidden/out"] {
+            do {
+                _ = try CheckpointQuantizer.quantize(input: QuantFixtures.path("untied-fp32"), output: output, progress: { _ in events += 1 })
+                Issue.record("quantizing into \(output) succeeded")
+            } catch let error as QuantError {
+                guard case .outputNotWritable = error else { Issue.record("unexpected \(error)"); continue }
+                #expect("\(error)".contains(output) && "\(error)".contains("nothing was quantized"))
+            }
+        }
+        #expect(events == 0, "no work before the check")
+    }
 }

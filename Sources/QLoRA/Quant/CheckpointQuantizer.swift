@@ -66,6 +66,29 @@ public enum CheckpointQuantizer {
                                         "tokenizer.model", "chat_template.jinja", "chat_template.json"]
 
     @discardableResult
+    /// Creates `url` (and missing parents) and checks that a file can be made in it; failures become
+    /// one sentence with the system's reason.
+    static func prepareOutput(_ url: URL, as given: String) throws {
+        var missing: [String] = []
+        var probe = url.path
+        var isDirectory: ObjCBool = false
+        while !FileManager.default.fileExists(atPath: probe, isDirectory: &isDirectory) && probe != "/" {
+            missing.append(probe)
+            probe = (probe as NSString).deletingLastPathComponent
+        }
+        if FileManager.default.fileExists(atPath: probe), !isDirectory.boolValue {
+            throw QuantError.outputNotWritable(path: given, reason: "\(probe) is a file, not a directory")
+        }
+        for directory in missing.reversed() where mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw QuantError.outputNotWritable(path: given, reason: "cannot create \(directory) (\(String(cString: strerror(errno))))")
+        }
+        let test = url.appendingPathComponent(".qlora-write-test-\(getpid())").path
+        let fd = open(test, O_CREAT | O_WRONLY | O_EXCL, 0o600)
+        guard fd >= 0 else { throw QuantError.outputNotWritable(path: given, reason: String(cString: strerror(errno))) }
+        close(fd)
+        unlink(test)
+    }
+
     public static func quantize(input: String, output: String, options: QuantizeOptions = QuantizeOptions(),
                                 progress: (QuantizeEvent) -> Void = { _ in }) throws -> QuantizeSummary {
         let start = Date()
@@ -78,6 +101,8 @@ public enum CheckpointQuantizer {
         let inputURL = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath()
         let outputURL = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath()
         guard inputURL.path != outputURL.path else { throw QuantError.outputIsInput(output) }
+        // Before any work: the output directory must exist (or be creatable) and take files.
+        try prepareOutput(outputURL, as: output)
         let configPath = inputURL.appendingPathComponent("config.json").path
         guard fm.fileExists(atPath: configPath) else { throw QuantError.noConfig(directory: input) }
         let contents = (try? fm.contentsOfDirectory(atPath: inputURL.path)) ?? []
@@ -139,7 +164,6 @@ public enum CheckpointQuantizer {
                 summary.parametersKept += t.elementCount
             }
         }
-        try fm.createDirectory(at: outputURL, withIntermediateDirectories: true)
         let modelPath = outputURL.appendingPathComponent("model.safetensors").path
         progress(.writing(path: modelPath))
         let writer = try SafeTensorsWriter(path: modelPath, entries: entries, metadata: ["format": "pt"])

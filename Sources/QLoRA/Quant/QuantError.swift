@@ -11,6 +11,7 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
     case noSafeTensors(directory: String)
     case badConfig(path: String, reason: String)
     case outputIsInput(String)
+    case outputNotWritable(path: String, reason: String)
     case emptyTensor(tensor: String)
 
     public var description: String {
@@ -33,6 +34,8 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
             return "\(directory) has no .safetensors files. Only safetensors checkpoints are supported; convert pytorch_model.bin first."
         case .badConfig(let path, let reason):
             return "\(path): \(reason)."
+        case .outputNotWritable(let path, let reason):
+            return "cannot write the output directory \(path): \(reason). Choose an --output in a writable location; nothing was quantized."
         case .outputIsInput(let path):
             return "the output directory \(path) is the input directory; choose another --output so the original checkpoint is kept."
         case .emptyTensor(let tensor):

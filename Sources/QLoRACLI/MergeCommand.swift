@@ -52,10 +52,6 @@ public enum MergeCommand: Command {
         return 0
     }
 
-    /// Files beside the weights that a merged model keeps from its base.
-    static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                              "chat_template.jinja", "generation_config.json"]
-
     static func merge(_ options: Options, status: (String) -> Void) throws {
         let output = options.output.standardizedFileURL.resolvingSymlinksInPath()
         for (label, input) in [("--model", options.model), ("--adapter", options.adapter)]
@@ -77,13 +73,7 @@ public enum MergeCommand: Command {
         let dtype = options.dtype ?? defaultDType(sourceConfig)
         let merged = try LoRAMerge.merge(model: model, adapters: adapters)
         try LlamaWriter.save(merged, to: options.output, dtype: dtype, sourceConfig: sourceConfig)
-        var copied: [String] = []
-        for file in copiedFiles {
-            let source = options.model.appendingPathComponent(file)
-            guard let data = try? Data(contentsOf: source) else { continue }
-            try AtomicFile.write(data, to: options.output.appendingPathComponent(file))
-            copied.append(file)
-        }
+        let copied = try LlamaWriter.copyCompanionFiles(from: options.model, to: options.output)
         let adapted = adapters.adapters.joined().compactMap { $0 }.count
         status("merged \(adapted) adapted linears (r=\(adapters.config.r), scaling \(adapters.config.scaling)) into \(options.output.path)")
         status("wrote model.safetensors (\(dtype == .BF16 ? "bf16" : "fp32")), config.json\(copied.isEmpty ? "" : ", " + copied.joined(separator: ", "))")

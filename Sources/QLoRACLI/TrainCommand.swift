@@ -33,6 +33,9 @@ public enum TrainCommand: Command {
       --eval-every N           evaluate every N steps
       --save-every N           checkpoint every N steps (and at the end)
       --resume                 continue from the newest checkpoint-N in --output
+      --full                   full fine-tuning: every weight trained in fp32 with AdamW (implies --quant none
+                               --base-dtype fp32 --compute-dtype fp32; LoRA options do not apply); --output
+                               receives the trained model (config.json, model.safetensors, tokenizer files)
       --seed S                 data order, LoRA init and dropout (default 42)
     \(TrainingArguments.helpText)
     """
@@ -42,7 +45,7 @@ public enum TrainCommand: Command {
                                  valueOptions: TrainingArguments.valueOptions.union([
                                     "model", "data", "output", "eval-data", "eval-fraction", "steps", "epochs", "lr", "schedule",
                                     "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed"]),
-                                 flagOptions: TrainingArguments.flagOptions.union(["packing", "resume"]))
+                                 flagOptions: TrainingArguments.flagOptions.union(["packing", "resume", "full"]))
         guard let model = args.string("model"), let data = args.string("data"), let output = args.string("output") else {
             throw CLIError.failed("qlora train: --model, --data and --output are required. Run `qlora train --help`.")
         }
@@ -56,6 +59,17 @@ public enum TrainCommand: Command {
         options.evalFraction = try args.double("eval-fraction", default: 0)
         options.format = shared.format
         options.precision = shared.precision
+        options.full = args.flag("full")
+        if options.full {
+            let lora = ["rank", "alpha", "dropout", "targets", "layers", "init", "modules-to-save"].filter { args.string($0) != nil }
+                + (args.flag("rslora") ? ["rslora"] : [])
+            guard lora.isEmpty else {
+                throw CLIError.failed("qlora train: --full trains every weight; the LoRA options \(lora.map { "--" + $0 }.joined(separator: ", ")) do not apply.")
+            }
+            // Full fine-tuning is fp32 weights and compute unless told otherwise (then TrainingRun explains).
+            if args.string("quant") == nil, args.string("base-dtype") == nil { options.format = .dense32 }
+            if args.string("compute-dtype") == nil { options.precision = .fp32 }
+        }
         options.lora = shared.lora
         options.batchSize = shared.batch
         options.seqLen = shared.seqLen
@@ -104,7 +118,8 @@ public enum TrainCommand: Command {
                 print(String(format: "done: %d steps, loss %.4f -> %.4f, %.1f s, %.0f tokens/s, peak RSS %@", s.steps, s.firstLoss,
                              s.lastLoss, s.seconds, s.tokensPerSecond, Formatting.bytes(s.peakResidentBytes)))
             case .saved(let directory):
-                print("adapter written to \(directory.path) (adapter_config.json, adapter_model.safetensors)")
+                print(options.full ? "model written to \(directory.path) (config.json, model.safetensors, tokenizer files)"
+                                   : "adapter written to \(directory.path) (adapter_config.json, adapter_model.safetensors)")
             }
         }
         return 0

@@ -85,6 +85,37 @@ import Testing
 
     /// Gradient checkpointing recomputes each layer bit-identically: the same run with and without it
     /// gives the same losses and the same adapter, byte for byte (NF4 base, bf16 compute, dropout on).
+    /// `--full`: every weight trained (fp32, AdamW); the output is a model that loads back and has learned.
+    @Test func fullFineTuningWritesATrainedModel() throws {
+        let model = try Self.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: model) }
+        let data = try Self.writeData(model)
+        let output = model.appendingPathComponent("full")
+        var options = Self.options(model: model, data: data, output: output, steps: 6, saveEvery: nil)
+        options.full = true
+        options.format = .dense32
+        options.precision = .fp32
+        var losses: [Double] = []
+        try TrainingRun(options: options).run { event in
+            if case .training(.step(let r)) = event { losses.append(r.loss) }
+        }
+        #expect(losses.count == 6 && losses.last! < losses.first!, "\(losses)")
+        let trained = try LlamaLoader.load(directory: output, format: .dense32, precision: .fp32)
+        let original = try LlamaLoader.load(directory: model, format: .dense32, precision: .fp32)
+        let a = trained.layers[0].linears[0].weight.denseStorage!, b = original.layers[0].linears[0].weight.denseStorage!
+        #expect((0..<64).contains { a[$0] != b[$0] }, "the weights changed")
+        #expect(FileManager.default.fileExists(atPath: output.appendingPathComponent("tokenizer.json").path))
+        // The trained model's loss on the data is below the original's.
+        let dataset = try DatasetTokenizer(modelDirectory: model, vocabSize: 2000, purpose: "test")
+        let records = try dataset.tokenize(try TrainingExample.load(jsonl: data), file: data)
+        let before = try Evaluation.run(model: original, lora: nil, records: records, options: .init(seqLen: 32), padTokenID: 0, separatorTokenID: nil)
+        let after = try Evaluation.run(model: trained, lora: nil, records: records, options: .init(seqLen: 32), padTokenID: 0, separatorTokenID: nil)
+        #expect(after.loss < before.loss)
+
+        options.format = .quantized(QuantizationOptions())
+        #expect(throws: TrainError.self) { try TrainingRun(options: options).run { _ in } }
+    }
+
     @Test func checkpointingChangesNothingButMemory() throws {
         let model = try Self.makeModelDirectory()
         defer { try? FileManager.default.removeItem(at: model) }

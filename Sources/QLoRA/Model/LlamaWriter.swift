@@ -84,4 +84,21 @@ public enum LlamaWriter {
         if let pad = c.padTokenID { fields["pad_token_id"] = .int(pad) }
         return .dictionary(fields)
     }
+
+    /// Files beside the weights that a model written from another one keeps (tokenizer, chat template,
+    /// generation config).
+    public static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                                        "chat_template.jinja", "generation_config.json"]
+
+    /// Copies the companion files `source` has into `directory` (each written atomically); returns their names.
+    @discardableResult
+    public static func copyCompanionFiles(from source: URL, to directory: URL) throws -> [String] {
+        var copied: [String] = []
+        for file in companionFiles {
+            guard let data = try? Data(contentsOf: source.appendingPathComponent(file)) else { continue }
+            try AtomicFile.write(data, to: directory.appendingPathComponent(file))
+            copied.append(file)
+        }
+        return copied
+    }
 }

@@ -23,6 +23,8 @@ public struct TrainingRun {
         /// Train for this many epochs instead of `trainer.maxSteps` when set.
         public var epochs: Double?
         public var resume = false
+        /// Full fine-tuning (every weight trained, fp32, AdamW) instead of LoRA; the output is a model.
+        public var full = false
         public var seed: UInt64 = 42
 
         public init(modelDirectory: URL, dataFile: URL, outputDirectory: URL) {
@@ -87,14 +89,29 @@ public struct TrainingRun {
             let perStep = max(1, trainerOptions.gradientAccumulationSteps)
             trainerOptions.maxSteps = max(1, Int((Double(train.batchesPerEpoch) * epochs / Double(perStep)).rounded(.up)))
         }
-        var lora = o.lora
-        lora.baseModelNameOrPath = o.modelDirectory.path
-        let adapters = try LoRAAdapters(modelConfig: model.config, config: lora)
-        adapters.initialize(seed: o.seed)
-        adapters.initializeModulesToSave(from: model)
-        let executor = LlamaExecutor(model: model, lora: adapters,
-                                     shape: .init(batch: o.batchSize, seqLen: o.seqLen, gradientCheckpointing: o.gradientCheckpointing))
-        let trainer = Trainer(executor: executor, parameters: adapters.parameters, options: trainerOptions)
+        let shape = ActivationLayout.Shape(batch: o.batchSize, seqLen: o.seqLen, gradientCheckpointing: o.gradientCheckpointing)
+        var adapters: LoRAAdapters?
+        var full: FullFineTuning?
+        let executor: LlamaExecutor
+        if o.full {
+            guard o.format == .dense32, o.precision == .fp32 else {
+                throw TrainError.badOptions("full fine-tuning trains fp32 weights: use --quant none --base-dtype fp32 --compute-dtype fp32 (bf16 mixed precision is planned by `qlora memory --full` but not implemented)")
+            }
+            guard !o.resume else { throw TrainError.badOptions("--resume is not supported with --full (checkpoints hold adapters)") }
+            let copy = try FullFineTuning(copying: model)
+            executor = LlamaExecutor(model: copy.model, lora: nil, gradients: copy.gradients, shape: shape)
+            full = copy
+        } else {
+            var lora = o.lora
+            lora.baseModelNameOrPath = o.modelDirectory.path
+            let created = try LoRAAdapters(modelConfig: model.config, config: lora)
+            created.initialize(seed: o.seed)
+            created.initializeModulesToSave(from: model)
+            executor = LlamaExecutor(model: model, lora: created, shape: shape)
+            adapters = created
+        }
+        let parameters = full?.parameters ?? adapters!.parameters
+        let trainer = Trainer(executor: executor, parameters: parameters, options: trainerOptions)
         if !evalExamples.isEmpty {
             let evalBatcher = try Batcher(examples: try tokenize(evalExamples, file: o.evalFile ?? o.dataFile),
                                           options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: nil),
@@ -104,14 +121,15 @@ public struct TrainingRun {
                 return TokenBatch(inputIDs: evalBatcher.inputIDs, labels: evalBatcher.labels, batch: o.batchSize, seqLen: o.seqLen)
             }
         }
-        let trainable = adapters.parameters.parameterCount
-        onEvent(.loaded(model: model.config, trainableSummary: LoRAAdapters.summaryLine(trainable: trainable, all: model.config.totalParameterCount + trainable),
+        let trainable = parameters.parameterCount
+        let all = model.config.totalParameterCount + (full == nil ? trainable : 0)
+        onEvent(.loaded(model: model.config, trainableSummary: LoRAAdapters.summaryLine(trainable: trainable, all: all),
                         trainExamples: trainExamples.count, evalExamples: evalExamples.count, rows: train.rowCount,
                         seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9))
 
         try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true)
         var losses: [Double] = []
-        if o.resume, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
+        if o.resume, let adapters, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
             let restored = try TrainingCheckpoint.load(checkpoint, into: adapters)
             trainer.resume(atStep: restored.step)
             losses = restored.losses
@@ -120,9 +138,11 @@ public struct TrainingRun {
         let metrics = try MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume)
         // Loading and tokenizing left freed temporaries in the heap; give them back before training.
         ProcessMemory.releaseFreedMemory()
-        trainer.saveCheckpoint = { step in
-            try TrainingCheckpoint.save(adapters: adapters, step: step, losses: losses, into: o.outputDirectory,
-                                        extraState: ["max_steps": .int(trainerOptions.maxSteps), "seed": .int(Int(o.seed))])
+        if let adapters {
+            trainer.saveCheckpoint = { step in
+                try TrainingCheckpoint.save(adapters: adapters, step: step, losses: losses, into: o.outputDirectory,
+                                            extraState: ["max_steps": .int(trainerOptions.maxSteps), "seed": .int(Int(o.seed))])
+            }
         }
         var summary: TrainingSummary?
         try trainer.run(BatcherSource(batcher: train, accumulation: max(1, trainerOptions.gradientAccumulationSteps))) { event in
@@ -138,7 +158,14 @@ public struct TrainingRun {
             }
             onEvent(.training(event))
         }
-        try PEFTAdapterIO.save(adapters, to: o.outputDirectory)
+        if let full {
+            // The trained model itself: weights, config.json and the base's tokenizer files.
+            let sourceConfig = try? Data(contentsOf: o.modelDirectory.appendingPathComponent("config.json"))
+            try LlamaWriter.save(try full.exportModel(format: .dense32, precision: .fp32), to: o.outputDirectory, sourceConfig: sourceConfig)
+            try LlamaWriter.copyCompanionFiles(from: o.modelDirectory, to: o.outputDirectory)
+        } else if let adapters {
+            try PEFTAdapterIO.save(adapters, to: o.outputDirectory)
+        }
         onEvent(.saved(o.outputDirectory))
         return summary
     }

@@ -107,3 +107,35 @@ import Testing
         }
     }
 }
+
+/// Pre-tokenized records: `{"input_ids": [...], "labels": [...]}` as Hugging Face writes them.
+@Suite struct PreTokenizedDataTests {
+    static let tokenizerDirectory = FixturePaths.url("tokenizer-sp/metaspace")
+
+    @Test func aPreTokenizedRecordEqualsTheTextItCameFrom() throws {
+        let dataset = try DatasetTokenizer(modelDirectory: Self.tokenizerDirectory, vocabSize: 2000, purpose: "test")
+        let text = try dataset.tokenize([.promptCompletion(prompt: "one two", completion: " three four")], file: URL(fileURLWithPath: "x"))[0]
+        let line = #"{"input_ids": \#(text.inputIDs), "labels": \#(text.labels)}"#
+        let parsed = try TrainingExample.parse(jsonl: Data(line.utf8), fileName: "pre.jsonl")
+        let again = try dataset.tokenize(parsed, file: URL(fileURLWithPath: "pre.jsonl"))[0]
+        #expect(again == text)
+        // Without labels every token trains.
+        let plain = try TrainingExample.parse(jsonl: Data(#"{"input_ids": [5, 6, 7]}"#.utf8), fileName: "pre.jsonl")
+        #expect(try dataset.tokenize(plain, file: URL(fileURLWithPath: "pre.jsonl"))[0] == TokenizedExample(inputIDs: [5, 6, 7], labels: [5, 6, 7]))
+    }
+
+    @Test func badRecordsNameTheLine() throws {
+        func message(_ jsonl: String) -> String {
+            do {
+                let dataset = try DatasetTokenizer(modelDirectory: Self.tokenizerDirectory, vocabSize: 2000, purpose: "test")
+                _ = try dataset.tokenize(try TrainingExample.parse(jsonl: Data(jsonl.utf8), fileName: "pre.jsonl"), file: URL(fileURLWithPath: "/d/pre.jsonl"))
+                return ""
+            } catch { return "\(error)" }
+        }
+        #expect(message("{\"text\": \"a\"}\n{\"input_ids\": [1, 2], \"labels\": [1]}").contains("pre.jsonl:2"))
+        #expect(message(#"{"input_ids": [1, 2], "labels": [1, 3]}"#).contains("-100 or the id"))
+        #expect(message(#"{"input_ids": [1, "x"]}"#).contains("array of integers"))
+        let outside = message("{\"text\": \"a\"}\n\n{\"input_ids\": [1, 2500]}")
+        #expect(outside.contains("pre.jsonl:3") && outside.contains("2500") && outside.contains("2000"), "\(outside)")
+    }
+}

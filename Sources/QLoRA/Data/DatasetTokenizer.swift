@@ -26,7 +26,10 @@ public struct DatasetTokenizer {
     public func tokenize(_ records: [TrainingExample], file: URL) throws -> [TokenizedExample] {
         try records.enumerated().map { index, record in
             let tokenized = try examples.tokenize(record)
-            if let bad = tokenized.inputIDs.first(where: { Int($0) >= vocabSize }) {
+            if let bad = tokenized.inputIDs.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+                if case .tokens(_, _, let line) = record {
+                    throw TrainError.badOptions("\(file.path):\(line): input id \(bad) is outside the model's vocabulary (0..<\(vocabSize)); the ids were made for another tokenizer")
+                }
                 throw TrainError.badOptions("\(file.path): example \(index + 1) has token id \(bad) but the model's vocabulary has \(vocabSize) ids; the tokenizer does not match the model")
             }
             return tokenized

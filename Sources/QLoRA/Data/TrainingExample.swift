@@ -8,8 +8,12 @@ public enum TrainingExample: Sendable, Equatable {
     case promptCompletion(prompt: String, completion: String)
     /// `{"messages": [{"role": ..., "content": ...}, ...]}`: rendered with the chat template, loss on assistant turns.
     case chat([ChatMessage])
+    /// `{"input_ids": [...], "labels": [...]}`: already tokenized, used as is (no BOS/EOS added); labels
+    /// are Hugging Face's, unshifted, -100 = no loss; without "labels" every token trains. `line`: where
+    /// it was read, for errors about its ids.
+    case tokens(inputIDs: [Int32], labels: [Int32], line: Int)
 
-    static let expectedLine = #"a JSON object with "text" (string), "prompt" and "completion" (strings), or "messages" (array of {"role", "content"} strings)"#
+    static let expectedLine = #"a JSON object with "text" (string), "prompt" and "completion" (strings), "messages" (array of {"role", "content"} strings), or "input_ids" (array of integers, optional "labels")"#
 
     /// Reads a `.jsonl` file: one example per non-blank line.
     public static func load(jsonl url: URL) throws -> [TrainingExample] {
@@ -31,7 +35,23 @@ public enum TrainingExample: Sendable, Equatable {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
                 throw bad(expectedLine + " (this line is not a JSON object)")
             }
-            if let messages = object["messages"] {
+            if let ids = object["input_ids"] {
+                guard let list = ids as? [NSNumber], !list.isEmpty, list.allSatisfy({ $0.doubleValue == $0.doubleValue.rounded() }) else {
+                    throw bad(#""input_ids" to be a non-empty array of integers"#)
+                }
+                let inputIDs = list.map { Int32(clamping: $0.int64Value) }
+                var labels = inputIDs
+                if let given = object["labels"] {
+                    guard let values = given as? [NSNumber], values.count == list.count else {
+                        throw bad(#""labels" to be an array of integers as long as "input_ids" (\#(list.count))"#)
+                    }
+                    labels = values.map { Int32(clamping: $0.int64Value) }
+                    if let k = labels.indices.first(where: { labels[$0] != TokenizedExample.ignoredLabel && labels[$0] != inputIDs[$0] }) {
+                        throw bad(#""labels" to be -100 or the id at the same position (unshifted, as Hugging Face); position \#(k) has \#(labels[k]) for id \#(inputIDs[k])"#)
+                    }
+                }
+                examples.append(.tokens(inputIDs: inputIDs, labels: labels, line: lineNumber))
+            } else if let messages = object["messages"] {
                 guard let list = messages as? [Any], !list.isEmpty else { throw bad(#""messages" to be a non-empty array"#) }
                 var chat: [ChatMessage] = []
                 for (index, item) in list.enumerated() {
@@ -132,6 +152,8 @@ public struct ExampleTokenizer: @unchecked Sendable {
             let chat = try tokenizeChat(messages)
             ids = chat.inputIDs
             labels = chat.labels
+        case .tokens(let inputIDs, let given, _):
+            return TokenizedExample(inputIDs: inputIDs, labels: given)
         }
         if addBOS, let bos = tokenizer.bosTokenID, ids.first != bos {
             ids.insert(bos, at: 0)

@@ -17,7 +17,8 @@ public enum QuantizeCommand: Command {
 
     Options:
       --output <dir>             output directory (created; must differ from <hf-dir>)
-      --quant-type nf4|fp4       4-bit data type (default nf4)
+      --quant nf4|fp4            4-bit data type (default nf4; the same option as train, memory, eval;
+                                 --quant-type is the old spelling, still accepted)
       --blocksize N              elements per absmax block, a power of two 32..4096 (default 64;
                                  transformers always uses 64)
       --double-quant / --no-double-quant
@@ -30,12 +31,17 @@ public enum QuantizeCommand: Command {
 
     public static func run(_ arguments: [String]) throws -> Int32 {
         let args = try Arguments(arguments, command: name,
-                                 valueOptions: ["output", "quant-type", "blocksize", "compute-dtype", "skip-modules", "threads"],
+                                 valueOptions: ["output", "quant", "quant-type", "blocksize", "compute-dtype", "skip-modules", "threads"],
                                  flagOptions: ["double-quant"])
         let input = try args.requirePositionals(["hf-dir"])[0]
         guard let output = args.string("output") else { throw CLIError.missingValue(command: name, option: "output") }
         var options = QuantizeOptions()
-        options.quantType = QuantType(rawValue: try args.choice("quant-type", ["nf4", "fp4"], default: "nf4"))!
+        if args.string("quant-type") != nil {
+            guard args.string("quant") == nil else { throw CLIError.failed("qlora quantize: give --quant, not both --quant and --quant-type.") }
+            FileHandle.standardError.write(Data("qlora quantize: --quant-type is deprecated; use --quant (the spelling of every command).\n".utf8))
+        }
+        let quantOption = args.string("quant-type") != nil ? "quant-type" : "quant"
+        options.quantType = QuantType(rawValue: try args.choice(quantOption, ["nf4", "fp4"], default: "nf4"))!
         options.blocksize = try args.int("blocksize", default: 64)
         options.doubleQuant = args.flag("double-quant", default: true)
         options.computeDType = ["bf16": DType.BF16, "fp16": .F16, "fp32": .F32][try args.choice("compute-dtype", ["bf16", "fp16", "fp32"], default: "bf16")]!

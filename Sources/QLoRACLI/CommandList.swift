@@ -6,6 +6,7 @@ public enum CommandList {
         TrainCommand.self,
         GenerateCommand.self,
         EvalCommand.self,
+        TokenizeCommand.self,
         MergeCommand.self,
         MemoryCommand.self,
         InspectCommand.self,

@@ -33,6 +33,8 @@ public enum TrainCommand: Command {
       --eval-every N           evaluate every N steps
       --save-every N           checkpoint every N steps (and at the end)
       --resume                 continue from the newest checkpoint-N in --output
+      --adapter DIR            start from this PEFT adapter (continue a fine-tune, or a second stage): its
+                               rank, alpha and targets are used; conflicting --rank/--alpha/--targets are errors
       --full                   full fine-tuning: every weight trained in fp32 with AdamW (implies --quant none
                                --base-dtype fp32 --compute-dtype fp32; LoRA options do not apply); --output
                                receives the trained model (config.json, model.safetensors, tokenizer files)
@@ -44,7 +46,7 @@ public enum TrainCommand: Command {
         let args = try Arguments(arguments, command: name,
                                  valueOptions: TrainingArguments.valueOptions.union([
                                     "model", "data", "output", "eval-data", "eval-fraction", "steps", "epochs", "lr", "schedule",
-                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed"]),
+                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed", "adapter"]),
                                  flagOptions: TrainingArguments.flagOptions.union(["packing", "resume", "full"]))
         guard let model = args.string("model"), let data = args.string("data"), let output = args.string("output") else {
             throw CLIError.failed("qlora train: --model, --data and --output are required. Run `qlora train --help`.")
@@ -59,6 +61,26 @@ public enum TrainCommand: Command {
         options.evalFraction = try args.double("eval-fraction", default: 0)
         options.format = shared.format
         options.precision = shared.precision
+        if let adapter = args.string("adapter") {
+            let directory = URL(fileURLWithPath: adapter)
+            let config: LoRAConfig
+            do { config = try PEFTAdapterIO.loadConfig(directory: directory) } catch {
+                throw CLIError.failed("qlora train: --adapter \(adapter): \(error)")
+            }
+            // The adapter decides its shape; a flag that says otherwise is a mistake, not an override.
+            let given: [(String, String, String)] = [
+                ("rank", args.string("rank") ?? "", "\(config.r)"), ("alpha", args.string("alpha") ?? "", "\(config.loraAlpha)"),
+                ("targets", args.string("targets") ?? "", config.resolvedTargets.joined(separator: ",")),
+            ]
+            for (option, value, adapterValue) in given where !value.isEmpty {
+                let same = option == "targets" ? Set(LoRAConfig(targetModules: value.split(separator: ",").map(String.init)).resolvedTargets) == Set(config.resolvedTargets)
+                    : Double(value) == Double(adapterValue)
+                guard same else {
+                    throw CLIError.failed("qlora train: --\(option) \(value) conflicts with the adapter's \(adapterValue) (\(adapter)/adapter_config.json); drop --\(option) to continue that adapter.")
+                }
+            }
+            options.initialAdapter = directory
+        }
         options.full = args.flag("full")
         if options.full {
             let lora = ["rank", "alpha", "dropout", "targets", "layers", "init", "modules-to-save"].filter { args.string($0) != nil }

@@ -22,4 +22,16 @@ import Testing
         let evalData = Self.message { try EvalCommand.parse(["--model", dir.path, "--data", dir.path]) }
         #expect(evalData.contains("no such readable file"), "\(evalData)")
     }
+
+    @Test func anAdapterFlagConflictNamesBothValues() throws {
+        let dir = try GenerateMergeCommandTests.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("d.jsonl")
+        try Data(#"{"text": "one two three"}"#.utf8).write(to: data)
+        let conflict = Self.message {
+            try TrainCommand.run(["--model", dir.path, "--data", data.path, "--output", dir.appendingPathComponent("o").path,
+                                  "--adapter", dir.appendingPathComponent("adapter").path, "--rank", "32"])
+        }
+        #expect(conflict.contains("--rank 32") && conflict.contains("adapter's 4"), "\(conflict)")
+    }
 }

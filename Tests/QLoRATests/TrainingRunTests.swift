@@ -116,6 +116,28 @@ import Testing
         #expect(throws: TrainError.self) { try TrainingRun(options: options).run { _ in } }
     }
 
+    /// Starting from an adapter continues it: its config and weights, not a fresh init.
+    @Test func startsFromAnExistingAdapter() throws {
+        let model = try Self.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: model) }
+        let data = try Self.writeData(model)
+        let first = model.appendingPathComponent("first")
+        try TrainingRun(options: Self.options(model: model, data: data, output: first, steps: 3, saveEvery: nil)).run { _ in }
+        var options = Self.options(model: model, data: data, output: model.appendingPathComponent("second"), steps: 1, saveEvery: nil)
+        options.lora = LoRAConfig(r: 16, loraAlpha: 1, targetModules: ["q_proj"])   // ignored: the adapter decides
+        options.initialAdapter = first
+        options.trainer.learningRate = 0
+        options.trainer.weightDecay = 0
+        try TrainingRun(options: options).run { _ in }
+        let config = try LlamaConfig.load(directory: model)
+        let before = try PEFTAdapterIO.load(directory: first, modelConfig: config)
+        let after = try PEFTAdapterIO.load(directory: model.appendingPathComponent("second"), modelConfig: config)
+        #expect(after.config.r == 4 && after.parameters.entries.map(\.key) == before.parameters.entries.map(\.key))
+        for entry in before.parameters.entries {
+            #expect(before.parameters.values(entry) == after.parameters.values(after.parameters.entry(entry.key)!), "\(entry.key)")
+        }
+    }
+
     @Test func checkpointingChangesNothingButMemory() throws {
         let model = try Self.makeModelDirectory()
         defer { try? FileManager.default.removeItem(at: model) }

@@ -23,6 +23,8 @@ public struct TrainingRun {
         /// Train for this many epochs instead of `trainer.maxSteps` when set.
         public var epochs: Double?
         public var resume = false
+        /// Start from this PEFT adapter (its config and weights) instead of a fresh one.
+        public var initialAdapter: URL?
         /// Full fine-tuning (every weight trained, fp32, AdamW) instead of LoRA; the output is a model.
         public var full = false
         public var seed: UInt64 = 42
@@ -102,11 +104,15 @@ public struct TrainingRun {
             executor = LlamaExecutor(model: copy.model, lora: nil, gradients: copy.gradients, shape: shape)
             full = copy
         } else {
-            var lora = o.lora
+            var lora = try o.initialAdapter.map { try PEFTAdapterIO.loadConfig(directory: $0) } ?? o.lora
             lora.baseModelNameOrPath = o.modelDirectory.path
             let created = try LoRAAdapters(modelConfig: model.config, config: lora)
-            created.initialize(seed: o.seed)
-            created.initializeModulesToSave(from: model)
+            if let initial = o.initialAdapter {
+                try PEFTAdapterIO.loadWeights(into: created, directory: initial)
+            } else {
+                created.initialize(seed: o.seed)
+                created.initializeModulesToSave(from: model)
+            }
             executor = LlamaExecutor(model: model, lora: created, shape: shape)
             adapters = created
         }

@@ -52,15 +52,19 @@ static void gemv4_scalar(float *y, const float *x, size_t rows, size_t cols, con
     }
 }
 
-static void gemv_bf16_scalar(float *y, const float *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw) {
+/* A dense row (fp32, or bf16 bits when `bf16`), zero-padded to whole 32-element groups. */
+static void gemv_dense_scalar(float *y, const float *x, size_t rows, size_t cols, const void *w, size_t ldw, int bf16) {
     for (size_t r = 0; r < rows; r++) {
         float a[16] = { 0 }, b[16] = { 0 };
-        const uint16_t *row = w + r * ldw;
+        const float *f32 = (const float *)w + r * ldw;
+        const uint16_t *b16 = (const uint16_t *)w + r * ldw;
         for (size_t e0 = 0; e0 < cols; e0 += 32)
             for (int l = 0; l < 16; l++) {
                 const size_t i = e0 + l, j = e0 + 16 + l;
-                a[l] = fmaf(i < cols ? bf16_value(row[i]) : 0.0f, i < cols ? x[i] : 0.0f, a[l]);
-                b[l] = fmaf(j < cols ? bf16_value(row[j]) : 0.0f, j < cols ? x[j] : 0.0f, b[l]);
+                const float wi = i < cols ? (bf16 ? bf16_value(b16[i]) : f32[i]) : 0.0f;
+                const float wj = j < cols ? (bf16 ? bf16_value(b16[j]) : f32[j]) : 0.0f;
+                a[l] = fmaf(wi, i < cols ? x[i] : 0.0f, a[l]);
+                b[l] = fmaf(wj, j < cols ? x[j] : 0.0f, b[l]);
             }
         float v[16];
         for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
@@ -68,20 +72,12 @@ static void gemv_bf16_scalar(float *y, const float *x, size_t rows, size_t cols,
     }
 }
 
+static void gemv_bf16_scalar(float *y, const float *x, size_t rows, size_t cols, const uint16_t *w, size_t ldw) {
+    gemv_dense_scalar(y, x, rows, cols, w, ldw, 1);
+}
+
 static void gemv_f32_scalar(float *y, const float *x, size_t rows, size_t cols, const float *w, size_t ldw) {
-    for (size_t r = 0; r < rows; r++) {
-        float a[16] = { 0 }, b[16] = { 0 };
-        const float *row = w + r * ldw;
-        for (size_t e0 = 0; e0 < cols; e0 += 32)
-            for (int l = 0; l < 16; l++) {
-                const size_t i = e0 + l, j = e0 + 16 + l;
-                a[l] = fmaf(i < cols ? row[i] : 0.0f, i < cols ? x[i] : 0.0f, a[l]);
-                b[l] = fmaf(j < cols ? row[j] : 0.0f, j < cols ? x[j] : 0.0f, b[l]);
-            }
-        float v[16];
-        for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
-        y[r] = reduce16(v);
-    }
+    gemv_dense_scalar(y, x, rows, cols, w, ldw, 0);
 }
 
 /* ---- AVX2 + FMA: each 16-lane set as two ymm (lanes 0-7, 8-15) ---- */

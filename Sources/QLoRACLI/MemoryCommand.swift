@@ -44,7 +44,8 @@ public enum MemoryCommand: Command {
       --compare                full fine-tuning fp32, full fine-tuning bf16 mixed precision, LoRA on a
                                bf16 base and QLoRA side by side: a table and a stacked-bar chart
       --ascii                  letters instead of block shades in the chart
-      --json                   the same numbers as JSON (exact bytes) instead of tables
+      --json                   the same numbers as JSON (exact bytes) instead of tables (with --measure:
+                               planned and measured per category, peak RSS, relative error)
       --svg FILE               also write the compare set as a stacked-bar SVG picture
       --measure                build the model and buffers (the real weights if the directory has them,
                                random ones of the same shape otherwise), run a few real training steps,
@@ -78,7 +79,8 @@ public enum MemoryCommand: Command {
         let options = try planOptions(args, config: config)
         let model = modelName(path)
         if args.flag("measure") {
-            return try measure(path: path, config: config, options: options, steps: try positive(args, "steps", default: 3), model: model)
+            return try measure(path: path, config: config, options: options, steps: try positive(args, "steps", default: 3), model: model,
+                               json: args.flag("json"))
         }
         let plans: [MemoryPlan]
         do {
@@ -121,15 +123,37 @@ public enum MemoryCommand: Command {
         return header + "\n" + settings + "\n\n" + MemoryReport.compareTable(plans) + "\n\n" + MemoryReport.stackedBars(plans, ascii: ascii)
     }
 
+    /// `--measure --json`: planned and measured bytes per category, exact, and the RSS figures.
+    static func measurementJSON(_ result: MemoryMeasurement.Result, model: String, weights: String) -> String {
+        func categories(_ breakdown: MemoryBreakdown) -> [String: Int] {
+            Dictionary(uniqueKeysWithValues: MemoryCategory.allCases.map { ($0.rawValue, breakdown[$0]) })
+        }
+        let object: [String: Any] = [
+            "model": model, "weights": weights, "steps": result.steps, "seconds_per_step": result.secondsPerStep,
+            "planned": categories(result.planned), "measured": categories(result.measured),
+            "planned_total_bytes": result.planned.total, "measured_total_bytes": result.measured.total,
+            "peak_training_rss_bytes": result.peakTrainingRSS, "peak_loading_rss_bytes": result.peakLoadingRSS,
+            "baseline_rss_bytes": result.baselineRSS, "relative_error": result.relativeError,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// `--measure`: real buffers and steps, then plan vs measured.
-    static func measure(path: String, config: LlamaConfig, options: MemoryPlan.Options, steps: Int, model: String) throws -> Int32 {
+    static func measure(path: String, config: LlamaConfig, options: MemoryPlan.Options, steps: Int, model: String, json: Bool = false) throws -> Int32 {
         guard options.training else { throw CLIError.failed("qlora memory: --measure runs training steps; drop --optimizer none") }
         let directory = URL(fileURLWithPath: path)
         let hasWeights = (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.contains { $0.hasSuffix(".safetensors") || $0.hasSuffix(".index.json") } ?? false
         let plan = try MemoryPlan(config: config, options: options)
-        print("\(model): \(MemoryReport.describe(plan))")
-        print("measuring with \(hasWeights ? "the checkpoint's weights" : "random weights of this shape (config.json only)"), \(steps) training steps...")
+        if !json {
+            print("\(model): \(MemoryReport.describe(plan))")
+            print("measuring with \(hasWeights ? "the checkpoint's weights" : "random weights of this shape (config.json only)"), \(steps) training steps...")
+        }
         let result = try MemoryMeasurement.run(config: config, directory: hasWeights ? directory : nil, options: options, steps: steps)
+        if json {
+            print(measurementJSON(result, model: model, weights: hasWeights ? "checkpoint" : "random"))
+            return 0
+        }
         print("")
         print(MemoryReport.planVersusMeasured(planned: result.planned, measured: result.measured, peakResidentBytes: result.peakTrainingRSS))
         print("process baseline before loading (runtime, libraries): \(MemoryReport.humanBytes(result.baselineRSS)); planned runtime overhead \(MemoryReport.humanBytes(result.planned[.runtimeOverhead]))")

@@ -101,7 +101,7 @@ public enum EvalCommand: Command {
             status("--seq-len \(evaluation.seqLen) is beyond the model's max_position_embeddings; using \(config.maxPositionEmbeddings)")
             evaluation.seqLen = config.maxPositionEmbeddings
         }
-        let dataset = try DatasetTokenizer(modelDirectory: options.model, vocabSize: config.vocabSize, purpose: "Evaluation tokenizes the data")
+        let dataset = try DatasetTokenizer(modelDirectory: options.model, vocabSize: config.vocabSize, purpose: "evaluation")
         let records = try dataset.tokenize(try TrainingExample.load(jsonl: options.data), file: options.data)
         guard records.contains(where: { $0.labels.dropFirst().contains { $0 != TokenizedExample.ignoredLabel } }) else {
             throw CLIError.failed("qlora eval: no record of \(options.data.path) has a trained token (every label is masked).")

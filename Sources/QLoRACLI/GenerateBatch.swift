@@ -35,11 +35,8 @@ extension GenerateCommand {
     /// request ({"index", "adapter", "completion", "tokens"}). Returns the generated ids per request.
     static func generateBatch(_ options: Options, output: (String) -> Void, status: (String) -> Void) throws -> [[Int32]] {
         let directory = options.model
-        guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("tokenizer.json").path) else {
-            throw CLIError.failed("qlora generate: \(directory.path) has no tokenizer.json; generation needs the model's tokenizer.")
-        }
         let requests = try readRequests(options.batchFile!)
-        let tokenizer = try Tokenizer(directory: directory)
+        let tokenizer = try Tokenizer.forModel(directory, purpose: "generation")
         let started = Date()
         let model = try LlamaLoader.load(directory: directory, format: options.format, precision: options.precision)
         let config = model.config

@@ -111,10 +111,7 @@ public enum GenerateCommand: Command {
     /// Returns the generated token ids.
     static func generate(_ options: Options, output: (String) -> Void, status: (String) -> Void) throws -> [Int32] {
         let directory = options.model
-        guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("tokenizer.json").path) else {
-            throw CLIError.failed("qlora generate: \(directory.path) has no tokenizer.json. Generation needs the model's tokenizer: copy tokenizer.json (and tokenizer_config.json) from the original model into that directory.")
-        }
-        let tokenizer = try Tokenizer(directory: directory)
+        let tokenizer = try Tokenizer.forModel(directory, purpose: "generation")
         let started = Date()
         let model = try LlamaLoader.load(directory: directory, format: options.format, precision: options.precision)
         let config = model.config

@@ -4,9 +4,10 @@ import SafeTensors
 /// `qlora inspect <file-or-dir> [--json]`: what a safetensors checkpoint holds.
 public enum InspectCommand: Command {
     public static let name = "inspect"
-    public static let summary = "List a safetensors file or model directory: tensors, 4-bit quantization state, sizes"
+    public static let summary = "List a safetensors file, model directory or GGUF file: tensors, quantization, sizes"
     public static let help = """
     Usage: qlora inspect <file-or-dir> [--json]
+           qlora inspect <model.gguf> [--json]
 
     Lists every tensor of a safetensors checkpoint with its dtype, shape and size in bytes.
     <file-or-dir> is a .safetensors file, a sharded index (model.safetensors.index.json), or a model
@@ -23,17 +24,27 @@ public enum InspectCommand: Command {
     elements of the original shape, so bits per parameter is the real storage cost), and the other
     tensors by dtype. For a directory with a config.json, its quantization_config is shown too.
 
+    A .gguf file (llama.cpp's format) shows its version, metadata (long arrays summarized), every
+    tensor with its ggml type (Q4_K, Q8_0, F32, ...), shape and bytes, and totals per type with bits
+    per parameter; types that cannot be loaded are marked.
+
     Options:
       --json    Print the same information as one JSON object instead of text.
 
     Examples:
       qlora inspect model-nf4/
       qlora inspect adapter/adapter_model.safetensors --json
+      qlora inspect SmolLM2-135M-Instruct.Q4_1.gguf
     """
 
     public static func run(_ arguments: [String]) throws -> Int32 {
         let args = try Arguments(arguments, command: name, valueOptions: [], flagOptions: ["json"])
         let path = try args.requirePositionals(["file-or-dir"])[0]
+        if path.lowercased().hasSuffix(".gguf") {
+            let report = try GGUFInspectReport(path: path)
+            print(args.flag("json") ? report.json.text(indent: 2) : report.text, terminator: args.flag("json") ? "\n" : "")
+            return 0
+        }
         let report = try InspectReport(path: path)
         print(args.flag("json") ? report.json.text(indent: 2) : report.text, terminator: args.flag("json") ? "\n" : "")
         return 0

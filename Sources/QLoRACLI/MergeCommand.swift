@@ -67,7 +67,7 @@ public enum MergeCommand: Command {
         } catch let error as LoRAError {
             throw CLIError.failed("qlora merge: the adapter \(options.adapter.path) does not fit the model \(options.model.path) (\(config.numHiddenLayers) layers, hidden \(config.hiddenSize)): \(error)")
         }
-        if model.layers.contains(where: { $0.linears.contains { $0.weight is QuantizedWeight } }) {
+        if model.layers.contains(where: { $0.linears.contains { $0.weight.isQuantized } }) {
             status("the base is 4-bit: dequantizing it to fp32 before merging (the output is a dense model)")
         }
         let dtype = options.dtype ?? defaultDType(sourceConfig)

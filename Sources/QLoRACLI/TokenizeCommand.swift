@@ -47,7 +47,7 @@ public enum TokenizeCommand: Command {
 
     static func tokenize(model: URL, text: String?, chat: Bool, file: URL?) throws -> [Record] {
         let vocab = (try? LlamaConfig.load(directory: model).vocabSize) ?? Int(Int32.max)
-        let dataset = try DatasetTokenizer(modelDirectory: model, vocabSize: vocab, purpose: "Tokenizing needs the model's tokenizer")
+        let dataset = try DatasetTokenizer(modelDirectory: model, vocabSize: vocab, purpose: "tokenizing")
         let tokenizer = dataset.tokenizer
         func record(_ example: TokenizedExample, text: String?) -> Record {
             // Position t trains when its label counts: the loss at t - 1 predicts it.

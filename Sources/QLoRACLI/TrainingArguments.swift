@@ -10,7 +10,8 @@ struct TrainingArguments {
 
     static let helpText = """
       Base model:
-        --quant nf4|fp4|none     4-bit base (QLoRA, default nf4) or a dense one (plain LoRA)
+        --quant nf4|fp4|none|keep   4-bit base (QLoRA, default nf4), a dense one (plain LoRA), or keep a
+                                 GGUF file's own blocks (Q4_K, Q8_0, ...; the default for a .gguf model)
         --base-dtype bf16|fp32   storage of a dense base with --quant none (default bf16)
         --compute-dtype bf16|fp16|fp32   precision of the dequantized weight tiles (default bf16)
         --blocksize N            4-bit block size (default 64)
@@ -39,12 +40,15 @@ struct TrainingArguments {
 
     init(_ args: Arguments) throws {
         let command = args.command
-        let quant = try args.choice("quant", ["nf4", "fp4", "none"], default: "nf4")
+        let model = args.string("model") ?? args.positionals.first ?? ""
+        let quant = try args.choice("quant", ["nf4", "fp4", "none", "keep"], default: model.lowercased().hasSuffix(".gguf") ? "keep" : "nf4")
         let blocksize = try args.int("blocksize", default: 64)
         guard blocksize >= 32, blocksize <= 4096, blocksize & (blocksize - 1) == 0 else {
             throw CLIError.badValue(command: command, option: "blocksize", value: "\(blocksize)", expected: "a power of two from 32 to 4096")
         }
         switch quant {
+        case "keep":
+            format = .stored
         case "none":
             format = try args.choice("base-dtype", ["bf16", "fp32"], default: "bf16") == "fp32" ? .dense32 : .denseBF16
         default:

@@ -16,6 +16,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case templateRaisedException(message: String)
     /// No chat template in the tokenizer directory / config.
     case chatTemplateMissing(directory: String)
+    /// A model directory without tokenizer.json; `purpose` names what needed it ("training").
+    case tokenizerMissing(directory: String, purpose: String)
     /// The assistant turns of a conversation could not be located in its rendering.
     case assistantSpanNotFound(messageIndex: Int, detail: String)
     /// A JSONL line is not what the dataset format expects.
@@ -41,6 +43,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "chat template failed at line \(line), column \(column): \(message)."
         case .templateRaisedException(let message):
             return "chat template rejected the conversation: \(message)"
+        case .tokenizerMissing(let directory, let purpose):
+            return "\(directory) has no tokenizer.json; \(purpose) needs the model's own tokenizer: copy tokenizer.json (and tokenizer_config.json) from the original model into that directory."
         case .chatTemplateMissing(let directory):
             return "no chat template in \(directory) (neither chat_template.jinja nor tokenizer_config.json's chat_template). Provide one, or use text / prompt-completion data."
         case .assistantSpanNotFound(let messageIndex, let detail):

@@ -8,12 +8,9 @@ public struct DatasetTokenizer {
     public let examples: ExampleTokenizer
     public let vocabSize: Int
 
-    /// Fails with a clear message when the directory has no tokenizer.json (`purpose`: what needs it).
+    /// Fails with a clear message when the directory has no tokenizer.json (`purpose`: what needs it, "training").
     public init(modelDirectory: URL, vocabSize: Int, purpose: String) throws {
-        guard FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("tokenizer.json").path) else {
-            throw TrainError.badOptions("\(modelDirectory.path) has no tokenizer.json. \(purpose) with the model's own tokenizer: copy tokenizer.json (and tokenizer_config.json) from the original model into that directory.")
-        }
-        tokenizer = try Tokenizer(directory: modelDirectory)
+        tokenizer = try Tokenizer.forModel(modelDirectory, purpose: purpose)
         let template = try tokenizer.chatTemplateSource.map { try ChatTemplate($0) }
         examples = ExampleTokenizer(tokenizer: tokenizer, chatTemplate: template, addBOS: tokenizer.addsBOSToken, addEOS: true)
         self.vocabSize = vocabSize

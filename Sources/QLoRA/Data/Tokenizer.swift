@@ -1,4 +1,5 @@
 import Foundation
+import GGUF
 
 /// A Hugging Face tokenizer loaded from `tokenizer.json` (+ `tokenizer_config.json`), following the
 /// `tokenizers` library: added tokens split out first, then normalizer, pre-tokenizer, BPE model,
@@ -53,7 +54,22 @@ public final class Tokenizer: @unchecked Sendable {
     public var eosToken: String? { eosTokenID.flatMap { token($0) } }
 
     /// Loads `tokenizer.json`, and `tokenizer_config.json` / `chat_template.jinja` when present.
+    /// The tokenizer of a model (directory or `.gguf`), with the clear error when a directory has none;
+    /// `purpose` names what needs it: "training", "generation".
+    public static func forModel(_ model: URL, purpose: String) throws -> Tokenizer {
+        if !GGUFModelLoader.isGGUF(model), !FileManager.default.fileExists(atPath: model.appendingPathComponent("tokenizer.json").path) {
+            throw DataError.tokenizerMissing(directory: model.path, purpose: purpose)
+        }
+        return try Tokenizer(directory: model)
+    }
+
+    /// A model directory's tokenizer.json (+ tokenizer_config.json, chat_template.jinja), or a `.gguf`
+    /// file's tokenizer metadata.
     public convenience init(directory: URL) throws {
+        if GGUFModelLoader.isGGUF(directory) {
+            try self.init(gguf: try GGUFFile(path: directory.path))
+            return
+        }
         let jsonURL = directory.appendingPathComponent("tokenizer.json")
         let json: Data
         do { json = try Data(contentsOf: jsonURL) } catch {

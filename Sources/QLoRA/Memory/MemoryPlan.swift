@@ -4,6 +4,27 @@
 /// (`ActivationLayout.counts`, `TrainableParameters.arenaFloats`, `QuantizedWeightBytes` mirroring
 /// `QuantizedTensor`), so planned bytes equal `LiveMemory.breakdown(executor:)` by construction
 /// (tested), except the runtime overhead, which is a measured constant. See docs/memory.md.
+/// A file's frozen weights in the bytes it stores them in (GGUF blocks), counted as LlamaModel.frozenBytes
+/// counts a model loaded with the `.stored` format.
+public struct StoredWeightBytes: Sendable, Equatable {
+    /// Decoder linears in block formats (Q4_K, Q8_0, ...): bytes and elements.
+    public var quantizedLinears: Int
+    public var quantizedElements: Int
+    /// Decoder linears stored dense (F32, F16, BF16).
+    public var denseLinears: Int
+    /// The embedding table and an untied output matrix (0 when tied).
+    public var embedding: Int
+    public var output: Int
+
+    public init(quantizedLinears: Int, quantizedElements: Int, denseLinears: Int, embedding: Int, output: Int) {
+        self.quantizedLinears = quantizedLinears
+        self.quantizedElements = quantizedElements
+        self.denseLinears = denseLinears
+        self.embedding = embedding
+        self.output = output
+    }
+}
+
 public struct MemoryPlan: Sendable {
     /// The optimizer, for its state: AdamW keeps exp_avg and exp_avg_sq (2 fp32 per parameter),
     /// plain SGD none.
@@ -41,6 +62,9 @@ public struct MemoryPlan: Sendable {
         public var logitsChunkRows: Int
         /// Bytes of the process before any model (see `RuntimeOverhead`).
         public var runtimeOverheadBytes: Int
+        /// The frozen weights as a file stores them, for the `.stored` base format (a GGUF file's blocks:
+        /// `GGUFModelLoader.storedBytes`); nil = a dense checkpoint in its own precision.
+        public var storedWeights: StoredWeightBytes?
 
         public init(baseFormat: BaseWeightFormat = .quantized(QuantizationOptions()), computePrecision: ComputePrecision = .bf16,
                     lora: LoRAConfig? = LoRAConfig(r: 16, loraAlpha: 32, targetModules: ["all-linear"]),
@@ -58,6 +82,7 @@ public struct MemoryPlan: Sendable {
             self.tileRows = tileRows
             self.logitsChunkRows = logitsChunkRows
             self.runtimeOverheadBytes = runtimeOverheadBytes
+            storedWeights = nil
         }
 
         /// The activation arena's shape for these options (what `LlamaExecutor` is built with).
@@ -96,12 +121,15 @@ public struct MemoryPlan: Sendable {
         // Frozen weights: exactly what LlamaModel.frozenBytes adds up.
         if method == .lora {
             var quantized = 0, other = 0
+            let stored = options.baseFormat == .stored ? options.storedWeights : nil
+            let storedDense: BaseWeightFormat = config.frozenTableBytesPerElement == 2 ? .denseBF16 : .dense32
             for name in LlamaConfig.layerLinears {
                 let shape = config.linearShape(name)!
                 let elements = shape.outFeatures * shape.inFeatures
-                switch options.baseFormat {
-                case .dense32: other += 4 * elements
-                case .denseBF16: other += 2 * elements
+                switch options.baseFormat == .stored ? storedDense : options.baseFormat {
+                case .stored: break
+                case .dense32: if stored == nil { other += 4 * elements }
+                case .denseBF16: if stored == nil { other += 2 * elements }
                 case .quantized(let q):
                     quantized += QuantizedWeightBytes.resident(elements: elements, options: q)
                     quantizedStorage += QuantizedWeightBytes.storage(elements: elements, options: q)
@@ -114,11 +142,18 @@ public struct MemoryPlan: Sendable {
             quantizedStorage *= config.numHiddenLayers
             quantizedCount *= config.numHiddenLayers
             other *= config.numHiddenLayers
-            // Embeddings and an untied lm_head in the checkpoint's precision (bf16 stays bf16, else fp32);
-            // the final norm fp32.
+            // Embeddings and an untied lm_head in the checkpoint's precision (bf16 stays bf16, else fp32)
+            // or as the file stores them; the final norm fp32.
             let table = config.vocabSize * config.hiddenSize * config.frozenTableBytesPerElement
-            other += table + config.hiddenSize * 4
-            if !config.tieWordEmbeddings { other += table }
+            if let stored {
+                quantized = stored.quantizedLinears
+                quantizedStorage = stored.quantizedLinears
+                quantizedCount = stored.quantizedElements
+                other += stored.denseLinears + stored.embedding + stored.output + config.hiddenSize * 4
+            } else {
+                other += table + config.hiddenSize * 4
+                if !config.tieWordEmbeddings { other += table }
+            }
             breakdown[.quantizedWeights] = quantized
             breakdown[.otherFrozenWeights] = other
         }
@@ -238,6 +273,7 @@ public struct MemoryPlan: Sendable {
             case .dense32: return "LoRA on fp32 base"
             case .denseBF16: return "LoRA on bf16 base"
             case .quantized(let q): return "QLoRA (\(q.quantType.rawValue))"
+            case .stored: return options.storedWeights == nil ? "LoRA on the stored base" : "QLoRA (GGUF blocks)"
             }
         }
     }

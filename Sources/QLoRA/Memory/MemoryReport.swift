@@ -150,6 +150,7 @@ public enum MemoryReport {
             case .denseBF16: base = [("format", .string("bf16"))]
             case .quantized(let q):
                 base = [("format", .string(q.quantType.rawValue)), ("blocksize", .int(q.blocksize)), ("double_quant", .bool(q.doubleQuant))]
+            case .stored: base = [("format", .string(o.storedWeights == nil ? "stored" : "gguf"))]
             }
             var options: [(key: String, value: JSONValue)] = [
                 ("base", .object(base)), ("compute_dtype", .string(o.computePrecision.rawValue)),

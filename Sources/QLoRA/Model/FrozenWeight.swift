@@ -9,6 +9,8 @@ public protocol FrozenWeight: AnyObject {
     var inFeatures: Int { get }
     /// Bytes this weight occupies in memory (codes + scales for quantized ones).
     var storageBytes: Int { get }
+    /// Whether it is stored in blocks of codes (NF4, GGUF's Q-types): counted as quantized weights.
+    var isQuantized: Bool { get }
     /// fp32 storage to use in place, if the weight has it and no rounding is asked for.
     var denseStorage: UnsafePointer<Float>? { get }
     /// Writes rows [rows) of W as (rows.count, in) fp32 values, rounded to `precision`.
@@ -34,16 +36,32 @@ public protocol FrozenWeight: AnyObject {
 }
 
 extension FrozenWeight {
+    public var isQuantized: Bool { false }
+
     /// bf16 storage has a kernel (its values are exact in fp32 and in bf16); fp16 rounding is left to tiles.
     public func hasMatrixVector(precision: ComputePrecision) -> Bool { bfloat16Storage != nil && precision != .fp16 }
 
     public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
-        guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
-        qlora_gemv_bf16(qlora_kernels_level(), y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
+        defaultMatrixVector(y: y, x: x, rows: rows)
     }
 
     public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
                                  rows: Range<Int>, level: Int32) {
+        defaultMatrixVectorBF16(y: y, ldy: ldy, x: x, ldx: ldx, vectors: vectors, rows: rows, level: level)
+    }
+
+    public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
+        defaultWriteBFloat16(rows: rows, columns: columns, into: out, ld: ld)
+    }
+
+    /// The bf16-storage kernels behind the defaults, callable by a type that overrides them.
+    public func defaultMatrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>) {
+        guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
+        qlora_gemv_bf16(qlora_kernels_level(), y, x, rows.count, inFeatures, bits + rows.lowerBound * inFeatures, inFeatures)
+    }
+
+    public func defaultMatrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
+                                        rows: Range<Int>, level: Int32) {
         guard let bits = bfloat16Storage else { preconditionFailure("\(Self.self) has no matrix-vector kernel") }
         let start = bits + rows.lowerBound * inFeatures
         if vectors == 1 {
@@ -56,7 +74,7 @@ extension FrozenWeight {
     public var bfloat16Storage: UnsafePointer<UInt16>? { nil }
 
     /// From bf16 or fp32 storage; weights with neither (quantized ones) implement their own.
-    public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
+    public func defaultWriteBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
         if let bits = bfloat16Storage {
             for (i, r) in rows.enumerated() {
                 (out + i * ld).update(from: bits + r * inFeatures + columns.lowerBound, count: columns.count)

@@ -1,5 +1,6 @@
 import Foundation
 import SafeTensors
+import GGUF
 
 /// A Llama-family architecture read from Hugging Face `config.json` (Llama 2/3, SmolLM2, TinyLlama,
 /// Mistral-style, Qwen2 with q/k/v biases). Property names are camelCase of the HF keys.
@@ -93,7 +94,9 @@ public struct LlamaConfig: Sendable, Equatable {
 
     // MARK: - Loading
 
+    /// From `directory`/config.json, a config.json path, or a `.gguf` file's metadata.
     public static func load(directory: URL) throws -> LlamaConfig {
+        if GGUFModelLoader.isGGUF(directory) { return try GGUFModelLoader.config(try GGUFFile(path: directory.path)) }
         let url = directory.hasDirectoryPath || !directory.lastPathComponent.hasSuffix(".json")
             ? directory.appendingPathComponent("config.json") : directory
         guard let data = FileManager.default.contents(atPath: url.path) else {

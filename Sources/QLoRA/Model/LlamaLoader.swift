@@ -9,13 +9,19 @@ public enum BaseWeightFormat: Sendable, Equatable {
     case denseBF16
     /// 4-bit, quantized on load if the checkpoint is dense (QLoRA). Pre-quantized checkpoints load as they are.
     case quantized(QuantizationOptions)
+    /// As the file stores them: a GGUF file's blocks (Q4_K, Q8_0, ...) in place; a dense checkpoint in
+    /// its own precision (bf16 stays bf16, else fp32).
+    case stored
 }
 
 /// Builds LlamaModels from Hugging Face checkpoints (dense or bitsandbytes 4-bit) or at random.
 public enum LlamaLoader {
     /// Loads `directory` (config.json + safetensors, single or sharded).
+    /// A `.gguf` file goes to GGUFModelLoader.
     public static func load(directory: URL, format: BaseWeightFormat, precision: ComputePrecision) throws -> LlamaModel {
+        if GGUFModelLoader.isGGUF(directory) { return try GGUFModelLoader.load(path: directory.path, format: format, precision: precision) }
         let config = try LlamaConfig.load(directory: directory)
+        let format = format == .stored ? (config.frozenTableStorage == .bfloat16 ? .denseBF16 : .dense32) : format
         let checkpoint = try SafeTensorsCheckpoint(directory: directory.path)
         let path = directory.path
 
@@ -89,6 +95,7 @@ public enum LlamaLoader {
         case .dense32: return DenseFloatWeight(outFeatures: outFeatures, inFeatures: inFeatures, values: values)
         case .denseBF16: return DenseBFloat16Weight(outFeatures: outFeatures, inFeatures: inFeatures, floats: values)
         case .quantized(let options): return try QuantizedWeight.quantize(values, shape: [outFeatures, inFeatures], options: options)
+        case .stored: return DenseFloatWeight(outFeatures: outFeatures, inFeatures: inFeatures, values: values)
         }
     }
 

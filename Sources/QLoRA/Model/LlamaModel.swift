@@ -83,10 +83,10 @@ public final class LlamaModel {
         var quantized = 0, other = 0
         for layer in layers {
             for linear in layer.linears {
-                if linear.weight is DenseFloatWeight || linear.weight is DenseBFloat16Weight {
-                    other += linear.weight.storageBytes
-                } else {
+                if linear.weight.isQuantized {
                     quantized += linear.weight.storageBytes
+                } else {
+                    other += linear.weight.storageBytes
                 }
                 other += (linear.bias?.count ?? 0) * 4
             }

@@ -30,6 +30,7 @@ public final class QuantizedWeight: FrozenWeight {
     public var outFeatures: Int { tensor.shape[0] }
     public var inFeatures: Int { tensor.shape[1] }
     public var storageBytes: Int { tensor.residentBytes }
+    public var isQuantized: Bool { true }
     public var denseStorage: UnsafePointer<Float>? { nil }
 
     public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {

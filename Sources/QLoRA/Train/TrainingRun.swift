@@ -68,7 +68,7 @@ public struct TrainingRun {
         guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
         let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.format, precision: o.precision)
         let dataset = try DatasetTokenizer(modelDirectory: o.modelDirectory, vocabSize: model.config.vocabSize,
-                                           purpose: "Training tokenizes the dataset")
+                                           purpose: "training")
         let tokenizer = dataset.tokenizer
         var trainExamples = try TrainingExample.load(jsonl: o.dataFile)
         var evalExamples: [TrainingExample] = []

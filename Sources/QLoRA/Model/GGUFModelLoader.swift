@@ -1,0 +1,177 @@
+import Foundation
+import GGUF
+
+/// A Llama-family model from a GGUF file (llama.cpp's format): hyperparameters from the `{arch}.*`
+/// metadata, tensors by llama.cpp's names, the base linears kept in their GGUF blocks (`.stored`) or
+/// converted on load like a safetensors checkpoint's.
+public enum GGUFModelLoader {
+    /// Architectures whose block is our decoder block. llama.cpp's converter permutes q/k rows for its
+    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2 keeps Hugging Face's order.
+    static let architectures = ["llama", "mistral", "qwen2"]
+
+    public static func isGGUF(_ url: URL) -> Bool { url.pathExtension.lowercased() == "gguf" }
+
+    /// The HF-style config the file's metadata describes.
+    public static func config(_ file: GGUFFile) throws -> LlamaConfig {
+        let path = file.path
+        guard let arch = file.architecture else { throw GGUFError.missingKey(path: path, key: "general.architecture") }
+        guard architectures.contains(arch) else {
+            throw ModelError.unsupported(path: path, reason: "GGUF architecture '\(arch)' (supported: \(architectures.joined(separator: ", ")))")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = file["\(arch).\(key)"]?.int else { throw GGUFError.missingKey(path: path, key: "\(arch).\(key)") }
+            return v
+        }
+        func optional(_ key: String) -> GGUFValue? { file["\(arch).\(key)"] }
+        let hidden = try int("embedding_length"), heads = try int("attention.head_count")
+        let embed = try file.info("token_embd.weight")
+        let vocab = optional("vocab_size")?.int ?? embed.dimensions[1]
+        var config = LlamaConfig(
+            vocabSize: vocab, hiddenSize: hidden, intermediateSize: try int("feed_forward_length"),
+            numHiddenLayers: try int("block_count"), numAttentionHeads: heads,
+            numKeyValueHeads: optional("attention.head_count_kv")?.int ?? heads,
+            headDim: optional("attention.key_length")?.int,
+            rmsNormEps: Float(optional("attention.layer_norm_rms_epsilon")?.double ?? 1e-5),
+            ropeTheta: optional("rope.freq_base")?.double ?? 10000,
+            maxPositionEmbeddings: optional("context_length")?.int ?? 2048,
+            tieWordEmbeddings: !file.contains("output.weight"), modelType: arch)
+        if let type = optional("rope.scaling.type")?.string, type != "none" {
+            guard type == "linear", let factor = optional("rope.scaling.factor")?.double else {
+                throw ModelError.unsupported(path: path, reason: "GGUF rope scaling '\(type)' (supported: none, linear)")
+            }
+            config.ropeScaling = RoPEScaling(type: "linear", factor: factor, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192)
+        }
+        if file.contains("rope_freqs.weight") {
+            throw ModelError.unsupported(path: path, reason: "per-frequency rope factors (rope_freqs.weight, Llama 3.1-style scaling) in a GGUF")
+        }
+        config.qkvBiasOnly = file.contains("blk.0.attn_q.bias") && !file.contains("blk.0.attn_output.bias")
+        config.attentionBias = file.contains("blk.0.attn_output.bias")
+        config.mlpBias = file.contains("blk.0.ffn_up.bias")
+        config.bosTokenID = file["tokenizer.ggml.bos_token_id"]?.int
+        config.eosTokenIDs = file["tokenizer.ggml.eos_token_id"]?.int.map { [$0] } ?? []
+        config.padTokenID = file["tokenizer.ggml.padding_token_id"]?.int
+        config.dtype = "float32"
+        guard embed.dimensions == [hidden, vocab] else {
+            throw ModelError.wrongShape(path: path, tensor: "token_embd.weight", expected: [vocab, hidden], actual: embed.shape)
+        }
+        try config.validate(path: path)
+        return config
+    }
+
+    /// llama.cpp's name of a layer's projection.
+    static func tensorName(layer: Int, _ projection: Projection) -> String {
+        let short: String
+        switch projection {
+        case .q: short = "attn_q"
+        case .k: short = "attn_k"
+        case .v: short = "attn_v"
+        case .o: short = "attn_output"
+        case .gate: short = "ffn_gate"
+        case .up: short = "ffn_up"
+        case .down: short = "ffn_down"
+        }
+        return "blk.\(layer).\(short)"
+    }
+
+    /// The stored row of each Hugging Face row of q (heads = H) or k (heads = KV) in the `llama`
+    /// architecture: convert_hf_to_gguf's `permute` interleaves the two rotary halves of every head
+    /// (HF row h*D + j*D/2 + i is stored at h*D + 2i + j). Nil where nothing was permuted.
+    static func storedRows(config: LlamaConfig, projection: Projection) -> [Int32]? {
+        guard config.modelType != "qwen2", projection == .q || projection == .k else { return nil }
+        let heads = projection == .q ? config.numAttentionHeads : config.numKeyValueHeads
+        let d = config.headDim, half = d / 2
+        var rows = [Int32](repeating: 0, count: heads * d)
+        for h in 0..<heads { for j in 0..<2 { for i in 0..<half { rows[h * d + j * half + i] = Int32(h * d + 2 * i + j) } } }
+        return rows
+    }
+
+    /// What a model loaded with `.stored` holds in frozen weights, from the tensor infos alone (the
+    /// memory plan of a GGUF base).
+    public static func storedBytes(_ file: GGUFFile, config: LlamaConfig) throws -> StoredWeightBytes {
+        var bytes = StoredWeightBytes(quantizedLinears: 0, quantizedElements: 0, denseLinears: 0,
+                                      embedding: try file.info("token_embd.weight").byteCount, output: 0)
+        for layer in 0..<config.numHiddenLayers {
+            for projection in Projection.allCases {
+                let info = try file.info(tensorName(layer: layer, projection) + ".weight")
+                if (info.type?.blockGeometry.elements ?? 1) > 1 {
+                    bytes.quantizedLinears += info.byteCount
+                    bytes.quantizedElements += info.elementCount
+                } else {
+                    bytes.denseLinears += info.byteCount
+                }
+            }
+        }
+        if !config.tieWordEmbeddings { bytes.output = try file.info("output.weight").byteCount }
+        return bytes
+    }
+
+    public static func load(path: String, format: BaseWeightFormat, precision: ComputePrecision) throws -> LlamaModel {
+        let file = try GGUFFile(path: path)
+        let config = try config(file)
+        let c = config.hiddenSize
+
+        func vector(_ name: String, count: Int) throws -> UnsafeMutableBufferPointer<Float> {
+            let info = try file.info(name)
+            guard info.elementCount == count else {
+                throw ModelError.wrongShape(path: path, tensor: name, expected: [count], actual: info.shape)
+            }
+            let values = try file.floats(name)
+            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+            _ = buffer.initialize(from: values)
+            return buffer
+        }
+        /// A matrix as a frozen weight in `format` (`.stored`: its blocks in place).
+        func weight(_ name: String, outFeatures: Int, inFeatures: Int, storedRows: [Int32]?, format: BaseWeightFormat) throws -> any FrozenWeight {
+            let info = try file.info(name)
+            guard info.shape == [outFeatures, inFeatures] else {
+                throw ModelError.wrongShape(path: path, tensor: name, expected: [outFeatures, inFeatures], actual: info.shape)
+            }
+            let stored = try GGUFWeight(file: file, tensor: name, storedRow: storedRows)
+            if format == .stored { return stored }
+            let values = [Float](unsafeUninitializedCapacity: outFeatures * inFeatures) { out, count in
+                stored.writeTile(rows: 0..<outFeatures, into: out.baseAddress!, precision: .fp32)
+                count = outFeatures * inFeatures
+            }
+            return try LlamaLoader.makeWeight(values, outFeatures: outFeatures, inFeatures: inFeatures, format: format)
+        }
+        // The embedding table and an untied output: kept in their blocks unless a dense base is asked for.
+        let tableFormat: BaseWeightFormat = format == .dense32 || format == .denseBF16 ? format : .stored
+        func table(_ name: String) throws -> any FrozenWeight {
+            try weight(name, outFeatures: config.vocabSize, inFeatures: c, storedRows: nil, format: tableFormat)
+        }
+        let embedWeight = try table("token_embd.weight")
+        let embed: EmbeddingTable
+        if let dense = embedWeight as? DenseFloatWeight {
+            embed = EmbeddingTable(values: Array(dense.values), rows: config.vocabSize, dim: c, storage: .float32)
+        } else {
+            embed = EmbeddingTable(weight: embedWeight)
+        }
+
+        var layers: [LlamaModel.Layer] = []
+        for layer in 0..<config.numHiddenLayers {
+            var linears: [BaseLinear] = []
+            for projection in Projection.allCases {
+                let name = tensorName(layer: layer, projection)
+                let shape = config.linearShape(projection.moduleName)!
+                let rows = storedRows(config: config, projection: projection)
+                let w = try weight(name + ".weight", outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, storedRows: rows, format: format)
+                var bias: [Float]?
+                if config.hasBias(projection.moduleName) {
+                    let stored = Array(try vector(name + ".bias", count: shape.outFeatures))
+                    bias = rows.map { order in order.map { stored[Int($0)] } } ?? stored
+                }
+                linears.append(BaseLinear(weight: w, bias: bias, precision: precision))
+            }
+            layers.append(LlamaModel.Layer(inputLayernorm: try vector("blk.\(layer).attn_norm.weight", count: c),
+                                           postAttentionLayernorm: try vector("blk.\(layer).ffn_norm.weight", count: c),
+                                           linears: linears))
+        }
+        let norm = try vector("output_norm.weight", count: c)
+        var lmHead: BaseLinear?
+        if !config.tieWordEmbeddings {
+            let w = try table("output.weight")
+            lmHead = BaseLinear(weight: w, precision: LlamaModel.headPrecision(w, model: precision))
+        }
+        return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: norm, lmHead: lmHead, precision: precision)
+    }
+}

@@ -1,0 +1,98 @@
+import CQLoRAKernels
+import GGUF
+
+/// A frozen weight kept in a GGUF file's own blocks (Q4_K, Q8_0, F16, ...), read in place from the
+/// memory-mapped file and dequantized a row at a time into tiles: a Q4_1 base stays Q4_1 in memory.
+/// Rows are whole blocks (GGUFFile checks ne0 against the block size).
+public final class GGUFWeight: FrozenWeight {
+    public let type: GGMLType
+    public let outFeatures: Int
+    public let inFeatures: Int
+    private let data: UnsafeRawPointer
+    private let rowBytes: Int
+    private let blocksPerRow: Int
+    /// The stored row behind each output row, when they differ (llama.cpp permutes q/k rows for its
+    /// rotary layout; we keep Hugging Face's order so adapters mean what PEFT means).
+    private let storedRow: [Int32]?
+    /// Keeps the mapping alive.
+    private let file: GGUFFile
+
+    /// Chunk of a row dequantized at a time when only some columns are wanted: one K-block.
+    static let chunkElements = 256
+
+    public init(file: GGUFFile, tensor name: String, storedRow: [Int32]? = nil) throws {
+        let info = try file.info(name)
+        guard let type = info.type, type.isSupported else {
+            throw GGUFError.unsupportedType(path: file.path, tensor: name, type: info.typeName)
+        }
+        guard info.dimensions.count == 2 else {
+            throw GGUFError.invalid(path: file.path, detail: "tensor '\(name)' is \(info.dimensions.count)-D, a weight matrix is 2-D")
+        }
+        self.type = type
+        inFeatures = info.dimensions[0]
+        outFeatures = info.dimensions[1]
+        let rows = info.dimensions[1]
+        precondition(storedRow.map { $0.count == rows } ?? true)
+        blocksPerRow = inFeatures / type.blockGeometry.elements
+        rowBytes = blocksPerRow * type.blockGeometry.bytes
+        data = try file.data(name).baseAddress!
+        self.storedRow = storedRow
+        self.file = file
+    }
+
+    public var isQuantized: Bool { type.blockGeometry.elements > 1 }
+    public var storageBytes: Int { outFeatures * rowBytes }
+    public var denseStorage: UnsafePointer<Float>? {
+        type == .f32 && storedRow == nil ? data.assumingMemoryBound(to: Float.self) : nil
+    }
+    public var bfloat16Storage: UnsafePointer<UInt16>? {
+        type == .bf16 && storedRow == nil ? data.assumingMemoryBound(to: UInt16.self) : nil
+    }
+
+    @inline(__always) private func row(_ r: Int) -> UnsafeRawPointer {
+        data + (storedRow.map { Int($0[r]) } ?? r) * rowBytes
+    }
+
+    public func writeTile(rows: Range<Int>, into tile: UnsafeMutablePointer<Float>, precision: ComputePrecision) {
+        for (i, r) in rows.enumerated() {
+            type.dequantize(blocks: blocksPerRow, from: row(r), into: tile + i * inFeatures)
+        }
+        precision.round(tile, count: rows.count * inFeatures)
+    }
+
+    public func writeBFloat16(rows: Range<Int>, columns: Range<Int>, into out: UnsafeMutablePointer<UInt16>, ld: Int) {
+        let (blockElements, blockBytes) = type.blockGeometry
+        let perChunk = max(1, Self.chunkElements / blockElements)
+        let firstBlock = columns.lowerBound / blockElements, endBlock = (columns.upperBound + blockElements - 1) / blockElements
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: perChunk * blockElements) { chunk in
+            let values = chunk.baseAddress!
+            for (i, r) in rows.enumerated() {
+                let source = row(r), destination = out + i * ld
+                var b = firstBlock
+                while b < endBlock {
+                    let n = min(perChunk, endBlock - b)
+                    type.dequantize(blocks: n, from: source + b * blockBytes, into: values)
+                    let lo = max(columns.lowerBound, b * blockElements), hi = min(columns.upperBound, (b + n) * blockElements)
+                    // Rounding gives the same bits at every level: use the fastest.
+                    qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, destination + (lo - columns.lowerBound), ld,
+                                             values + (lo - b * blockElements), blockElements * n, 1, hi - lo)
+                    b += n
+                }
+                if columns.count & 1 == 1 { destination[columns.count] = 0 }
+            }
+        }
+    }
+
+    /// No one-row kernel yet: decoding goes through tiles (the bf16 GEMM with one row).
+    public func hasMatrixVector(precision: ComputePrecision) -> Bool {
+        (type == .bf16 && storedRow == nil && precision != .fp16) || (type == .f32 && storedRow == nil && precision == .fp32)
+    }
+
+    public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
+        if let values = denseStorage {
+            qlora_gemv_f32(qlora_kernels_level(), y, x, rows.count, inFeatures, values + rows.lowerBound * inFeatures, inFeatures)
+        } else {
+            defaultMatrixVector(y: y, x: x, rows: rows)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import GGUF
+import SafeTensors
+import Testing
+@testable import QLoRA
+
+/// Models and tokenizers from GGUF files against transformers loading the same files
+/// (Fixtures/gguf-model, made by scripts/make-gguf-model-fixtures.py).
+@Suite struct GGUFModelTests {
+    static func logits(_ model: LlamaModel, ids: [Int32]) throws -> [Float] {
+        let executor = LlamaExecutor(model: model, lora: nil, shape: .init(batch: 1, seqLen: ids.count, training: false))
+        try executor.forward(inputIDs: ids, batch: 1, seqLen: ids.count)
+        var out = [Float](repeating: 0, count: ids.count * model.config.vocabSize)
+        out.withUnsafeMutableBufferPointer { executor.logits(into: $0.baseAddress!) }
+        return out
+    }
+
+    /// Kept in its blocks (Q8_0, Q4_1, Q5_0, Q5_1, Q4_0, F16 linears; q/k rows permuted by the converter)
+    /// or dequantized to a dense fp32 base: the logits transformers computes from the same file.
+    @Test(arguments: ["tiny-untied", "tiny-tied"], [BaseWeightFormat.stored, .dense32])
+    func logitsEqualTransformers(_ name: String, _ format: BaseWeightFormat) throws {
+        let reference = try SafeTensorsFile(path: FixturePaths.url("gguf-model/logits.safetensors").path)
+        let ids = try reference.integers("ids").map { Int32($0) }
+        let model = try LlamaLoader.load(directory: FixturePaths.url("gguf-model/\(name).gguf"), format: format, precision: .fp32)
+        #expect(model.config.tieWordEmbeddings == (name == "tiny-tied"))
+        let result = compare(try Self.logits(model, ids: ids), try reference.floats(name), tolerance: 1e-4)
+        #expect(result.maxDiff <= 1e-4, "\(name) \(format): \(result.report)")
+        if format == .stored && name == "tiny-untied" {
+            // The quantized linears stay in their blocks: far fewer bytes than fp32.
+            #expect(model.frozenBytes.quantized > 0 && model.frozenBytes.quantized < model.config.decoderLinearParameterCount * 2)
+        }
+    }
+
+    /// Without the q/k un-permutation the logits are wrong: the permutation is what the test checks.
+    @Test func storedRowsInvertTheConvertersPermutation() throws {
+        var config = LlamaConfig(vocabSize: 8, hiddenSize: 16, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2,
+                                 numKeyValueHeads: 1, headDim: 8)
+        let rows = try #require(GGUFModelLoader.storedRows(config: config, projection: .q))
+        // convert_hf_to_gguf's permute on row indices: HF row r lands at rows[r].
+        let hf = Array(0..<16)
+        var permuted: [Int] = []
+        for h in 0..<2 { for i in 0..<4 { for j in 0..<2 { permuted.append(hf[h * 8 + j * 4 + i]) } } }
+        for r in 0..<16 { #expect(permuted[Int(rows[r])] == r) }
+        #expect(GGUFModelLoader.storedRows(config: config, projection: .v) == nil)
+        config.modelType = "qwen2"
+        #expect(GGUFModelLoader.storedRows(config: config, projection: .q) == nil)
+    }
+
+    /// The tokenizer rebuilt from GGUF metadata gives transformers' ids for the same file (and the ids of
+    /// SmolLM2's own tokenizer.json), and keeps the chat template and special tokens.
+    @Test func tokenizerFromMetadataEqualsTransformers() throws {
+        let tokenizer = try Tokenizer(directory: FixturePaths.url("gguf-model/smollm2-tokenizer.gguf"))
+        let data = try Data(contentsOf: FixturePaths.url("gguf-model/tokenizer_ids.json"))
+        let cases = try #require((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["cases"] as? [[String: Any]])
+        #expect(cases.count >= 40)
+        for c in cases {
+            let text = c["text"] as! String
+            let expected = (c["transformers_gguf_ids"] as! [NSNumber]).map(\.int32Value)
+            #expect(tokenizer.encode(text) == expected, "\(text.debugDescription)")
+            #expect((c["tokenizer_json_ids"] as! [NSNumber]).map(\.int32Value) == expected)
+        }
+        #expect(tokenizer.eosToken == "<|im_end|>" || tokenizer.eosToken == "<|endoftext|>")
+        #expect(tokenizer.chatTemplateSource?.contains("im_start") == true)
+        #expect(tokenizer.isSpecialToken(try #require(tokenizer.tokenID("<|im_start|>"))))
+        #expect(tokenizer.encode("<|im_start|>user") == [tokenizer.tokenID("<|im_start|>")!, tokenizer.tokenID("user")!])
+    }
+}

@@ -7,13 +7,17 @@ public enum QuantizeCommand: Command {
     public static let name = "quantize"
     public static let summary = "Quantize a Hugging Face checkpoint to 4-bit NF4/FP4 (bitsandbytes format)"
     public static let help = """
-    Usage: qlora quantize <hf-dir> --output <dir> [options]
+    Usage: qlora quantize <hf-dir | model.gguf> --output <dir> [options]
 
     Quantizes the decoder Linear weights (every 2-D `model.layers.*_proj.weight`: q/k/v/o/gate/up/down_proj)
     to 4 bits exactly as bitsandbytes 0.50 does on CPU, and writes a checkpoint that transformers +
     bitsandbytes load directly: model.safetensors (keys <m>.weight, .absmax, .quant_map, .nested_absmax,
     .nested_quant_map, .quant_state.bitsandbytes__<type>), config.json with quantization_config, and the
     tokenizer / generation files. Embeddings, lm_head and norms are copied unchanged.
+
+    A .gguf file (llama.cpp's format) is read instead of a directory: every tensor is dequantized from
+    its blocks, the linears quantized as above, the rest written in fp32, and tokenizer.json and
+    tokenizer_config.json (with the chat template) rebuilt from the file's metadata.
 
     Options:
       --output <dir>             output directory (created; must differ from <hf-dir>)
@@ -53,7 +57,9 @@ public enum QuantizeCommand: Command {
             throw CLIError.badValue(command: name, option: "blocksize", value: String(options.blocksize), expected: "a power of two from 32 to 4096")
         }
         let renderer = QuantizeProgressRenderer(isTerminal: isatty(STDERR_FILENO) == 1)
-        let summary = try CheckpointQuantizer.quantize(input: input, output: output, options: options, progress: renderer.render)
+        let summary = input.lowercased().hasSuffix(".gguf")
+            ? try GGUFCheckpointQuantizer.quantize(input: input, output: output, options: options, progress: renderer.render)
+            : try CheckpointQuantizer.quantize(input: input, output: output, options: options, progress: renderer.render)
         print(QuantizeProgressRenderer.summaryText(summary))
         return 0
     }

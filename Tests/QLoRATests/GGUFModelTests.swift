@@ -31,6 +31,25 @@ import Testing
         }
     }
 
+    /// `qlora quantize x.gguf` writes the bitsandbytes directory of exactly the NF4 weights the GGUF
+    /// quantizes to on load (`--quant nf4`): the two models give bit-identical logits.
+    @Test func quantizeWritesTheBitsAndBytesDirectoryOfTheGGUF() throws {
+        let output = URL(fileURLWithPath: NSTemporaryDirectory() + "gguf-quantize-\(getpid())-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: output) }
+        let input = FixturePaths.url("gguf-model/tiny-untied.gguf")
+        let summary = try GGUFCheckpointQuantizer.quantize(input: input.path, output: output.path)
+        #expect(summary.tensorsQuantized == 14)
+        let written = try LlamaLoader.load(directory: output, format: .dense32, precision: .fp32)
+        let onLoad = try LlamaLoader.load(directory: input, format: .quantized(QuantizationOptions()), precision: .fp32)
+        let ids: [Int32] = [1, 17, 300, 5, 999, 42]
+        // The same NF4 codes; the Q8_0 table is fp32 in the directory, so only the summation of the
+        // lm_head product can differ (tiles vs the dense matrix).
+        let result = compare(try Self.logits(written, ids: ids), try Self.logits(onLoad, ids: ids), tolerance: 1e-5)
+        #expect(result.maxDiff <= 1e-5, "\(result.report)")
+        let config = try String(contentsOf: output.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(config.contains("\"quantization_config\"") && config.contains("nf4"))
+    }
+
     /// Without the q/k un-permutation the logits are wrong: the permutation is what the test checks.
     @Test func storedRowsInvertTheConvertersPermutation() throws {
         var config = LlamaConfig(vocabSize: 8, hiddenSize: 16, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2,

@@ -25,6 +25,13 @@ extension Tokenizer {
     }
 
     public convenience init(gguf file: GGUFFile) throws {
+        let files = try Self.huggingFaceFiles(gguf: file)
+        try self.init(tokenizerJSON: files.tokenizerJSON, config: files.tokenizerConfig, chatTemplate: files.chatTemplate)
+    }
+
+    /// The tokenizer.json and tokenizer_config.json (with the chat template) a GGUF file's metadata
+    /// describes: what the tokenizer is built from, and what `qlora quantize x.gguf` writes beside the model.
+    public static func huggingFaceFiles(gguf file: GGUFFile) throws -> (tokenizerJSON: Data, tokenizerConfig: Data, chatTemplate: String?) {
         let path = file.path
         guard let model = file["tokenizer.ggml.model"]?.string else { throw GGUFError.missingKey(path: path, key: "tokenizer.ggml.model") }
         guard model == "gpt2" else {
@@ -77,8 +84,10 @@ extension Tokenizer {
         }
         config["add_bos_token"] = file["tokenizer.ggml.add_bos_token"]?.bool ?? false
         config["add_eos_token"] = file["tokenizer.ggml.add_eos_token"]?.bool ?? false
-        let tokenizerJSON = try JSONSerialization.data(withJSONObject: json)
-        let configJSON = try JSONSerialization.data(withJSONObject: config)
-        try self.init(tokenizerJSON: tokenizerJSON, config: configJSON, chatTemplate: file["tokenizer.chat_template"]?.string)
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        let template = file["tokenizer.chat_template"]?.string
+        if let template { config["chat_template"] = template }
+        return (try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]),
+                try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted]), template)
     }
 }

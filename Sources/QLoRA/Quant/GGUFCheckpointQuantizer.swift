@@ -1,0 +1,116 @@
+import Foundation
+import GGUF
+import SafeTensors
+
+/// `qlora quantize x.gguf`: a GGUF model written as a Hugging Face bitsandbytes 4-bit directory
+/// (model.safetensors, config.json with quantization_config, tokenizer.json and tokenizer_config.json
+/// rebuilt from the metadata), so transformers and every other command load it as a QLoRA base.
+///
+/// Each tensor is dequantized from its blocks (q/k rows back in Hugging Face's order), the decoder
+/// linears are quantized to NF4/FP4, everything else is kept in fp32 (a GGUF block type is not exact in
+/// bf16). One linear is dequantized at a time; the 4-bit outputs and fp32 companions are held until
+/// the file is written.
+public enum GGUFCheckpointQuantizer {
+    public static func quantize(input: String, output: String, options: QuantizeOptions = QuantizeOptions(),
+                                progress: (QuantizeEvent) -> Void = { _ in }) throws -> QuantizeSummary {
+        let start = Date()
+        try BlockwiseQuantizer.validate(blocksize: options.blocksize)
+        let outputURL = URL(fileURLWithPath: output).standardizedFileURL
+        try CheckpointQuantizer.prepareOutput(outputURL, as: output)
+        let file = try GGUFFile(path: input)
+        let config = try GGUFModelLoader.config(file)
+        // A file without tokenizer metadata (rare) gets no tokenizer files.
+        let tokenizer = file["tokenizer.ggml.model"] == nil ? nil : try Tokenizer.huggingFaceFiles(gguf: file)
+
+        // (HF name, GGUF name, stored-row order if permuted) of every tensor, in HF's sorted order.
+        var names: [(hf: String, gguf: String, rows: [Int32]?)] = [("model.embed_tokens.weight", "token_embd.weight", nil),
+                                                                   ("model.norm.weight", "output_norm.weight", nil)]
+        if !config.tieWordEmbeddings { names.append(("lm_head.weight", "output.weight", nil)) }
+        for layer in 0..<config.numHiddenLayers {
+            names.append(("model.layers.\(layer).input_layernorm.weight", "blk.\(layer).attn_norm.weight", nil))
+            names.append(("model.layers.\(layer).post_attention_layernorm.weight", "blk.\(layer).ffn_norm.weight", nil))
+            for projection in Projection.allCases {
+                let module = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName)
+                let rows = GGUFModelLoader.storedRows(config: config, projection: projection)
+                let name = GGUFModelLoader.tensorName(layer: layer, projection)
+                names.append((module + ".weight", name + ".weight", rows))
+                if config.hasBias(projection.moduleName) { names.append((module + ".bias", name + ".bias", rows)) }
+            }
+        }
+        names.sort { $0.hf < $1.hf }
+        let targets = names.filter { CheckpointQuantizer.isQuantizable($0.hf, shape: [1, 1], skipModules: options.skipModules) }
+        var summary = QuantizeSummary()
+        summary.bytesBefore = file.tensors.reduce(0) { $0 + $1.byteCount }
+        summary.largestTensorBytes = file.tensors.map(\.byteCount).max() ?? 0
+        summary.outputDirectory = outputURL.path
+        progress(.started(tensors: names.count, toQuantize: targets.count, parameters: file.tensors.reduce(0) { $0 + $1.elementCount }))
+
+        var entries: [TensorEntry] = [], payload: [String: Data] = [:]
+        var storageBytes = 0, quantizedIndex = 0
+        for t in names {
+            let info = try file.info(t.gguf)
+            let values: [Float]
+            if info.dimensions.count == 2 {
+                let weight = try GGUFWeight(file: file, tensor: t.gguf, storedRow: t.rows)
+                values = [Float](unsafeUninitializedCapacity: info.elementCount) { out, count in
+                    weight.writeTile(rows: 0..<weight.outFeatures, into: out.baseAddress!, precision: .fp32)
+                    count = info.elementCount
+                }
+            } else {
+                let stored = try file.floats(t.gguf)
+                values = t.rows.map { order in order.map { stored[Int($0)] } } ?? stored
+            }
+            if CheckpointQuantizer.isQuantizable(t.hf, shape: info.shape, skipModules: options.skipModules) {
+                let q = try values.withUnsafeBytes {
+                    try QuantizedTensor.quantize($0.baseAddress!, dtype: .F32, shape: info.shape, quantType: options.quantType,
+                                                 blocksize: options.blocksize, doubleQuant: options.doubleQuant,
+                                                 rounding: options.rounding, threads: options.threads, name: t.hf)
+                }
+                for (entry, data) in BitsAndBytesFormat.tensors(q, weightName: t.hf) {
+                    entries.append(entry)
+                    payload[entry.name] = data
+                }
+                storageBytes += q.storageBytes
+                summary.tensorsQuantized += 1
+                summary.parametersQuantized += q.count
+                quantizedIndex += 1
+                progress(.quantized(name: t.hf, index: quantizedIndex, of: targets.count, parameters: q.count))
+            } else {
+                entries.append(TensorEntry(name: t.hf, dtype: .F32, shape: info.shape))
+                payload[t.hf] = values.withUnsafeBytes { Data($0) }
+                summary.tensorsKept += 1
+                summary.parametersKept += values.count
+            }
+        }
+
+        let modelPath = outputURL.appendingPathComponent("model.safetensors").path
+        progress(.writing(path: modelPath))
+        let writer = try SafeTensorsWriter(path: modelPath, entries: entries, metadata: ["format": "pt"])
+        do {
+            for entry in entries {
+                try payload.removeValue(forKey: entry.name)!.withUnsafeBytes { try writer.write(entry.name, bytes: $0) }
+            }
+            try writer.finish()
+        } catch {
+            writer.abandon()
+            throw error
+        }
+
+        var configJSON = PythonJSON(LlamaWriter.minimalConfig(config, dtype: "float32"))
+        let skipList: [String]? = options.skipModules == ["lm_head"] ? nil : options.skipModules
+        configJSON.set("quantization_config", BitsAndBytesFormat.quantizationConfig(
+            quantType: options.quantType, doubleQuant: options.doubleQuant, computeDType: options.computeDType, skipModules: skipList))
+        try AtomicFile.write(Data((configJSON.render(indent: 2, sortKeys: true) + "\n").utf8), to: outputURL.appendingPathComponent("config.json"))
+        if let tokenizer {
+            try AtomicFile.write(tokenizer.tokenizerJSON, to: outputURL.appendingPathComponent("tokenizer.json"))
+            try AtomicFile.write(tokenizer.tokenizerConfig, to: outputURL.appendingPathComponent("tokenizer_config.json"))
+        }
+
+        summary.bytesAfter = (try? FileManager.default.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? 0
+        summary.bitsPerParameter = summary.parametersQuantized > 0 ? Double(8 * storageBytes) / Double(summary.parametersQuantized) : 0
+        summary.seconds = Date().timeIntervalSince(start)
+        summary.peakRSSBytes = ProcessMemory.residentBytes().peak
+        progress(.finished(summary))
+        return summary
+    }
+}

@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "QLoRA", dependencies: ["SafeTensors", "GGUF", "CQLoRAKernels"], swiftSettings: fastMath,
                 linkerSettings: [.linkedLibrary("dl")]),
         // One file per subcommand; argument parsing by hand.
-        .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
+        .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors", "GGUF"], swiftSettings: fastMath),
         .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
         .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),

@@ -1,5 +1,6 @@
 import Foundation
 import QLoRA
+import GGUF
 
 /// `qlora memory`: where every byte of a training run goes, from config.json alone.
 public enum MemoryCommand: Command {
@@ -15,8 +16,8 @@ public enum MemoryCommand: Command {
     that size them, so a real run holds exactly these bytes plus the runtime overhead (docs/memory.md).
 
     Base weights:
-      --quant nf4|fp4|none     4-bit base (QLoRA) or a dense one (default: the checkpoint's
-                               quantization_config if it has one, else nf4)
+      --quant nf4|fp4|none|keep   4-bit base (QLoRA), a dense one, or a GGUF file's own blocks (default:
+                               keep for a .gguf, the checkpoint's quantization_config if it has one, else nf4)
       --base-dtype bf16|fp32   dense base precision with --quant none (default bf16)
       --blocksize N            4-bit block size, a power of two 32...4096 (default 64)
       --double-quant / --no-double-quant
@@ -143,7 +144,8 @@ public enum MemoryCommand: Command {
     static func measure(path: String, config: LlamaConfig, options: MemoryPlan.Options, steps: Int, model: String, json: Bool = false) throws -> Int32 {
         guard options.training else { throw CLIError.failed("qlora memory: --measure runs training steps; drop --optimizer none") }
         let directory = URL(fileURLWithPath: path)
-        let hasWeights = (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.contains { $0.hasSuffix(".safetensors") || $0.hasSuffix(".index.json") } ?? false
+        let hasWeights = GGUFModelLoader.isGGUF(directory)
+            || (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.contains { $0.hasSuffix(".safetensors") || $0.hasSuffix(".index.json") } ?? false
         let plan = try MemoryPlan(config: config, options: options)
         if !json {
             print("\(model): \(MemoryReport.describe(plan))")
@@ -193,13 +195,19 @@ public enum MemoryCommand: Command {
     public static func planOptions(_ args: Arguments, config: LlamaConfig) throws -> MemoryPlan.Options {
         let checkpointQuant = config.quantizationConfig?["bnb_4bit_quant_type"]?.stringValue
         let checkpointDoubleQuant = config.quantizationConfig?["bnb_4bit_use_double_quant"]?.boolValue
-        let quant = try args.choice("quant", ["nf4", "fp4", "none"], default: checkpointQuant ?? "nf4")
+        let model = args.positionals.first ?? ""
+        let gguf = GGUFModelLoader.isGGUF(URL(fileURLWithPath: model))
+        let quant = try args.choice("quant", ["nf4", "fp4", "none", "keep"], default: gguf ? "keep" : checkpointQuant ?? "nf4")
         let baseDType = try args.choice("base-dtype", ["bf16", "fp32"], default: "bf16")
         if args.string("base-dtype") != nil && quant != "none" {
             throw CLIError.failed("qlora memory: --base-dtype applies to a dense base only; add --quant none (or drop --base-dtype for a 4-bit base).")
         }
         var options = MemoryPlan.Options()
-        if quant == "none" {
+        if quant == "keep" {
+            // A GGUF base as its blocks: the bytes come from the file's tensor infos.
+            options.baseFormat = .stored
+            if gguf { options.storedWeights = try GGUFModelLoader.storedBytes(try GGUFFile(path: model), config: config) }
+        } else if quant == "none" {
             options.baseFormat = baseDType == "fp32" ? .dense32 : .denseBF16
         } else {
             let blocksize = try args.int("blocksize", default: 64)

@@ -81,7 +81,8 @@ public enum MemoryReport {
         let share = percent(plan.trainableParameterCount, of: plan.allParameterCount).replacingOccurrences(of: " %", with: "%")
         var lines = ["parameters: trainable \(withCommas(plan.trainableParameterCount)) (\(share)) of \(withCommas(plan.allParameterCount)) in all"]
         if plan.quantizedParameterCount > 0 {
-            lines.append("4-bit weights: \(withCommas(plan.quantizedParameterCount)) parameters, "
+            let kind = plan.options.baseFormat == .stored ? "quantized (GGUF) weights" : "4-bit weights"
+            lines.append("\(kind): \(withCommas(plan.quantizedParameterCount)) parameters, "
                          + String(format: "%.3f bits/param stored, %.3f bits/param resident",
                                   plan.quantizedStorageBitsPerParameter, plan.quantizedResidentBitsPerParameter))
         }

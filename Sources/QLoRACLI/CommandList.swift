@@ -8,6 +8,7 @@ public enum CommandList {
         EvalCommand.self,
         TokenizeCommand.self,
         MergeCommand.self,
+        ExportAdapterCommand.self,
         MemoryCommand.self,
         InspectCommand.self,
         VersionCommand.self,

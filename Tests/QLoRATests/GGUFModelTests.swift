@@ -50,6 +50,35 @@ import Testing
         #expect(config.contains("\"quantization_config\"") && config.contains("nf4"))
     }
 
+    /// The LoRA GGUF llama.cpp loads: its keys, alpha (scaling x r), shapes in ggml order, A as PEFT
+    /// stores it, and B with q/k rows moved exactly where the converter moved the base's rows.
+    @Test func exportedAdapterIsLlamaCppsLoRAGGUF() throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("gguf-model/tiny-untied.gguf"))
+        let adapters = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: ["q_proj", "v_proj"]))
+        adapters.initialize(seed: 3)
+        var generator = SeededGenerator(seed: 4)
+        for entry in adapters.parameters.entries where entry.key.hasSuffix("lora_B.weight") {
+            adapters.parameters.setValues(entry, (0..<entry.count).map { _ in generator.normal() })
+        }
+        let path = NSTemporaryDirectory() + "adapter-\(getpid())-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try GGUFAdapterExport.writer(adapters, architecture: "llama").write(to: path)
+        let file = try GGUFFile(path: path)
+        #expect(file["general.type"] == .string("adapter") && file["adapter.type"] == .string("lora"))
+        #expect(file["adapter.lora.alpha"] == .float32(8) && file["general.architecture"] == .string("llama"))
+        #expect(file.tensors.count == 2 * 2 * config.numHiddenLayers)
+        let prefix = LoRAAdapters.keyPrefix(layer: 1, projection: .q)
+        let a = try file.info("blk.1.attn_q.weight.lora_a"), b = try file.info("blk.1.attn_q.weight.lora_b")
+        #expect(a.dimensions == [config.hiddenSize, 4] && b.dimensions == [4, config.queryDim])
+        #expect(try file.floats(a.name) == adapters.parameters.values(adapters.parameters.entry(prefix + ".lora_A.weight")!))
+        let peftB = adapters.parameters.values(adapters.parameters.entry(prefix + ".lora_B.weight")!), ggufB = try file.floats(b.name)
+        let rows = try #require(GGUFModelLoader.storedRows(config: config, projection: .q))
+        for r in 0..<config.queryDim { #expect(Array(ggufB[(Int(rows[r]) * 4)..<(Int(rows[r]) * 4 + 4)]) == Array(peftB[(r * 4)..<(r * 4 + 4)])) }
+        // v is not permuted.
+        let vPrefix = LoRAAdapters.keyPrefix(layer: 0, projection: .v)
+        #expect(try file.floats("blk.0.attn_v.weight.lora_b") == adapters.parameters.values(adapters.parameters.entry(vPrefix + ".lora_B.weight")!))
+    }
+
     /// Without the q/k un-permutation the logits are wrong: the permutation is what the test checks.
     @Test func storedRowsInvertTheConvertersPermutation() throws {
         var config = LlamaConfig(vocabSize: 8, hiddenSize: 16, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2,

@@ -9,7 +9,8 @@
    scored) on the base alone, and with ADAPTER_DIR exported by `qlora export-adapter` and applied
    with --lora; and the same tokens scored by `qlora eval` (records {input_ids, labels} built from
    qlora's tokenization the same way: BOS if the vocabulary adds one, first half masked), base kept
-   in its GGUF blocks, fp32 compute. Printed side by side with the relative difference.
+   in its GGUF blocks, fp32 compute. Printed side by side with the relative difference; and
+   llama-perplexity on `qlora merge --dtype f16` of base + adapter against qlora eval with the adapter.
 2. llama-bench pp128 / tg64 with 2 threads on BASE.
 """
 import json
@@ -99,6 +100,11 @@ def main():
         ours_a, _, _ = qlora_ppl(base, text, ctx, chunks, adapter=adapter)
         print(f"with adapter: llama-perplexity {theirs_a:.4f}, qlora eval {ours_a:.4f}, "
               f"difference {100 * (ours_a - theirs_a) / theirs_a:+.3f} % (base alone {theirs:.4f})")
+        merged = os.path.join(os.path.dirname(exported), "merged-f16.gguf")
+        run([QLORA, "merge", "--model", base, "--adapter", adapter, "--output", merged, "--dtype", "f16"])
+        theirs_m = llama_ppl(bin_dir, merged, text, ctx, chunks)
+        print(f"merged f16 GGUF: llama-perplexity {theirs_m:.4f} vs qlora eval with the adapter {ours_a:.4f}: "
+              f"difference {100 * (theirs_m - ours_a) / ours_a:+.3f} %")
     bench = run([os.path.join(bin_dir, "llama-bench"), "-m", base, "-t", "2", "-p", "128", "-n", "64", "-r", "3", "-o", "json"])
     for row in json.loads(bench.stdout):
         test = f"pp{row['n_prompt']}" if row["n_gen"] == 0 else f"tg{row['n_gen']}"

@@ -79,6 +79,29 @@ import Testing
         #expect(try file.floats("blk.0.attn_v.weight.lora_b") == adapters.parameters.values(adapters.parameters.entry(vPrefix + ".lora_B.weight")!))
     }
 
+    /// A merged model written as GGUF (q/k rows permuted back) reads back as the same model.
+    @Test func mergedModelWrittenAsGGUFReadsBackTheSame() throws {
+        let base = FixturePaths.url("gguf-model/tiny-untied.gguf")
+        let model = try LlamaLoader.load(directory: base, format: .dense32, precision: .fp32)
+        let adapters = try LoRAAdapters(modelConfig: model.config, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: ["all-linear"]))
+        adapters.initialize(seed: 5)
+        var generator = SeededGenerator(seed: 6)
+        for entry in adapters.parameters.entries where entry.key.hasSuffix("lora_B.weight") {
+            adapters.parameters.setValues(entry, (0..<entry.count).map { _ in generator.normal() * 0.1 })
+        }
+        let merged = try LoRAMerge.merge(model: model, adapters: adapters)
+        let path = NSTemporaryDirectory() + "merged-\(getpid())-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try GGUFModelWriter.write(merged, base: try GGUFFile(path: base.path), type: .f32, to: path)
+        let reread = try LlamaLoader.load(directory: URL(fileURLWithPath: path), format: .dense32, precision: .fp32)
+        let ids: [Int32] = [1, 17, 300, 5, 999, 42]
+        let expected = try Self.logits(merged, ids: ids)
+        #expect(try Self.logits(reread, ids: ids) == expected)
+        #expect(compare(expected, try Self.logits(model, ids: ids), tolerance: 1e-3).maxDiff > 1e-3)  // the adapter mattered
+        let file = try GGUFFile(path: path)
+        #expect(file["general.file_type"] == .uint32(0) && file["llama.block_count"] == .uint32(2))
+    }
+
     /// Without the q/k un-permutation the logits are wrong: the permutation is what the test checks.
     @Test func storedRowsInvertTheConvertersPermutation() throws {
         var config = LlamaConfig(vocabSize: 8, hiddenSize: 16, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2,

@@ -1,3 +1,4 @@
+import CQLoRAKernels
 import Foundation
 import GGUF
 import SafeTensors
@@ -100,6 +101,37 @@ import Testing
         #expect(compare(expected, try Self.logits(model, ids: ids), tolerance: 1e-3).maxDiff > 1e-3)  // the adapter mattered
         let file = try GGUFFile(path: path)
         #expect(file["general.file_type"] == .uint32(0) && file["llama.block_count"] == .uint32(2))
+    }
+
+    /// The decode products of a GGUF weight: the tile values' dot products (fp32), and on the bf16 kernel
+    /// bit for bit what the dense bf16 kernel gives on writeBFloat16's values; any row range, permuted rows.
+    @Test(arguments: ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "blk.0.ffn_gate.weight"])
+    func matrixVectorEqualsTheTiles(_ name: String) throws {
+        let file = try GGUFFile(path: FixturePaths.url("gguf-model/tiny-untied.gguf").path)
+        let config = try GGUFModelLoader.config(file)
+        let weight = try GGUFWeight(file: file, tensor: name, storedRow: name.contains("attn_q") ? GGUFModelLoader.storedRows(config: config, projection: .q) : nil)
+        let o = weight.outFeatures, i = weight.inFeatures, rows = 3..<(o - 5)
+        var generator = SeededGenerator(seed: 9)
+        let x = (0..<i).map { _ in generator.normal() }
+        var tile = [Float](repeating: 0, count: o * i)
+        weight.writeTile(rows: 0..<o, into: &tile, precision: .fp32)
+        var y = [Float](repeating: .nan, count: rows.count)
+        weight.matrixVector(y: &y, x: x, rows: rows, precision: .fp32)
+        for (k, r) in rows.enumerated() {
+            let exact = (0..<i).reduce(0.0) { $0 + Double(tile[r * i + $1]) * Double(x[$1]) }
+            #expect(abs(Double(y[k]) - exact) <= 1e-4 * max(1, abs(exact)), "\(name) row \(r)")
+        }
+        let ldx = (i + 31) / 32 * 16, ld = (i + 1) / 2 * 2
+        var pairs = [UInt32](repeating: 0, count: ldx)
+        pairs.withUnsafeMutableBytes { qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, $0.baseAddress!.assumingMemoryBound(to: UInt16.self), 2 * ldx, x, i, 1, i) }
+        var bits = [UInt16](repeating: 0, count: o * ld)
+        weight.writeBFloat16(rows: 0..<o, columns: 0..<i, into: &bits, ld: ld)
+        for level in Set([Int32(0), GemmKernel.fastestLevel]).sorted() {
+            var yb = [Float](repeating: .nan, count: rows.count), expected = [Float](repeating: .nan, count: rows.count)
+            weight.matrixVectorBF16(y: &yb, ldy: rows.count, x: pairs, ldx: ldx, vectors: 1, rows: rows, level: level)
+            bits.withUnsafeBufferPointer { qlora_gemv_bf16_bf16dot(level, &expected, pairs, rows.count, i, $0.baseAddress! + rows.lowerBound * ld, ld) }
+            #expect(yb.map(\.bitPattern) == expected.map(\.bitPattern), "\(name) level \(level)")
+        }
     }
 
     /// Without the q/k un-permutation the logits are wrong: the permutation is what the test checks.

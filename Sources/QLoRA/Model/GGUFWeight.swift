@@ -83,16 +83,48 @@ public final class GGUFWeight: FrozenWeight {
         }
     }
 
-    /// No one-row kernel yet: decoding goes through tiles (the bf16 GEMM with one row).
-    public func hasMatrixVector(precision: ComputePrecision) -> Bool {
-        (type == .bf16 && storedRow == nil && precision != .fp16) || (type == .f32 && storedRow == nil && precision == .fp32)
+    /// Rows dequantized at a time by the matrix-vector products (into a temporary buffer).
+    static let groupRows = 8
+
+    /// Decoding reads each row's blocks once: a group of rows is dequantized into a small buffer (fp32,
+    /// then bf16 for the bf16 kernel) and multiplied there by the dense kernels, so the arithmetic is
+    /// that of a dense weight holding the tile values.
+    public func hasMatrixVector(precision: ComputePrecision) -> Bool { precision != .fp16 }
+
+    /// Calls `body(values, rows)` with rows `rows` dequantized (fp32, row-major) `groupRows` at a time.
+    private func forEachGroup(_ rows: Range<Int>, _ body: (UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: Self.groupRows * inFeatures) { buffer in
+            var r0 = rows.lowerBound
+            while r0 < rows.upperBound {
+                let group = r0..<min(rows.upperBound, r0 + Self.groupRows)
+                for (i, r) in group.enumerated() { type.dequantize(blocks: blocksPerRow, from: row(r), into: buffer.baseAddress! + i * inFeatures) }
+                body(buffer.baseAddress!, group)
+                r0 = group.upperBound
+            }
+        }
     }
 
     public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
-        if let values = denseStorage {
-            qlora_gemv_f32(qlora_kernels_level(), y, x, rows.count, inFeatures, values + rows.lowerBound * inFeatures, inFeatures)
-        } else {
-            defaultMatrixVector(y: y, x: x, rows: rows)
+        let level = qlora_kernels_level(), i = inFeatures
+        forEachGroup(rows) { values, group in
+            precision.round(values, count: group.count * i)
+            qlora_gemv_f32(level, y + (group.lowerBound - rows.lowerBound), x, group.count, i, values, i)
+        }
+    }
+
+    public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
+                                 rows: Range<Int>, level: Int32) {
+        let i = inFeatures, ld = (i + 1) / 2 * 2
+        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: Self.groupRows * ld) { bits in
+            forEachGroup(rows) { values, group in
+                qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, bits.baseAddress!, ld, values, i, group.count, i)
+                let out = y + (group.lowerBound - rows.lowerBound)
+                if vectors == 1 {
+                    qlora_gemv_bf16_bf16dot(level, out, x, group.count, i, bits.baseAddress!, ld)
+                } else {
+                    qlora_gemv_bf16_bf16dot_multi(level, out, ldy, x, ldx, vectors, group.count, i, bits.baseAddress!, ld)
+                }
+            }
         }
     }
 }

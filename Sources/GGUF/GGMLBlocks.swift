@@ -1,9 +1,12 @@
 /// Dequantization of ggml blocks to float32, bit for bit as gguf-py's `gguf.quants.dequantize` (and ggml's
 /// `dequantize_row_*`, ggml-quants.c; they agree except for signaling-NaN F16 values, see `halfToFloat`).
 ///
-/// Bit-exactness rests on doing ggml's float operations in ggml's order, one rounding each: the K-quants
-/// form `d * scale` (and `dmin * min`) first, then `that * code - that`; Q4_1/Q5_1 `code * d + m`.
-/// Swift never contracts `a * b + c` into an FMA, so the plain expressions below are the reference ones.
+/// The float operations are ggml's, in ggml's order: K-quants form `d * scale` and `dmin * min` once per
+/// sub-block, then `that * code - that`; Q4_1/Q5_1 `code * d + m`. Every product is exact (an fp16's 11
+/// significant bits times integers of at most 12 bits fit float's 24), so the only rounding is the final
+/// add or subtract of the types with a min: results do not depend on how products are grouped, nor on FMA
+/// contraction (which Swift never does anyway).
+/// Operand order still matters for NaN payloads when two operands are NaN; it is ggml's here.
 /// Block layouts are ggml-common.h's `block_*` structs, all fields little-endian.
 extension GGMLType {
     /// Dequantizes `blocks` whole blocks starting at `source` (raw little-endian block bytes as stored in
@@ -49,7 +52,7 @@ enum GGMLBlocks {
     }
 
     @inline(__always)
-    private static func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+    private static func fp16(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
         halfToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
     }
 
@@ -66,7 +69,7 @@ enum GGMLBlocks {
     // MARK: 16-bit floats
 
     static func f16(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
-        for i in 0..<n { y[i] = half(x, 2 * i) }
+        for i in 0..<n { y[i] = fp16(x, 2 * i) }
     }
 
     static func bf16(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
@@ -82,7 +85,7 @@ enum GGMLBlocks {
     static func q8_0(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 34 * i, out = y + 32 * i
-            let d = half(b, 0)
+            let d = fp16(b, 0)
             for j in 0..<32 { out[j] = Float(Int8(bitPattern: byte(b, 2 + j))) * d }
         }
     }
@@ -91,7 +94,7 @@ enum GGMLBlocks {
     static func q4_0(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 18 * i, out = y + 32 * i
-            let d = half(b, 0)
+            let d = fp16(b, 0)
             for j in 0..<16 {
                 let q = byte(b, 2 + j)
                 out[j] = Float(Int32(q & 0x0F) - 8) * d
@@ -104,7 +107,7 @@ enum GGMLBlocks {
     static func q4_1(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 20 * i, out = y + 32 * i
-            let d = half(b, 0), m = half(b, 2)
+            let d = fp16(b, 0), m = fp16(b, 2)
             for j in 0..<16 {
                 let q = byte(b, 4 + j)
                 out[j] = Float(Int32(q & 0x0F)) * d + m
@@ -117,10 +120,10 @@ enum GGMLBlocks {
     static func q5_0(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 22 * i, out = y + 32 * i
-            let d = half(b, 0), qh = word(b, 2)
+            let d = fp16(b, 0), qh = word(b, 2)
             for j in 0..<16 {
                 let q = UInt32(byte(b, 6 + j))
-                let high0 = ((qh &>> UInt32(j)) &<< 4) & 0x10, high1 = (qh &>> UInt32(j + 12)) & 0x10
+                let high0: UInt32 = qh & (1 &<< UInt32(j)) != 0 ? 0x10 : 0, high1: UInt32 = qh & (0x10000 &<< UInt32(j)) != 0 ? 0x10 : 0
                 out[j] = Float(Int32(bitPattern: (q & 0x0F) | high0) - 16) * d
                 out[j + 16] = Float(Int32(bitPattern: (q &>> 4) | high1) - 16) * d
             }
@@ -131,10 +134,10 @@ enum GGMLBlocks {
     static func q5_1(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 24 * i, out = y + 32 * i
-            let d = half(b, 0), m = half(b, 2), qh = word(b, 4)
+            let d = fp16(b, 0), m = fp16(b, 2), qh = word(b, 4)
             for j in 0..<16 {
                 let q = UInt32(byte(b, 8 + j))
-                let high0 = ((qh &>> UInt32(j)) &<< 4) & 0x10, high1 = (qh &>> UInt32(j + 12)) & 0x10
+                let high0: UInt32 = qh & (1 &<< UInt32(j)) != 0 ? 0x10 : 0, high1: UInt32 = qh & (0x10000 &<< UInt32(j)) != 0 ? 0x10 : 0
                 out[j] = Float(Int32(bitPattern: (q & 0x0F) | high0)) * d + m
                 out[j + 16] = Float(Int32(bitPattern: (q &>> 4) | high1)) * d + m
             }
@@ -148,7 +151,7 @@ enum GGMLBlocks {
     static func q2_K(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 84 * i, out = y + 256 * i
-            let d = half(b, 80), dmin = half(b, 82)
+            let d = fp16(b, 80), dmin = fp16(b, 82)
             for half in 0..<2 {
                 let qs = b + 16 + 32 * half
                 for pass in 0..<4 {
@@ -171,7 +174,7 @@ enum GGMLBlocks {
     static func q3_K(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 110 * i, out = y + 256 * i
-            let d = half(b, 108)
+            let d = fp16(b, 108)
             for half in 0..<2 {
                 let qs = b + 32 + 32 * half
                 for pass in 0..<4 {
@@ -180,9 +183,9 @@ enum GGMLBlocks {
                         let dl = d * Float(q3Scale(b + 96, 8 * half + 2 * pass + group))
                         let o = out + 128 * half + 32 * pass + 16 * group
                         for l in 0..<16 {
-                            let low = Int32((byte(qs, 16 * group + l) &>> shift) & 3)
-                            let offset: Int32 = byte(b, 16 * group + l) & mask != 0 ? 0 : 4
-                            o[l] = dl * Float(low - offset)
+                            // low 2 bits, plus 4 when the high bit is set, minus 4: ggml's `low - (high ? 0 : 4)`
+                            let code: UInt8 = (byte(qs, 16 * group + l) &>> shift) & 3 | (byte(b, 16 * group + l) & mask != 0 ? 4 : 0)
+                            o[l] = dl * Float(Int32(code) - 4)
                         }
                     }
                 }
@@ -214,7 +217,7 @@ enum GGMLBlocks {
     static func q4_K(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 144 * i, out = y + 256 * i
-            let d = half(b, 0), dmin = half(b, 2)
+            let d = fp16(b, 0), dmin = fp16(b, 2)
             for chunk in 0..<4 {
                 let (sc1, min1) = scaleMinK4(b + 4, 2 * chunk), (sc2, min2) = scaleMinK4(b + 4, 2 * chunk + 1)
                 let d1 = d * sc1, m1 = dmin * min1, d2 = d * sc2, m2 = dmin * min2
@@ -232,7 +235,7 @@ enum GGMLBlocks {
     static func q5_K(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 176 * i, out = y + 256 * i
-            let d = half(b, 0), dmin = half(b, 2)
+            let d = fp16(b, 0), dmin = fp16(b, 2)
             for chunk in 0..<4 {
                 let (sc1, min1) = scaleMinK4(b + 4, 2 * chunk), (sc2, min2) = scaleMinK4(b + 4, 2 * chunk + 1)
                 let d1 = d * sc1, m1 = dmin * min1, d2 = d * sc2, m2 = dmin * min2
@@ -240,8 +243,9 @@ enum GGMLBlocks {
                 let qs = b + 48 + 32 * chunk, o = out + 64 * chunk
                 for l in 0..<32 {
                     let q = byte(qs, l), h = byte(b, 16 + l)
-                    o[l] = d1 * Float(Int32(q & 0x0F) + (h & u1 != 0 ? 16 : 0)) - m1
-                    o[l + 32] = d2 * Float(Int32(q &>> 4) + (h & u2 != 0 ? 16 : 0)) - m2
+                    let q1: UInt8 = (q & 0x0F) | (h & u1 != 0 ? 16 : 0), q2: UInt8 = (q &>> 4) | (h & u2 != 0 ? 16 : 0)
+                    o[l] = d1 * Float(Int32(q1)) - m1
+                    o[l + 32] = d2 * Float(Int32(q2)) - m2
                 }
             }
         }
@@ -252,7 +256,7 @@ enum GGMLBlocks {
     static func q6_K(_ n: Int, _ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         for i in 0..<n {
             let b = x + 210 * i, out = y + 256 * i
-            let d = half(b, 208)
+            let d = fp16(b, 208)
             for half in 0..<2 {
                 let ql = b + 64 * half, qh = b + 128 + 32 * half, sc = b + 192 + 8 * half
                 let o = out + 128 * half

@@ -24,8 +24,10 @@ enum GenerateBenchmark: Benchmark {
         print("model: \(o["model"] ?? "random SmolLM2-135M shape"); prompt \(promptLength) tokens, then \(newTokens) decoded (greedy), best of \(repeats)")
         print("base   adapter  prompt tok/s  decode tok/s  ms/token  frozen MB/token  GB/s  of bandwidth")
         for base in bases {
-            guard ["nf4", "bf16", "fp32"].contains(base) else { throw BenchError("--bases takes nf4, bf16, fp32") }
-            let format: BaseWeightFormat = base == "nf4" ? .quantized(QuantizationOptions()) : base == "bf16" ? .denseBF16 : .dense32
+            guard ["nf4", "bf16", "fp32", "keep"].contains(base) else { throw BenchError("--bases takes nf4, bf16, fp32, keep (a GGUF file's blocks)") }
+            guard base != "keep" || o["model"] != nil else { throw BenchError("--bases keep needs --model x.gguf") }
+            let format: BaseWeightFormat = base == "nf4" ? .quantized(QuantizationOptions()) : base == "bf16" ? .denseBF16
+                : base == "keep" ? .stored : .dense32
             let precision: ComputePrecision = base == "fp32" ? .fp32 : .bf16
             let model: LlamaModel
             if let dir = o["model"] {

@@ -6,9 +6,7 @@ import Testing
 /// the dequantizer reads back.
 @Suite struct GGMLQuantizeTests {
     static func fixture(_ name: String) throws -> Data {
-        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("Fixtures/gguf-quantize").path) { url.deleteLastPathComponent() }
-        return try Data(contentsOf: url.appendingPathComponent("Fixtures/gguf-quantize/\(name)"))
+        try Data(contentsOf: URL(fileURLWithPath: ggufFixturePath("gguf-quantize/\(name)")))
     }
 
     @Test(arguments: [GGMLType.f16, .bf16, .q8_0, .q4_0])

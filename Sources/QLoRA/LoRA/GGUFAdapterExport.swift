@@ -26,7 +26,7 @@ public enum GGUFAdapterExport {
                 }
                 let r = a.shape[0], inFeatures = a.shape[1], outFeatures = b.shape[0]
                 var bValues = adapters.parameters.values(b)
-                if architecture != "qwen2", let stored = GGUFModelLoader.storedRows(config: model, projection: projection) {
+                if let stored = GGUFModelLoader.storedRows(config: model, projection: projection) {
                     let hf = bValues
                     for row in 0..<outFeatures {
                         let to = Int(stored[row]) * r

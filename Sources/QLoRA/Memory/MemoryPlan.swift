@@ -122,14 +122,17 @@ public struct MemoryPlan: Sendable {
         if method == .lora {
             var quantized = 0, other = 0
             let stored = options.baseFormat == .stored ? options.storedWeights : nil
-            let storedDense: BaseWeightFormat = config.frozenTableBytesPerElement == 2 ? .denseBF16 : .dense32
+            // `.stored`: a GGUF file's linears are counted from the file (below), a dense checkpoint's in
+            // its own precision.
+            let linearFormat: BaseWeightFormat = options.baseFormat != .stored || stored != nil ? options.baseFormat
+                : config.frozenTableBytesPerElement == 2 ? .denseBF16 : .dense32
             for name in LlamaConfig.layerLinears {
                 let shape = config.linearShape(name)!
                 let elements = shape.outFeatures * shape.inFeatures
-                switch options.baseFormat == .stored ? storedDense : options.baseFormat {
+                switch linearFormat {
                 case .stored: break
-                case .dense32: if stored == nil { other += 4 * elements }
-                case .denseBF16: if stored == nil { other += 2 * elements }
+                case .dense32: other += 4 * elements
+                case .denseBF16: other += 2 * elements
                 case .quantized(let q):
                     quantized += QuantizedWeightBytes.resident(elements: elements, options: q)
                     quantizedStorage += QuantizedWeightBytes.storage(elements: elements, options: q)

@@ -139,13 +139,8 @@ public enum GGUFModelLoader {
         func table(_ name: String) throws -> any FrozenWeight {
             try weight(name, outFeatures: config.vocabSize, inFeatures: c, storedRows: nil, format: tableFormat)
         }
-        let embedWeight = try table("token_embd.weight")
-        let embed: EmbeddingTable
-        if let dense = embedWeight as? DenseFloatWeight {
-            embed = EmbeddingTable(values: Array(dense.values), rows: config.vocabSize, dim: c, storage: .float32)
-        } else {
-            embed = EmbeddingTable(weight: embedWeight)
-        }
+        // Dense or in blocks, the table is read through the weight's own tiles (no second copy).
+        let embed = EmbeddingTable(weight: try table("token_embd.weight"))
 
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {

@@ -166,21 +166,10 @@ public enum CheckpointQuantizer {
         }
         let modelPath = outputURL.appendingPathComponent("model.safetensors").path
         progress(.writing(path: modelPath))
-        let writer = try SafeTensorsWriter(path: modelPath, entries: entries, metadata: ["format": "pt"])
-        do {
-            for entry in entries {
-                if let data = payload.removeValue(forKey: entry.name) {
-                    try data.withUnsafeBytes { try writer.write(entry.name, bytes: $0) }
-                } else {
-                    let raw = try checkpoint.rawBytes(entry.name)
-                    try writer.write(entry.name, bytes: raw)
-                    releasePages(raw)
-                }
-            }
-            try writer.finish()
-        } catch {
-            writer.abandon()
-            throw error
+        try writeModel(to: modelPath, entries: entries, payload: &payload) { name, writer in
+            let raw = try checkpoint.rawBytes(name)
+            try writer.write(name, bytes: raw)
+            releasePages(raw)
         }
 
         // 3. config.json with quantization_config, companion files.
@@ -193,12 +182,37 @@ public enum CheckpointQuantizer {
             try AtomicFile.write(Data(contentsOf: inputURL.appendingPathComponent(name)), to: outputURL.appendingPathComponent(name))
         }
 
-        summary.bytesAfter = (try? fm.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? 0
+        finish(&summary, modelPath: modelPath, storageBytes: storageBytes, start: start)
+        progress(.finished(summary))
+        return summary
+    }
+
+    /// Streams model.safetensors: each entry's bytes from `payload` (removed as written), or, for the ones
+    /// it lacks, from `copy`. A failed write leaves no file behind.
+    static func writeModel(to path: String, entries: [TensorEntry], payload: inout [String: Data],
+                           copy: (String, SafeTensorsWriter) throws -> Void) throws {
+        let writer = try SafeTensorsWriter(path: path, entries: entries, metadata: ["format": "pt"])
+        do {
+            for entry in entries {
+                if let data = payload.removeValue(forKey: entry.name) {
+                    try data.withUnsafeBytes { try writer.write(entry.name, bytes: $0) }
+                } else {
+                    try copy(entry.name, writer)
+                }
+            }
+            try writer.finish()
+        } catch {
+            writer.abandon()
+            throw error
+        }
+    }
+
+    /// The summary's closing figures: output size, bits per quantized parameter, time, peak RSS.
+    static func finish(_ summary: inout QuantizeSummary, modelPath: String, storageBytes: Int, start: Date) {
+        summary.bytesAfter = (try? FileManager.default.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? 0
         summary.bitsPerParameter = summary.parametersQuantized > 0 ? Double(8 * storageBytes) / Double(summary.parametersQuantized) : 0
         summary.seconds = Date().timeIntervalSince(start)
         summary.peakRSSBytes = ProcessMemory.residentBytes().peak
-        progress(.finished(summary))
-        return summary
     }
 
     /// Drops the mapped pages of an input tensor from the resident set (they are re-read if needed).

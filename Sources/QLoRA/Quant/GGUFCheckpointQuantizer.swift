@@ -85,15 +85,9 @@ public enum GGUFCheckpointQuantizer {
 
         let modelPath = outputURL.appendingPathComponent("model.safetensors").path
         progress(.writing(path: modelPath))
-        let writer = try SafeTensorsWriter(path: modelPath, entries: entries, metadata: ["format": "pt"])
-        do {
-            for entry in entries {
-                try payload.removeValue(forKey: entry.name)!.withUnsafeBytes { try writer.write(entry.name, bytes: $0) }
-            }
-            try writer.finish()
-        } catch {
-            writer.abandon()
-            throw error
+        // Every tensor was dequantized: all of them are in the payload.
+        try CheckpointQuantizer.writeModel(to: modelPath, entries: entries, payload: &payload) { name, _ in
+            preconditionFailure("\(name) has no bytes to write")
         }
 
         var configJSON = PythonJSON(LlamaWriter.minimalConfig(config, dtype: "float32"))
@@ -106,10 +100,7 @@ public enum GGUFCheckpointQuantizer {
             try AtomicFile.write(tokenizer.tokenizerConfig, to: outputURL.appendingPathComponent("tokenizer_config.json"))
         }
 
-        summary.bytesAfter = (try? FileManager.default.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? 0
-        summary.bitsPerParameter = summary.parametersQuantized > 0 ? Double(8 * storageBytes) / Double(summary.parametersQuantized) : 0
-        summary.seconds = Date().timeIntervalSince(start)
-        summary.peakRSSBytes = ProcessMemory.residentBytes().peak
+        CheckpointQuantizer.finish(&summary, modelPath: modelPath, storageBytes: storageBytes, start: start)
         progress(.finished(summary))
         return summary
     }

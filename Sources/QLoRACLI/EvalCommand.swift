@@ -19,7 +19,8 @@ public enum EvalCommand: Command {
     more row); --base adds a row for the base without adapter.
 
     Options:
-      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
+      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json),
+                               or a .gguf file (tokenizer and chat template from its metadata)
       --data FILE.jsonl        the records to evaluate
     \(AdapterSelection.helpText)
       --base                   also evaluate the base model alone (the default when no adapter is given)

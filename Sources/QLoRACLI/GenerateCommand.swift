@@ -18,7 +18,8 @@ public enum GenerateCommand: Command {
     max_position_embeddings.
 
     Options:
-      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
+      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json),
+                               or a .gguf file (tokenizer and chat template from its metadata)
     \(AdapterSelection.helpText)
       --prompt TEXT            raw text to continue (BOS added as the tokenizer does)
       --chat TEXT              a user message, rendered through the model's chat template with the

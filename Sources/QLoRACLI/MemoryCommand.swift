@@ -7,7 +7,7 @@ public enum MemoryCommand: Command {
     public static let name = "memory"
     public static let summary = "Plan the memory of a fine-tuning run per category, from config.json alone"
     public static let help = """
-    Usage: qlora memory <model-dir | config.json> [options]
+    Usage: qlora memory <model-dir | config.json | model.gguf> [options]
 
     Plans the memory of a training run from the model's config.json alone (no weights are read; a 70B
     plan takes milliseconds): bytes per category (quantized weights, other frozen weights, trainable

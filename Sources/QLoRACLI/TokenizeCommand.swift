@@ -15,7 +15,7 @@ public enum TokenizeCommand: Command {
     tokenizer_config.json and the chat template are read.
 
     Options:
-      --model DIR        model directory with tokenizer.json (and config.json for the vocabulary check)
+      --model DIR        model directory with tokenizer.json (and config.json for the vocabulary check), or a .gguf
       --text TEXT        one text, as a {"text": ...} record (every token trains)
       --chat             with --text: the text as a user message rendered through the chat template with
                          the generation prompt, as `generate --chat` feeds it (nothing trains)

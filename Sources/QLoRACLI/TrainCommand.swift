@@ -18,7 +18,8 @@ public enum TrainCommand: Command {
     the assistant turns.
 
     Options:
-      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
+      --model DIR              Hugging Face model directory (config.json, *.safetensors, tokenizer.json),
+                               or a .gguf file (tokenizer and chat template from its metadata)
       --data FILE              training JSONL
       --output DIR             where the adapter, checkpoints and metrics.jsonl go
       --eval-data FILE         evaluation JSONL (or --eval-fraction F to hold out part of --data)

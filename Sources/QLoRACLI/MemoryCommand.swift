@@ -33,6 +33,11 @@ public enum MemoryCommand: Command {
       --modules-to-save LIST   embed_tokens and/or lm_head trained in full beside the adapters
       --full                   full fine-tuning instead of LoRA (needs --quant none; --base-dtype fp32
                                = fp32 training, bf16 = bf16 mixed precision with fp32 master weights)
+    Generation (instead of training):
+      --adapters N             plan `qlora generate` serving N LoRA adapters (of --rank/--targets) on one
+                               base: N adapters' parameters, --batch sequences of --seq-len positions
+                               (prompt + new tokens) decoded together, their KV caches and buffers;
+                               0 = the base alone
     Run:
       --batch B                sequences per step (default 1)
       --seq-len T              tokens per sequence (default 512)
@@ -51,18 +56,20 @@ public enum MemoryCommand: Command {
       --measure                build the model and buffers (the real weights if the directory has them,
                                random ones of the same shape otherwise), run a few real training steps,
                                and print plan vs measured per category and peak RSS vs planned total
-      --steps N                training steps for --measure (default 3)
+      --steps N                training steps for --measure (default 3); with --adapters, --measure runs
+                               one generation instead
       --probe-runtime          measure this process' runtime overhead (OpenBLAS loaded, one GEMM run)
                                and print it; no model needed (--gemm-size N: the GEMM's size, default 1024)
 
     Examples:
       qlora memory Fixtures/configs/llama-2-7b.json --seq-len 2048 --gradient-checkpointing
       qlora memory meta-llama/Meta-Llama-3-8B --compare --svg memory.svg
+      qlora memory SmolLM2-135M-Instruct --adapters 4 --batch 8 --seq-len 1024 --rank 8
     """
 
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len", "modules-to-save",
-        "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps",
+        "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps", "adapters",
     ]
     static let flagOptions: Set<String> = [
         "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime", "measure",
@@ -142,16 +149,20 @@ public enum MemoryCommand: Command {
 
     /// `--measure`: real buffers and steps, then plan vs measured.
     static func measure(path: String, config: LlamaConfig, options: MemoryPlan.Options, steps: Int, model: String, json: Bool = false) throws -> Int32 {
-        guard options.training else { throw CLIError.failed("qlora memory: --measure runs training steps; drop --optimizer none") }
+        let generation = options.generationAdapters != nil
+        guard options.training || generation else { throw CLIError.failed("qlora memory: --measure runs training steps; drop --optimizer none") }
         let directory = URL(fileURLWithPath: path)
         let hasWeights = GGUFModelLoader.isGGUF(directory)
             || (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?.contains { $0.hasSuffix(".safetensors") || $0.hasSuffix(".index.json") } ?? false
         let plan = try MemoryPlan(config: config, options: options)
         if !json {
             print("\(model): \(MemoryReport.describe(plan))")
-            print("measuring with \(hasWeights ? "the checkpoint's weights" : "random weights of this shape (config.json only)"), \(steps) training steps...")
+            print("measuring with \(hasWeights ? "the checkpoint's weights" : "random weights of this shape (config.json only)"), "
+                  + (generation ? "one generation of \(options.batch) sequence\(options.batch == 1 ? "" : "s")..." : "\(steps) training steps..."))
         }
-        let result = try MemoryMeasurement.run(config: config, directory: hasWeights ? directory : nil, options: options, steps: steps)
+        let weights = hasWeights ? directory : nil
+        let result = generation ? try MemoryMeasurement.runGeneration(config: config, directory: weights, options: options)
+            : try MemoryMeasurement.run(config: config, directory: weights, options: options, steps: steps)
         if json {
             print(measurementJSON(result, model: model, weights: hasWeights ? "checkpoint" : "random"))
             return 0
@@ -159,9 +170,11 @@ public enum MemoryCommand: Command {
         print("")
         print(MemoryReport.planVersusMeasured(planned: result.planned, measured: result.measured, peakResidentBytes: result.peakTrainingRSS))
         print("process baseline before loading (runtime, libraries): \(MemoryReport.humanBytes(result.baselineRSS)); planned runtime overhead \(MemoryReport.humanBytes(result.planned[.runtimeOverhead]))")
-        print("peak RSS while loading: \(MemoryReport.humanBytes(result.peakLoadingRSS)); \(String(format: "%.2f", result.secondsPerStep)) s per step")
+        print("peak RSS while loading: \(MemoryReport.humanBytes(result.peakLoadingRSS)); \(String(format: "%.2f", result.secondsPerStep)) s "
+              + (generation ? "for the generation" : "per step"))
         let error = result.relativeError
-        print(String(format: "peak training RSS is %.1f %% %@ the planned total (target: within 5 %%)", abs(error) * 100, error >= 0 ? "above" : "below"))
+        print(String(format: "peak %@ RSS is %.1f %% %@ the planned total (target: within 5 %%)", generation ? "decoding" : "training",
+                     abs(error) * 100, error >= 0 ? "above" : "below"))
         return 0
     }
 
@@ -233,6 +246,14 @@ public enum MemoryCommand: Command {
         options.optimizer = MemoryPlan.Optimizer(rawValue: try args.choice("optimizer", ["adamw", "sgd"], default: "adamw"))!
         options.tileRows = try args.int("tile-rows") ?? 0
         options.logitsChunkRows = try positive(args, "logits-chunk", default: 64)
+        if let adapters = try args.int("adapters") {
+            guard adapters >= 0 else { throw CLIError.badValue(command: name, option: "adapters", value: "\(adapters)", expected: "0 or more adapters") }
+            for option in ["full", "compare", "gradient-checkpointing"] where args.flag(option) {
+                throw CLIError.failed("qlora memory: --adapters plans generation; --\(option) is a training setting. Drop one of them.")
+            }
+            options.generationAdapters = adapters
+            options.training = false
+        }
         return options
     }
 

@@ -36,6 +36,10 @@ public struct RoPETable: Sendable {
     /// (P, D/2)
     public let sin: [Float]
 
+    /// Bytes of the tables: cos and sin (P, D/2) and the inverse frequencies (D/2), fp32.
+    public static func bytes(headDim: Int, maxPositions: Int) -> Int { (2 * maxPositions * (headDim / 2) + headDim / 2) * 4 }
+    public var bytes: Int { Self.bytes(headDim: headDim, maxPositions: maxPositions) }
+
     /// `scaling` nil or type "default" = plain RoPE. The type must be in `RoPEScaling.supportedTypes`
     /// (checked by the config loader; an unknown type here is a programming error).
     public init(headDim: Int, maxPositions: Int, theta: Double, scaling: RoPEScaling?) {

@@ -35,6 +35,64 @@ public enum MemoryMeasurement {
         return result
     }
 
+    /// A generation plan (`options.generationAdapters`) against reality: loads the base and that many
+    /// adapters (random, of the plan's settings), decodes `batch` sequences of `seqLen` positions (half
+    /// prompt, half generated; the rows spread over the adapters) and reports the buffers' bytes and the
+    /// peak RSS while decoding. `steps` is not used: one generation is the run.
+    public static func runGeneration(config: LlamaConfig, directory: URL?, options: MemoryPlan.Options, seed: UInt64 = 0) throws -> Result {
+        let plan = try MemoryPlan(config: config, options: options)
+        guard let adapterCount = options.generationAdapters, let lora = options.lora else {
+            throw MemoryPlanError.badOption(option: "--measure", reason: "needs a generation plan (--adapters N)")
+        }
+        _ = try OpenBLAS.ensureLoaded()
+        let baseline = ProcessMemory.residentBytes().current
+        let model = try directory.map { try LlamaLoader.load(directory: $0, format: options.baseFormat, precision: options.computePrecision) }
+            ?? LlamaLoader.random(config: config, format: options.baseFormat, precision: options.computePrecision, seed: seed)
+        let adapters = try (0..<adapterCount).map { index -> LoRAAdapters in
+            let adapter = try LoRAAdapters(modelConfig: config, config: lora, training: false)
+            adapter.initialize(seed: seed + UInt64(index))
+            adapter.initializeModulesToSave(from: model)
+            return adapter
+        }
+        let peakLoading = ProcessMemory.residentBytes().peak
+        ProcessMemory.releaseFreedMemory()
+        let reset = ProcessMemory.resetPeak()
+
+        let length = min(options.seqLen, config.maxPositionEmbeddings)
+        let promptLength = max(1, length / 2), newTokens = max(1, length - promptLength)
+        var generator = SeededGenerator(seed: seed)
+        let requests = (0..<options.batch).map { row -> (prompt: [Int32], lora: LoRAAdapters?) in
+            let prompt = (0..<promptLength).map { _ in Int32(generator.next() % UInt64(config.vocabSize)) }
+            return (prompt, adapters.isEmpty ? nil : adapters[row % adapters.count])
+        }
+        var decoderBytes = (cache: 0, working: 0)
+        let start = Date()
+        if options.batch == 1 {
+            let single = Generator(model: model, lora: requests[0].lora, maxSeqLen: promptLength + newTokens)
+            _ = try single.generate(prompt: requests[0].prompt, maxNewTokens: newTokens)
+            decoderBytes = (single.decoder.cache.bytes, single.decoder.bytes - single.decoder.cache.bytes)
+        } else {
+            _ = try Generator.generateBatch(model: model, requests: requests, maxNewTokens: newTokens) { decoders in
+                for decoder in decoders {
+                    decoderBytes.cache += decoder.cache.bytes
+                    decoderBytes.working += decoder.bytes - decoder.cache.bytes
+                }
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let peak = ProcessMemory.residentBytes().peak
+        var measured = MemoryBreakdown()
+        let frozen = model.frozenBytes
+        measured[.quantizedWeights] = frozen.quantized
+        measured[.otherFrozenWeights] = frozen.other
+        measured[.trainableParameters] = adapters.reduce(0) { $0 + $1.parameters.sectionBytes }
+        measured[.activations] = decoderBytes.cache
+        measured[.workspace] = decoderBytes.working
+        measured[.runtimeOverhead] = baseline
+        return Result(planned: plan.breakdown, measured: measured, peakTrainingRSS: reset ? peak : max(peak, peakLoading),
+                      peakLoadingRSS: peakLoading, baselineRSS: baseline, steps: 1, secondsPerStep: seconds)
+    }
+
     private static func measure(config: LlamaConfig, directory: URL?, options: MemoryPlan.Options, steps: Int, seed: UInt64) throws -> Result {
         let shape = options.activationShape
         // Build everything the plan describes, then forget how it was loaded.

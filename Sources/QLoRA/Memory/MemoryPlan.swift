@@ -60,6 +60,10 @@ public struct MemoryPlan: Sendable {
         public var training: Bool
         public var tileRows: Int
         public var logitsChunkRows: Int
+        /// A generation plan (`qlora generate`, one base serving adapters): this many LoRA adapters of the
+        /// `lora` settings loaded (parameters only), `batch` sequences of `seqLen` positions decoded
+        /// together, their KV caches counted as saved activations; nil = a training (or evaluation) plan.
+        public var generationAdapters: Int?
         /// Bytes of the process before any model (see `RuntimeOverhead`).
         public var runtimeOverheadBytes: Int
         /// The frozen weights as a file stores them, for the `.stored` base format (a GGUF file's blocks:
@@ -83,6 +87,7 @@ public struct MemoryPlan: Sendable {
             self.logitsChunkRows = logitsChunkRows
             self.runtimeOverheadBytes = runtimeOverheadBytes
             storedWeights = nil
+            generationAdapters = nil
         }
 
         /// The activation arena's shape for these options (what `LlamaExecutor` is built with).
@@ -164,21 +169,34 @@ public struct MemoryPlan: Sendable {
         // Trainable parameters, gradients, optimizer state: one padded fp32 arena section each.
         let shapes = method == .lora ? Self.loraShapes(config: config, lora: options.lora!) : Self.allParameterShapes(config: config)
         let sectionBytes = TrainableParameters.arenaFloats(shapes: shapes) * 4
-        trainableParameterCount = shapes.reduce(0) { $0 + $1.reduce(1, *) }
+        var trainableParameterCount = shapes.reduce(0) { $0 + $1.reduce(1, *) }
         // bf16 mixed precision keeps a bf16 working copy beside the fp32 master weights.
         breakdown[.trainableParameters] = sectionBytes + (method == .fullBF16Mixed ? sectionBytes / 2 : 0)
-        if options.training {
+        if options.training && options.generationAdapters == nil {
             breakdown[.gradients] = sectionBytes
             breakdown[.optimizerState] = options.optimizer.statesPerParameter * sectionBytes
         }
 
-        // Activations and workspace: the executor's arena plus its index buffers and RoPE tables.
-        let counts = ActivationLayout.counts(config: config, lora: options.lora, shape: options.activationShape)
-        breakdown[.activations] = counts.saved * 4
-        breakdown[.workspace] = counts.workspace * 4 + LlamaExecutor.auxiliaryBytes(config: config, shape: options.activationShape)
+        if let adapters = options.generationAdapters {
+            // Generation: each adapter one parameter section (no gradients, no optimizer state); the
+            // decoders' KV caches as saved activations, their working buffers as workspace.
+            trainableParameterCount *= adapters
+            breakdown[.trainableParameters] = adapters * sectionBytes
+            let decoders = Generator.decoderBytes(config: config, sequences: options.batch,
+                                                  maxSeqLen: min(options.seqLen, config.maxPositionEmbeddings),
+                                                  loraRank: adapters > 0 ? options.lora!.r : 0)
+            breakdown[.activations] = decoders.cache
+            breakdown[.workspace] = decoders.working
+        } else {
+            // Activations and workspace: the executor's arena plus its index buffers and RoPE tables.
+            let counts = ActivationLayout.counts(config: config, lora: options.lora, shape: options.activationShape)
+            breakdown[.activations] = counts.saved * 4
+            breakdown[.workspace] = counts.workspace * 4 + LlamaExecutor.auxiliaryBytes(config: config, shape: options.activationShape)
+        }
         breakdown[.runtimeOverhead] = options.runtimeOverheadBytes
 
         self.breakdown = breakdown
+        self.trainableParameterCount = trainableParameterCount
         baseParameterCount = config.totalParameterCount
         quantizedParameterCount = quantizedCount
         quantizedStorageBytes = quantizedStorage
@@ -236,6 +254,12 @@ public struct MemoryPlan: Sendable {
             }
             if options.lora == nil {
                 throw MemoryPlanError.badOption(option: "full fine-tuning", reason: "a 4-bit base cannot be trained in full; use a dense base (fp32 or bf16) or LoRA")
+            }
+        }
+        if let adapters = options.generationAdapters {
+            if adapters < 0 { throw MemoryPlanError.badOption(option: "adapters", reason: "must be 0 or more (got \(adapters))") }
+            if options.lora == nil {
+                throw MemoryPlanError.badOption(option: "generation", reason: "serves LoRA adapters on a frozen base; full fine-tuning has none to plan (drop --full)")
             }
         }
         if let lora = options.lora {

@@ -54,6 +54,10 @@ public enum MemoryReport {
             let targets = lora.resolvedTargets == LlamaConfig.layerLinears ? "all-linear" : lora.resolvedTargets.joined(separator: ",")
             parts.append("r=\(lora.r) alpha=\(PythonFloat.repr(lora.loraAlpha)) \(targets)")
         }
+        if let adapters = o.generationAdapters {
+            parts.append("generation: \(adapters) adapter\(adapters == 1 ? "" : "s") loaded, \(o.batch) sequence\(o.batch == 1 ? "" : "s") × \(o.seqLen) positions (KV cache = saved activations)")
+            return parts.joined(separator: ", ")
+        }
         parts.append("batch \(o.batch) × seq \(o.seqLen)")
         parts.append("checkpointing \(o.gradientCheckpointing ? "on" : "off")")
         parts.append(!o.training ? "inference" : o.optimizer == .adamw ? "AdamW" : "SGD")
@@ -159,6 +163,7 @@ public enum MemoryReport {
                 ("optimizer", .string(o.optimizer.rawValue)), ("training", .bool(o.training)),
                 ("tile_rows", .int(o.tileRows)), ("logits_chunk_rows", .int(o.logitsChunkRows)),
             ]
+            if let adapters = o.generationAdapters { options.append(("generation_adapters", .int(adapters))) }
             if let lora = o.lora {
                 options.append(("lora", .object([("r", .int(lora.r)), ("lora_alpha", .number(lora.loraAlpha)),
                                                  ("target_modules", .array(lora.resolvedTargets.map { .string($0) }))])))

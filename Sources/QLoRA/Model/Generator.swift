@@ -20,47 +20,72 @@ public final class IncrementalDecoder {
     private let rstd: UnsafeMutablePointer<Float>        /// (M)
     /// Rows of the last chunk run (its last row is the newest position).
     private var lastChunkRows = 0
-    // Offsets into `scratch`.
-    private let x, h, q, k, v, attn, gate, up, loraT, tile, attentionScratch, logits: Int
-    private let tileFloats: Int
-    private let logitsCapacity: Int
-    private let loraRankCapacity: Int
+    private let layout: ScratchLayout
+
+    /// Where each working buffer sits in `scratch` (floats), from the config and sizes alone, so that
+    /// `bytes(config:...)` (the memory plan) and a real decoder agree by construction.
+    struct ScratchLayout {
+        var x = 0, h = 0, q = 0, k = 0, v = 0, attn = 0, gate = 0, up = 0, loraT = 0, tile = 0, attentionScratch = 0, logits = 0
+        var tileFloats = 0, logitsCapacity = 0, total = 0
+
+        init(config c: LlamaConfig, maxSeqLen: Int, chunkRows m: Int, tileRows: Int, loraRank: Int) {
+            var total = 0
+            func slot(_ count: Int) -> Int { defer { total += count }; return total }
+            x = slot(m * c.hiddenSize)                    /// (M, C) residual stream
+            h = slot(m * c.hiddenSize)                    /// (M, C) normed, then o_proj output
+            q = slot(m * c.queryDim)                      /// (M, H, D)
+            k = slot(m * c.keyValueDim)                   /// (M, KV, D)
+            v = slot(m * c.keyValueDim)                   /// (M, KV, D)
+            attn = slot(m * max(c.queryDim, c.hiddenSize)) /// (M, H, D), then (M, C) down_proj output
+            gate = slot(m * c.intermediateSize)           /// (M, F)
+            up = slot(m * c.intermediateSize)             /// (M, F)
+            loraT = slot(m * loraRank)                    /// (M, r)
+            tileFloats = GemmWorkspace.floats(rows: m, maxInFeatures: c.maxLinearInFeatures, tileRows: tileRows)
+            tile = slot(tileFloats)                       /// GEMM workspace: (R, I) dequant tile or bf16 panels
+            attentionScratch = slot(CachedAttention.scratchCount(rows: m, maxSeqLen: maxSeqLen))
+            logitsCapacity = min(m, BaseLinear.matrixVectorRows) * c.vocabSize
+            logits = slot(logitsCapacity)                 /// (rows of appendOne, V)
+            self.total = total
+        }
+    }
+
+    public static let defaultChunkRows = 128
+    public static let defaultTileRows = 256
 
     /// `maxSeqLen` positions of cache (at most the model's max_position_embeddings is sensible).
     /// `loraRank`: the largest adapter rank of the sequences `appendOne` will run (default: this decoder's).
-    public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = 128, tileRows: Int = 256, loraRank: Int = 0) {
+    public init(model: LlamaModel, lora: LoRAAdapters?, maxSeqLen: Int, chunkRows: Int = IncrementalDecoder.defaultChunkRows,
+                tileRows: Int = IncrementalDecoder.defaultTileRows, loraRank: Int = 0) {
         // Adapters with modules_to_save bring their own embed_tokens / lm_head.
         let model = lora?.applied(to: model) ?? model
         self.model = model
         self.lora = lora
-        self.chunkRows = max(1, min(chunkRows, maxSeqLen))
+        self.chunkRows = Self.chunkRows(chunkRows, maxSeqLen: maxSeqLen)
         self.tileRows = tileRows
         let c = model.config
         cache = KVCache(config: c, maxSeqLen: maxSeqLen)
         rope = RoPETable(headDim: c.headDim, maxPositions: max(maxSeqLen, 1), theta: c.ropeTheta, scaling: c.ropeScaling)
-        let m = self.chunkRows
-        var total = 0
-        func slot(_ count: Int) -> Int { defer { total += count }; return total }
-        x = slot(m * c.hiddenSize)                    /// (M, C) residual stream
-        h = slot(m * c.hiddenSize)                    /// (M, C) normed, then o_proj output
-        q = slot(m * c.queryDim)                      /// (M, H, D)
-        k = slot(m * c.keyValueDim)                   /// (M, KV, D)
-        v = slot(m * c.keyValueDim)                   /// (M, KV, D)
-        attn = slot(m * max(c.queryDim, c.hiddenSize)) /// (M, H, D), then (M, C) down_proj output
-        gate = slot(m * c.intermediateSize)           /// (M, F)
-        up = slot(m * c.intermediateSize)             /// (M, F)
-        loraT = slot(m * max(lora?.config.r ?? 0, loraRank, 1)) /// (M, r)
-        tileFloats = GemmWorkspace.floats(rows: m, maxInFeatures: model.maxInFeatures, tileRows: tileRows)
-        tile = slot(tileFloats)                       /// GEMM workspace: (R, I) dequant tile or bf16 panels
-        attentionScratch = slot(CachedAttention.scratchCount(rows: m, maxSeqLen: maxSeqLen))
-        logits = slot(min(m, BaseLinear.matrixVectorRows) * c.vocabSize) /// (rows of appendOne, V)
-        logitsCapacity = min(m, BaseLinear.matrixVectorRows) * c.vocabSize
         loraRankCapacity = max(lora?.config.r ?? 0, loraRank, 1)
-        scratch = .allocate(capacity: total)
+        layout = ScratchLayout(config: c, maxSeqLen: maxSeqLen, chunkRows: self.chunkRows, tileRows: tileRows, loraRank: loraRankCapacity)
+        scratch = .allocate(capacity: layout.total)
         scratch.initialize(repeating: 0)
-        positions = .allocate(capacity: m)
-        ids = .allocate(capacity: m)
-        rstd = .allocate(capacity: m)
+        positions = .allocate(capacity: self.chunkRows)
+        ids = .allocate(capacity: self.chunkRows)
+        rstd = .allocate(capacity: self.chunkRows)
+    }
+
+    private let loraRankCapacity: Int
+
+    static func chunkRows(_ asked: Int, maxSeqLen: Int) -> Int { max(1, min(asked, maxSeqLen)) }
+
+    /// What a decoder built with these sizes holds: its KV cache, and its working buffers (scratch, index
+    /// buffers, RoPE tables). The memory plan of generation (`MemoryPlan.Options.generation`) uses this.
+    public static func bytes(config: LlamaConfig, maxSeqLen: Int, chunkRows asked: Int = IncrementalDecoder.defaultChunkRows,
+                             tileRows: Int = IncrementalDecoder.defaultTileRows, loraRank: Int) -> (cache: Int, working: Int) {
+        let m = chunkRows(asked, maxSeqLen: maxSeqLen)
+        let layout = ScratchLayout(config: config, maxSeqLen: maxSeqLen, chunkRows: m, tileRows: tileRows, loraRank: max(loraRank, 1))
+        let ropeBytes = RoPETable.bytes(headDim: config.headDim, maxPositions: max(maxSeqLen, 1))
+        return (KVCache.bytes(config: config, maxSeqLen: maxSeqLen), layout.total * 4 + m * 12 + ropeBytes)
     }
 
     deinit {
@@ -70,8 +95,8 @@ public final class IncrementalDecoder {
         rstd.deallocate()
     }
 
-    /// Bytes held: the KV cache plus the working buffers.
-    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 }
+    /// Bytes held: the KV cache plus the working buffers (scratch, index buffers, RoPE tables).
+    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes }
 
     /// Positions filled so far.
     public var position: Int { cache.length }
@@ -79,6 +104,17 @@ public final class IncrementalDecoder {
     public func reset() { cache.reset() }
 
     @inline(__always) private func p(_ offset: Int) -> UnsafeMutablePointer<Float> { scratch.baseAddress! + offset }
+    private var x: Int { layout.x }
+    private var h: Int { layout.h }
+    private var q: Int { layout.q }
+    private var k: Int { layout.k }
+    private var v: Int { layout.v }
+    private var attn: Int { layout.attn }
+    private var gate: Int { layout.gate }
+    private var up: Int { layout.up }
+    private var loraT: Int { layout.loraT }
+    private var attentionScratch: Int { layout.attentionScratch }
+    private var logits: Int { layout.logits }
 
     /// Runs `tokens` at positions position..<position+count and returns the logits (V) of the last one.
     public func append(_ tokens: [Int32]) throws -> [Float] {
@@ -138,7 +174,7 @@ public final class IncrementalDecoder {
             run(Array(tokens[g0..<g1]), segments: segments)
             RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(model.norm.baseAddress!), rows: m, dim: c,
                             eps: config.rmsNormEps)
-            precondition(m * v <= logitsCapacity, "logits buffer too small")
+            precondition(m * v <= layout.logitsCapacity, "logits buffer too small")
             model.lmHead.forward(y: p(logits), x: p(h), rows: m, workspace: workspace)
             for row in 0..<m { result.append(Array(UnsafeBufferPointer(start: p(logits) + row * v, count: v))) }
             g0 = g1
@@ -207,7 +243,7 @@ public final class IncrementalDecoder {
         lastChunkRows = m
     }
 
-    private var workspace: GemmWorkspace { GemmWorkspace(base: p(tile), floats: tileFloats, tileRows: tileRows) }
+    private var workspace: GemmWorkspace { GemmWorkspace(base: p(layout.tile), floats: layout.tileFloats, tileRows: tileRows) }
 
     /// Base linear over all rows, then each segment's LoRA branch (no dropout) on its own rows.
     private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int,
@@ -284,15 +320,18 @@ public final class Generator {
     /// prefilled on its own, then every step runs one token of each unfinished sequence through the layers
     /// at once (`IncrementalDecoder.appendOne`: one pass over the frozen weights per step). Each sequence's
     /// tokens are those `generate` gives it alone with the same sampling (same seed).
+    /// `built` sees the decoders once they exist (one per request, then the shared step decoder).
     public static func generateBatch(model: LlamaModel, requests: [(prompt: [Int32], lora: LoRAAdapters?)], maxNewTokens: Int,
-                                     stopTokens: Set<Int32> = [], sampling: Sampling = Sampling()) throws -> [[Int32]] {
+                                     stopTokens: Set<Int32> = [], sampling: Sampling = Sampling(),
+                                     built: ([IncrementalDecoder]) -> Void = { _ in }) throws -> [[Int32]] {
         guard maxNewTokens > 0, !requests.isEmpty else { return requests.map { _ in [] } }
         let lengths = requests.map { min(model.config.maxPositionEmbeddings, $0.prompt.count + maxNewTokens) }
         let sequences = zip(requests, lengths).map { request, length in
             IncrementalDecoder(model: model, lora: request.lora, maxSeqLen: length)
         }
-        let runner = IncrementalDecoder(model: model, lora: nil, maxSeqLen: lengths.max()!, chunkRows: BaseLinear.matrixVectorRows,
+        let runner = IncrementalDecoder(model: model, lora: nil, maxSeqLen: lengths.max()!, chunkRows: Self.runnerChunkRows,
                                         loraRank: requests.compactMap { $0.lora?.config.r }.max() ?? 0)
+        built(sequences + [runner])
         var logits = try zip(sequences, requests).map { sequence, request -> [Float] in
             guard !request.prompt.isEmpty else { throw ModelError.badBatch("an empty prompt") }
             return try sequence.append(request.prompt)
@@ -318,6 +357,19 @@ public final class Generator {
             for (slot, i) in active.enumerated() { logits[i] = stepLogits[slot] }
         }
         return outputs
+    }
+
+    /// The rows one step of `generateBatch` runs through its shared decoder at once.
+    static let runnerChunkRows = BaseLinear.matrixVectorRows
+
+    /// Bytes of the decoders generation builds for `sequences` rows of `maxSeqLen` positions each, every
+    /// adapter of rank `loraRank` (0: the base alone): one decoder (`Generator`) for one row; one per row
+    /// plus the shared step decoder for `generateBatch`. KV caches, then the working buffers.
+    public static func decoderBytes(config: LlamaConfig, sequences: Int, maxSeqLen: Int, loraRank: Int) -> (cache: Int, working: Int) {
+        let one = IncrementalDecoder.bytes(config: config, maxSeqLen: maxSeqLen, loraRank: loraRank)
+        guard sequences > 1 else { return one }
+        let runner = IncrementalDecoder.bytes(config: config, maxSeqLen: maxSeqLen, chunkRows: runnerChunkRows, loraRank: loraRank)
+        return (sequences * one.cache + runner.cache, sequences * one.working + runner.working)
     }
 
     /// Applies the penalty and warpers to `logits` in place (what is left is the sampled distribution's

@@ -41,6 +41,11 @@ public final class KVCache {
     /// Bytes the cache holds: 2 * L * P * KV * D fp32 values.
     public var bytes: Int { 2 * layers * maxSeqLen * kvHeads * headDim * MemoryLayout<Float>.size }
 
+    /// Bytes a cache of `maxSeqLen` positions for `config` holds (the memory plan's figure).
+    public static func bytes(config: LlamaConfig, maxSeqLen: Int) -> Int {
+        2 * config.numHiddenLayers * maxSeqLen * config.numKeyValueHeads * config.headDim * MemoryLayout<Float>.size
+    }
+
     /// Forgets every position (the buffers stay allocated).
     public func reset() { length = 0 }
 

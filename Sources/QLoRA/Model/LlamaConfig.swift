@@ -60,6 +60,8 @@ public struct LlamaConfig: Sendable, Equatable {
     /// Query width H*D and key/value width KV*D.
     public var queryDim: Int { numAttentionHeads * headDim }
     public var keyValueDim: Int { numKeyValueHeads * headDim }
+    /// The widest input of any decoder linear (sizes the dequant tile).
+    public var maxLinearInFeatures: Int { max(hiddenSize, queryDim, intermediateSize) }
 
     /// (out, in) of each Llama linear, by its HF module name.
     public func linearShape(_ module: String) -> (outFeatures: Int, inFeatures: Int)? {

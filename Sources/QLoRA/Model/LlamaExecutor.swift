@@ -47,8 +47,7 @@ public final class LlamaExecutor {
     /// Bytes the executor holds outside its arena: 3 Int32 per row (ids, positions, shifted targets) and
     /// the RoPE tables (cos and sin, T x D/2 each, plus D/2 inverse frequencies). Shared with the plan.
     public static func auxiliaryBytes(config: LlamaConfig, shape: ActivationLayout.Shape) -> Int {
-        let half = config.headDim / 2
-        return 3 * shape.batch * shape.seqLen * 4 + (2 * max(shape.seqLen, 1) * half + half) * 4
+        3 * shape.batch * shape.seqLen * 4 + RoPETable.bytes(headDim: config.headDim, maxPositions: max(shape.seqLen, 1))
     }
 
     deinit {

@@ -74,7 +74,7 @@ public final class LlamaModel {
     }
 
     /// Largest in-features of any base linear (sizes the dequant tile).
-    public var maxInFeatures: Int { max(config.hiddenSize, config.queryDim, config.intermediateSize) }
+    public var maxInFeatures: Int { config.maxLinearInFeatures }
 
     /// Bytes of quantized base weights, and of every other frozen weight.
     public var frozenBytes: (quantized: Int, other: Int) {

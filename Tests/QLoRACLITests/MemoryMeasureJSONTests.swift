@@ -16,4 +16,16 @@ import QLoRA
         #expect(planned["quantized weights"] == result.planned[.quantizedWeights] && measured["workspace"] == result.measured[.workspace])
         #expect(json["peak_training_rss_bytes"] as? Int == result.peakTrainingRSS && json["relative_error"] is Double)
     }
+
+    /// `--adapters N` plans generation: training-only flags are refused, a negative count is named.
+    @Test func adaptersPlanGeneration() throws {
+        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { url.deleteLastPathComponent() }
+        let model = url.appendingPathComponent("Fixtures/tiny-llama/untied-fp32").path
+        #expect(try MemoryCommand.run([model, "--adapters", "3", "--batch", "4", "--seq-len", "32", "--json"]) == 0)
+        for flag in ["--full", "--compare", "--gradient-checkpointing"] {
+            #expect(throws: CLIError.self) { try MemoryCommand.run([model, "--adapters", "2", flag, "--quant", "none"]) }
+        }
+        #expect(throws: CLIError.self) { try MemoryCommand.run([model, "--adapters", "-1"]) }
+    }
 }

@@ -197,14 +197,8 @@ AVX512 static inline float reduce_avx512(__m512 a, __m512 b) {
 }
 
 AVX512 static inline __m512 block_table_avx512(__m512 codes, float scale, int rounding) {
-    __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(scale));
-    if (rounding != 1) return t;
-    const __m512i u = _mm512_castps_si512(t);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_mask_blend_epi32(nan, rounded, quiet), 16));
+    const __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(scale));
+    return rounding == 1 ? bf16_round_keep_avx512(t) : t;
 }
 
 /* 16 bytes of codes -> the indices of elements 0..15 and 16..31 (high nibble first). */

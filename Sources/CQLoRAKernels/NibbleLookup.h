@@ -24,4 +24,16 @@ static inline __m256i bf16_round_avx2(__m256 x) {
     return _mm256_blendv_epi8(rounded, quiet, nan);
 }
 
+/* bf16 rounding of 16 floats kept in the fp32 layout (low 16 bits zero; NaN -> quiet NaN), as
+ * bf16_round_bits. */
+__attribute__((target("avx512f")))
+static inline __m512 bf16_round_keep_avx512(__m512 t) {
+    const __m512i u = _mm512_castps_si512(t);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_mask_blend_epi32(nan, rounded, quiet), 16));
+}
+
 #endif

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include "GemmBF16.h"
 #include "Gemv.h"
+#include "GemvGGML.h"
 
 /* 4-bit table decoding for NF4/FP4 dequantization. Each byte holds two codes, the first element in
  * the HIGH nibble: out[2j] = table[bytes[j] >> 4], out[2j+1] = table[bytes[j] & 15], j < byte_count.

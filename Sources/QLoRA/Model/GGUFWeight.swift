@@ -86,10 +86,20 @@ public final class GGUFWeight: FrozenWeight {
     /// Rows dequantized at a time by the matrix-vector products (into a temporary buffer).
     static let groupRows = 8
 
-    /// Decoding reads each row's blocks once: a group of rows is dequantized into a small buffer (fp32,
-    /// then bf16 for the bf16 kernel) and multiplied there by the dense kernels, so the arithmetic is
-    /// that of a dense weight holding the tile values.
+    /// Decoding reads each row's blocks once. Q8_0, Q4_0 and Q4_1 go through fused kernels that decode
+    /// each block in registers (CQLoRAKernels/GemvGGML.c); the other types dequantize a group of rows
+    /// into a small buffer (fp32, then bf16 for the bf16 kernel) for the dense kernels. Either way the
+    /// arithmetic is that of a dense weight holding the tile values.
     public func hasMatrixVector(precision: ComputePrecision) -> Bool { precision != .fp16 }
+
+    /// Whether the fused kernels take this type.
+    var isFused: Bool { qlora_ggml_fused(Int32(type.rawValue)) == 1 }
+
+    /// Calls `body` with the stored-row table (nil when rows are in order) as the kernels take it.
+    private func withStoredRows<R>(_ body: (UnsafePointer<Int32>?) -> R) -> R {
+        guard let storedRow else { return body(nil) }
+        return storedRow.withUnsafeBufferPointer { body($0.baseAddress) }
+    }
 
     /// Calls `body(values, rows)` with rows `rows` dequantized (fp32, row-major) `groupRows` at a time.
     private func forEachGroup(_ rows: Range<Int>, _ body: (UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
@@ -106,6 +116,13 @@ public final class GGUFWeight: FrozenWeight {
 
     public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
         let level = qlora_kernels_level(), i = inFeatures
+        if isFused {
+            withStoredRows { stored in
+                qlora_gemv_ggml_f32(level, Int32(type.rawValue), y, x, rows.count, i, data.assumingMemoryBound(to: UInt8.self), rowBytes,
+                                    stored, rows.lowerBound, precision == .bf16 ? 1 : 0)
+            }
+            return
+        }
         forEachGroup(rows) { values, group in
             precision.round(values, count: group.count * i)
             qlora_gemv_f32(level, y + (group.lowerBound - rows.lowerBound), x, group.count, i, values, i)
@@ -115,6 +132,13 @@ public final class GGUFWeight: FrozenWeight {
     public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
                                  rows: Range<Int>, level: Int32) {
         let i = inFeatures, ld = (i + 1) / 2 * 2
+        if isFused {
+            withStoredRows { stored in
+                qlora_gemv_ggml_bf16dot(level, Int32(type.rawValue), y, ldy, x, ldx, vectors, rows.count, i,
+                                        data.assumingMemoryBound(to: UInt8.self), rowBytes, stored, rows.lowerBound)
+            }
+            return
+        }
         withUnsafeTemporaryAllocation(of: UInt16.self, capacity: Self.groupRows * ld) { bits in
             forEachGroup(rows) { values, group in
                 qlora_bf16_from_f32_rows(GemmKernel.fastestLevel, bits.baseAddress!, ld, values, i, group.count, i)

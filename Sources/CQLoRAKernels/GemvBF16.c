@@ -16,8 +16,44 @@ static inline float reduce_lanes(const float *a, const float *b) {
 
 static inline uint32_t pair_word(uint16_t even, uint16_t odd) { return (uint32_t)even | (uint32_t)odd << 16; }
 
+/* bf16 bits of element k of a pairs vector. */
+static inline uint16_t pair_element(const uint32_t *x, size_t k) { return (uint16_t)(k % 2 == 0 ? x[k / 2] : x[k / 2] >> 16); }
+
+/* Blocks of 64 elements or more (block_bytes a multiple of 32): chunks of 64 elements (32 code bytes).
+ * Pair p of a chunk's "even" word set is elements (4p, 4p + 2), of its "odd" set (4p + 1, 4p + 3): the
+ * high and the low nibbles of code bytes 2p and 2p + 1, the order vpermw reads them in (Gemv.h). */
+static void gemv4_bf16dot_chunks64_scalar(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+                                          const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
+    const size_t per_row = cols / (2 * bb);
+    for (size_t r = 0; r < rows; r++) {
+        float a[16] = { 0 }, b[16] = { 0 };
+        uint16_t table[16];
+        const uint8_t *row = bytes + r * cols / 2;
+        scale_chunks chunks;
+        scale_chunks_init(&chunks, scales, first_block + r * per_row, per_row);
+        while (scale_chunks_next(&chunks))
+            for (size_t k = 0; k < chunks.count; k++) {
+                for (int c = 0; c < 16; c++) table[c] = (uint16_t)bf16_round_bits(codes16[c] * chunks.scales[k]);
+                const size_t block = chunks.block + k;
+                for (size_t g = 0; g < bb / 32; g++) {
+                    const size_t e0 = block * 2 * bb + g * 64;
+                    const uint8_t *src = row + e0 / 2;
+                    for (int p = 0; p < 16; p++) {
+                        const uint8_t first = src[2 * p], second = src[2 * p + 1];
+                        const uint32_t xe = pair_word(pair_element(x, e0 + 4 * p), pair_element(x, e0 + 4 * p + 2));
+                        const uint32_t xo = pair_word(pair_element(x, e0 + 4 * p + 1), pair_element(x, e0 + 4 * p + 3));
+                        a[p] = dp_pair(a[p], pair_word(table[first >> 4], table[second >> 4]), xe);
+                        b[p] = dp_pair(b[p], pair_word(table[first & 15], table[second & 15]), xo);
+                    }
+                }
+            }
+        y[r] = reduce_lanes(a, b);
+    }
+}
+
 static void gemv4_bf16dot_scalar(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
                                  const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
+    if (bb % 32 == 0) { gemv4_bf16dot_chunks64_scalar(y, x, rows, cols, bytes, scales, first_block, bb, codes16); return; }
     const size_t per_row = cols / (2 * bb);
     for (size_t r = 0; r < rows; r++) {
         float a[16] = { 0 }, b[16] = { 0 };
@@ -88,6 +124,61 @@ TARGET static inline __m512i word_indices(const uint8_t *src) {
 }
 
 #define DP(acc, w, xv) _mm512_dpbf16_ps((acc), (__m512bh)(w), (__m512bh)(xv))
+
+/* The block's table twice over (words 0-15 and 16-31), so that vpermw's 5-bit index may keep a code
+ * byte's high nibble bit: word (byte & 31) is table[byte & 15]. vcvtne2ps2bf16 rounds as bf16_round_bits
+ * except for fp32 denormals (flushed) and NaN: scales that could give either take the integer rounding. */
+TARGET static inline __m512i table32_bf16(__m512 codes, float scale) {
+    const float magnitude = scale < 0 ? -scale : scale;
+    if (magnitude == 0 || (magnitude >= 0x1p-100f && magnitude <= 0x1p100f)) {
+        const __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(scale));
+        return (__m512i)_mm512_cvtne2ps_pbh(t, t);
+    }
+    const __m512i t = table_bf16(codes, scale);
+    return _mm512_inserti64x4(t, _mm512_castsi512_si256(t), 1);
+}
+
+/* A chunk's 64 x elements as its even and odd word sets (elements 0, 2, ..., 62 and 1, 3, ..., 63). */
+TARGET static inline void split_pairs(const uint32_t *x, __m512i *even, __m512i *odd) {
+    const __m512i lo = _mm512_loadu_si512(x), hi = _mm512_loadu_si512(x + 16);
+    const __m512i e = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32,
+                                       30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    *even = _mm512_permutex2var_epi16(lo, e, hi);
+    *odd = _mm512_permutex2var_epi16(lo, _mm512_add_epi16(e, _mm512_set1_epi16(1)), hi);
+}
+
+TARGET static void gemv4_bf16dot_chunks64_avx512(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+                                                 const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
+    const size_t per_row = cols / (2 * bb);
+    const __m512 codes = _mm512_loadu_ps(codes16);
+    size_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+        const uint8_t *row0 = bytes + r * cols / 2, *row1 = row0 + cols / 2;
+        scale_chunks c0, c1;
+        scale_chunks_init(&c0, scales, first_block + r * per_row, per_row);
+        scale_chunks_init(&c1, scales, first_block + (r + 1) * per_row, per_row);
+        while (scale_chunks_next(&c0) && scale_chunks_next(&c1))
+            for (size_t k = 0; k < c0.count; k++) {
+                const __m512i t0 = table32_bf16(codes, c0.scales[k]), t1 = table32_bf16(codes, c1.scales[k]);
+                const size_t block = c0.block + k;
+                for (size_t g = 0; g < bb / 32; g++) {
+                    const size_t e0 = block * 2 * bb + g * 64;
+                    __m512i xe, xo;
+                    split_pairs(x + e0 / 2, &xe, &xo);
+                    const __m512i q0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row0 + e0 / 2)));
+                    const __m512i q1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row1 + e0 / 2)));
+                    a0 = DP(a0, _mm512_permutexvar_epi16(_mm512_srli_epi16(q0, 4), t0), xe);
+                    b0 = DP(b0, _mm512_permutexvar_epi16(q0, t0), xo);
+                    a1 = DP(a1, _mm512_permutexvar_epi16(_mm512_srli_epi16(q1, 4), t1), xe);
+                    b1 = DP(b1, _mm512_permutexvar_epi16(q1, t1), xo);
+                }
+            }
+        y[r] = reduce_avx512bf16(a0, b0);
+        y[r + 1] = reduce_avx512bf16(a1, b1);
+    }
+    if (r < rows) gemv4_bf16dot_chunks64_scalar(y + r, x, rows - r, cols, bytes + r * cols / 2, scales, first_block + r * per_row, bb, codes16);
+}
 
 TARGET static void gemv4_bf16dot_avx512(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
                                         const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
@@ -178,6 +269,37 @@ TARGET static void gemv4_bf16dot_multi_avx512(float *y, size_t ldy, const uint32
     }
 }
 
+TARGET static void gemv4_bf16dot_chunks64_multi_avx512(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+                                                       size_t cols, const uint8_t *bytes, const qlora_block_scales *scales,
+                                                       size_t first_block, size_t bb, const float *codes16) {
+    const size_t per_row = cols / (2 * bb);
+    const __m512 codes = _mm512_loadu_ps(codes16);
+    for (size_t r = 0; r < rows; r++) {
+        __m512 a[MAX_VECTORS], b[MAX_VECTORS];
+        for (size_t v = 0; v < nvec; v++) { a[v] = _mm512_setzero_ps(); b[v] = a[v]; }
+        const uint8_t *row = bytes + r * cols / 2;
+        scale_chunks chunks;
+        scale_chunks_init(&chunks, scales, first_block + r * per_row, per_row);
+        while (scale_chunks_next(&chunks))
+            for (size_t k = 0; k < chunks.count; k++) {
+                const __m512i t = table32_bf16(codes, chunks.scales[k]);
+                const size_t block = chunks.block + k;
+                for (size_t g = 0; g < bb / 32; g++) {
+                    const size_t e0 = block * 2 * bb + g * 64;
+                    const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + e0 / 2)));
+                    const __m512i we = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), t), wo = _mm512_permutexvar_epi16(q, t);
+                    for (size_t v = 0; v < nvec; v++) {
+                        __m512i xe, xo;
+                        split_pairs(x + v * ldx + e0 / 2, &xe, &xo);
+                        a[v] = DP(a[v], we, xe);
+                        b[v] = DP(b[v], wo, xo);
+                    }
+                }
+            }
+        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512bf16(a[v], b[v]);
+    }
+}
+
 TARGET static void gemv_bf16_bf16dot_multi_avx512(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
                                                   size_t cols, const uint16_t *w, size_t ldw) {
     const size_t groups = (cols + 31) / 32;
@@ -201,7 +323,9 @@ void qlora_gemv4_bf16dot_multi(int level, float *y, size_t ldy, const uint32_t *
     if (rows == 0) return;
     for (size_t v0 = 0; v0 < nvec; v0 += MAX_VECTORS) {
         const size_t n = nvec - v0 < MAX_VECTORS ? nvec - v0 : MAX_VECTORS;
-        if (level == 1 && qlora_bf16_best_level() >= 1)
+        if (level == 1 && qlora_bf16_best_level() >= 1 && bb % 32 == 0)
+            gemv4_bf16dot_chunks64_multi_avx512(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, bytes, scales, first_block, bb, codes16);
+        else if (level == 1 && qlora_bf16_best_level() >= 1)
             gemv4_bf16dot_multi_avx512(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, bytes, scales, first_block, bb, codes16);
         else
             for (size_t v = v0; v < v0 + n; v++)
@@ -225,7 +349,9 @@ void qlora_gemv_bf16_bf16dot_multi(int level, float *y, size_t ldy, const uint32
 void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
                          const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
     if (rows == 0) return;
-    if (level == 1 && qlora_bf16_best_level() >= 1) gemv4_bf16dot_avx512(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
+    if (level == 1 && qlora_bf16_best_level() >= 1 && bb % 32 == 0)
+        gemv4_bf16dot_chunks64_avx512(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
+    else if (level == 1 && qlora_bf16_best_level() >= 1) gemv4_bf16dot_avx512(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
     else gemv4_bf16dot_scalar(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
 }
 

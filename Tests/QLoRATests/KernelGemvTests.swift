@@ -101,8 +101,19 @@ import Testing
     @Test func bf16DotKernelsMatchTheirTwin() throws {
         var random = KernelRandom(seed: 24)
         let levels: [Int32] = GemmKernel.hardwareHasBF16 ? [0, 1] : [0]
-        for (o, i) in [(1, 64), (5, 576), (8, 1536)] {
-            let weight = try QuantizedWeight.quantize(random.floats(o * i), shape: [o, i], options: QuantizationOptions())
+        // Block sizes 32 (32-element groups) and 64+ (64-element chunks, Gemv.h); FP4; rows of zeros and of
+        // values so small that the block tables take the integer rounding.
+        let cases: [(Int, Int, QuantizationOptions)] = [
+            (1, 64, QuantizationOptions()), (5, 576, QuantizationOptions()), (8, 1536, QuantizationOptions()),
+            (7, 256, QuantizationOptions(blocksize: 32)), (3, 512, QuantizationOptions(blocksize: 128, doubleQuant: false)),
+            (4, 1024, QuantizationOptions(quantType: .fp4, blocksize: 256)), (6, 192, QuantizationOptions(doubleQuant: false)),
+        ]
+        for (o, i, options) in cases {
+            var values = random.floats(o * i)
+            if o >= 6 {
+                for k in 0..<i { values[k] = 0; values[i + k] *= 1e-37 }
+            }
+            let weight = try QuantizedWeight.quantize(values, shape: [o, i], options: options)
             let dense = DenseBFloat16Weight(outFeatures: o, inFeatures: i + 13, floats: random.floats(o * (i + 13)))
             for w in [weight, dense] as [any FrozenWeight] {
                 let (pairs, xValues) = Self.bf16Pairs(random.floats(w.inFeatures, -2, 2))

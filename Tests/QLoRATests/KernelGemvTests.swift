@@ -111,7 +111,7 @@ import Testing
         for (o, i, options) in cases {
             var values = random.floats(o * i)
             if o >= 6 {
-                for k in 0..<i { values[k] = 0; values[i + k] *= 1e-37 }
+                for k in 0..<i { values[k] = 0; values[i + k] *= 3e-38 }
             }
             let weight = try QuantizedWeight.quantize(values, shape: [o, i], options: options)
             let dense = DenseBFloat16Weight(outFeatures: o, inFeatures: i + 13, floats: random.floats(o * (i + 13)))

@@ -4,6 +4,11 @@
 #include "DotBF16.h"
 #include <immintrin.h>
 
+/* How far ahead of each row stream the AVX-512 kernels prefetch (see GemvGGML.c). */
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 1024
+#endif
+
 /* ---- the scalar twin ---- */
 
 static inline float reduce_lanes(const float *a, const float *b) {
@@ -164,6 +169,8 @@ TARGET static void gemv4_bf16dot_chunks64_avx512(float *y, const uint32_t *x, si
                 const size_t block = c0.block + k;
                 for (size_t g = 0; g < bb / 32; g++) {
                     const size_t e0 = block * 2 * bb + g * 64;
+                    _mm_prefetch((const char *)(row0 + e0 / 2 + PREFETCH_BYTES), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(row1 + e0 / 2 + PREFETCH_BYTES), _MM_HINT_T0);
                     __m512i xe, xo;
                     split_pairs(x + e0 / 2, &xe, &xo);
                     const __m512i q0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row0 + e0 / 2)));

@@ -9,6 +9,7 @@ protocol Benchmark {
 }
 
 let benchmarks: [any Benchmark.Type] = [
+    DecodeProductBenchmark.self,
     DequantBenchmark.self,
     GemmBenchmark.self,
     GenerateBenchmark.self,

@@ -36,7 +36,11 @@ void qlora_gemv_f32(int level, float *y, const float *x, size_t rows, size_t col
  * into lane p % 16 of A when g is even, of B when g is odd, each by the vdpbf16ps step (GemmBF16.h); then
  * the reduction above. Levels as GemmBF16.h: 0 = the scalar twin, 1 = AVX-512 BW + BF16. */
 
-/* 4-bit weight, as qlora_gemv4; the weights are bf16(codes16[c] * scale(b)). */
+/* 4-bit weight, as qlora_gemv4; the weights are bf16(codes16[c] * scale(b)). With blocks of 64 elements or
+ * more the row is taken in chunks of 64 (32 code bytes) instead of groups of 32: pair p (0-15) of a chunk
+ * at element e goes into lane p of A as weights/x (e + 4p, e + 4p + 2) (the high nibbles of code bytes
+ * 2p, 2p + 1) and into lane p of B as (e + 4p + 1, e + 4p + 3) (their low nibbles); then the reduction
+ * above. Blocks of 32 keep the group order. */
 void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
                          const struct qlora_block_scales *scales, size_t first_block, size_t block_bytes, const float *codes16);
 

@@ -14,6 +14,7 @@ let benchmarks: [any Benchmark.Type] = [
     GemmBenchmark.self,
     GenerateBenchmark.self,
     QuantizeBenchmark.self,
+    TokenizeBenchmark.self,
     TrainBenchmark.self,
 ]
 

@@ -45,6 +45,7 @@ struct AlignedText {
 
     /// The scalars `range` as a new aligned text.
     func slice(_ range: Range<Int>) -> AlignedText {
+        if range == 0..<count { return self }   // shares the storage: a long text is not copied again
         var out = AlignedText()
         out.scalars = Array(scalars[range])
         out.starts = Array(starts[range])

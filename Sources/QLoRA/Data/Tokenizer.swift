@@ -182,13 +182,15 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Token ids of `text`; with `addSpecialTokens` the post-processor's single template is applied.
     public func encode(_ text: String, addSpecialTokens: Bool = false) -> [Int32] {
-        encodeWithOffsets(text, addSpecialTokens: addSpecialTokens).ids
+        let sequence = encodeSequence(text, withOffsets: false)
+        guard addSpecialTokens else { return sequence.ids }
+        return encodeWithOffsets(text, addSpecialTokens: true).ids
     }
 
     /// Ids with the UTF-8 byte range of `text` each came from (special tokens added by the
     /// post-processor get the empty range 0..<0).
     public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool = false) -> (ids: [Int32], offsets: [Range<Int>]) {
-        let sequence = encodeSequence(text)
+        let sequence = encodeSequence(text, withOffsets: true)
         guard addSpecialTokens else { return sequence }
         var ids: [Int32] = [], offsets: [Range<Int>] = []
         for (piece, _) in postProcessor.single {
@@ -206,7 +208,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// A pair of texts: ids and type ids (`encode(text, text_pair)`).
     public func encodePair(_ first: String, _ second: String, addSpecialTokens: Bool = true) -> (ids: [Int32], typeIDs: [Int32]) {
-        let a = encodeSequence(first).ids, b = encodeSequence(second).ids
+        let a = encodeSequence(first, withOffsets: false).ids, b = encodeSequence(second, withOffsets: false).ids
         guard addSpecialTokens else {
             return (a + b, [Int32](repeating: 0, count: a.count) + [Int32](repeating: 1, count: b.count))
         }
@@ -264,24 +266,25 @@ public final class Tokenizer: @unchecked Sendable {
         return segments
     }
 
-    private func encodeSequence(_ text: String) -> (ids: [Int32], offsets: [Range<Int>]) {
-        let bytes = Array(text.utf8)
-        let whole = bytes.withUnsafeBufferPointer { AlignedText(utf8: $0, range: 0..<$0.count) }
+    /// Ids of `text` and, when `withOffsets`, the byte range each came from (else no offsets: plain
+    /// `encode` of a long text does not hold 16 bytes per token it never reads).
+    private func encodeSequence(_ text: String, withOffsets: Bool) -> (ids: [Int32], offsets: [Range<Int>]) {
+        let whole = Array(text.utf8).withUnsafeBufferPointer { AlignedText(utf8: $0, range: 0..<$0.count) }
         var ids: [Int32] = []
         var offsets: [Range<Int>] = []
-        ids.reserveCapacity(bytes.count / 3 + 4)
-        offsets.reserveCapacity(bytes.count / 3 + 4)
+        ids.reserveCapacity(whole.count / 3 + 4)
+        if withOffsets { offsets.reserveCapacity(whole.count / 3 + 4) }
         var wordIDs: [Int32] = [], wordCounts: [Int32] = []
         for segment in splitAddedTokens(whole, rawMatcher) {
             guard case .text(var segmentText) = segment else {
-                if case .added(let id, let range) = segment { ids.append(id); offsets.append(range) }
+                if case .added(let id, let range) = segment { ids.append(id); if withOffsets { offsets.append(range) } }
                 continue
             }
             normalizer?.apply(&segmentText)
             for part in splitAddedTokens(segmentText, normalizedMatcher) {
                 switch part {
                 case .added(let id, let range):
-                    ids.append(id); offsets.append(range)
+                    ids.append(id); if withOffsets { offsets.append(range) }
                 case .text(let normalized):
                     let whole = PreTokenized(text: normalized, pieces: [0..<normalized.count])
                     let pre = preTokenizer?.apply(whole) ?? whole
@@ -289,6 +292,7 @@ public final class Tokenizer: @unchecked Sendable {
                         wordIDs.removeAll(keepingCapacity: true)
                         wordCounts.removeAll(keepingCapacity: true)
                         model.tokenize(pre.text.scalars[piece], ids: &wordIDs, scalarCounts: &wordCounts)
+                        guard withOffsets else { ids += wordIDs; continue }
                         var position = piece.lowerBound
                         for (id, count) in zip(wordIDs, wordCounts) {
                             let count = Int(count)

@@ -83,14 +83,6 @@ static void gemv_f32_scalar(float *y, const float *x, size_t rows, size_t cols, 
 /* ---- AVX2 + FMA: each 16-lane set as two ymm (lanes 0-7, 8-15) ---- */
 #define AVX2 __attribute__((target("avx2,fma")))
 
-AVX2 static inline float reduce_avx2(__m256 a0, __m256 a1, __m256 b0, __m256 b1) {
-    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1));   /* v[l] + v[l + 8] */
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    return _mm_cvtss_f32(h);
-}
-
 /* The table of one block in two ymm, bf16-rounded when asked. */
 AVX2 static inline void block_table_avx2(__m256 *lo, __m256 *hi, const float *codes16, float scale, int rounding) {
     const __m256 s = _mm256_set1_ps(scale);
@@ -186,15 +178,6 @@ AVX2 static void gemv_f32_avx2(float *y, const float *x, size_t rows, size_t col
 
 /* ---- AVX-512F: one zmm per 16-lane set, two rows at a time (four independent FMA chains) ---- */
 #define AVX512 __attribute__((target("avx512f")))
-
-AVX512 static inline float reduce_avx512(__m512 a, __m512 b) {
-    __m512 v = _mm512_add_ps(a, b);
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    return _mm_cvtss_f32(q);
-}
 
 AVX512 static inline __m512 block_table_avx512(__m512 codes, float scale, int rounding) {
     const __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(scale));

@@ -2,6 +2,7 @@
 #include "BF16Rounding.h"
 #include "BlockScales.h"
 #include "DotBF16.h"
+#include "NibbleLookup.h"
 #include <immintrin.h>
 
 /* How far ahead of each row stream the AVX-512 kernels prefetch (see GemvGGML.c). */
@@ -102,15 +103,6 @@ static void gemv_bf16_bf16dot_scalar(float *y, const uint32_t *x, size_t rows, s
 /* ---- AVX-512 BW + BF16: vpermw looks up 32 weights at a time, vdpbf16ps multiplies 16 pairs ---- */
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-TARGET static inline float reduce_avx512bf16(__m512 a, __m512 b) {
-    __m512 v = _mm512_add_ps(a, b);
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    return _mm_cvtss_f32(q);
-}
-
 /* The block's 16 bf16 weights in the low 16 words of a zmm (for vpermw). */
 TARGET static inline __m512i table_bf16(__m512 codes, float scale) {
     const __m512i u = _mm512_castps_si512(_mm512_mul_ps(codes, _mm512_set1_ps(scale)));
@@ -181,8 +173,8 @@ TARGET static void gemv4_bf16dot_chunks64_avx512(float *y, const uint32_t *x, si
                     b1 = DP(b1, _mm512_permutexvar_epi16(q1, t1), xo);
                 }
             }
-        y[r] = reduce_avx512bf16(a0, b0);
-        y[r + 1] = reduce_avx512bf16(a1, b1);
+        y[r] = reduce_avx512(a0, b0);
+        y[r + 1] = reduce_avx512(a1, b1);
     }
     if (r < rows) gemv4_bf16dot_chunks64_scalar(y + r, x, rows - r, cols, bytes + r * cols / 2, scales, first_block + r * per_row, bb, codes16);
 }
@@ -211,8 +203,8 @@ TARGET static void gemv4_bf16dot_avx512(float *y, const uint32_t *x, size_t rows
                     else { b0 = DP(b0, w0, xv); b1 = DP(b1, w1, xv); }
                 }
             }
-        y[r] = reduce_avx512bf16(a0, b0);
-        y[r + 1] = reduce_avx512bf16(a1, b1);
+        y[r] = reduce_avx512(a0, b0);
+        y[r + 1] = reduce_avx512(a1, b1);
     }
     if (r < rows) gemv4_bf16dot_scalar(y + r, x, rows - r, cols, bytes + r * cols / 2, scales, first_block + r * per_row, bb, codes16);
 }
@@ -238,8 +230,8 @@ TARGET static void gemv_bf16_bf16dot_avx512(float *y, const uint32_t *x, size_t 
             a0 = DP(a0, _mm512_maskz_loadu_epi16(last, row0 + 32 * g), xa);
             a1 = DP(a1, _mm512_maskz_loadu_epi16(last, row1 + 32 * g), xa);
         }
-        y[r] = reduce_avx512bf16(a0, b0);
-        y[r + 1] = reduce_avx512bf16(a1, b1);
+        y[r] = reduce_avx512(a0, b0);
+        y[r + 1] = reduce_avx512(a1, b1);
     }
     if (r < rows) gemv_bf16_bf16dot_scalar(y + r, x, rows - r, cols, w + r * ldw, ldw);
 }
@@ -272,7 +264,7 @@ TARGET static void gemv4_bf16dot_multi_avx512(float *y, size_t ldy, const uint32
                         for (size_t v = 0; v < nvec; v++) b[v] = DP(b[v], w, _mm512_loadu_si512(x + v * ldx + e0 / 2));
                 }
             }
-        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512bf16(a[v], b[v]);
+        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512(a[v], b[v]);
     }
 }
 
@@ -303,7 +295,7 @@ TARGET static void gemv4_bf16dot_chunks64_multi_avx512(float *y, size_t ldy, con
                     }
                 }
             }
-        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512bf16(a[v], b[v]);
+        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512(a[v], b[v]);
     }
 }
 
@@ -320,7 +312,7 @@ TARGET static void gemv_bf16_bf16dot_multi_avx512(float *y, size_t ldy, const ui
             if (g % 2 == 0) for (size_t v = 0; v < nvec; v++) a[v] = DP(a[v], wv, _mm512_loadu_si512(x + v * ldx + 16 * g));
             else for (size_t v = 0; v < nvec; v++) b[v] = DP(b[v], wv, _mm512_loadu_si512(x + v * ldx + 16 * g));
         }
-        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512bf16(a[v], b[v]);
+        for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512(a[v], b[v]);
     }
 }
 

@@ -126,14 +126,6 @@ AVX2 static inline void block_avx2(int type, const uint8_t *b, __m256 *w) {
     }
 }
 
-AVX2 static inline float reduce_avx2(__m256 a0, __m256 a1, __m256 b0, __m256 b1) {
-    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1));   /* v[l] + v[l + 8] */
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    return _mm_cvtss_f32(h);
-}
-
 AVX2 static inline void gemv_ggml_f32_avx2_typed(int type, float *y, const float *x, size_t rows, size_t cols, const uint8_t *data,
                                                  size_t row_bytes, const int32_t *stored_rows, size_t first_row, int rounding) {
     const size_t bb = block_bytes(type);
@@ -184,15 +176,6 @@ AVX512 static inline void block_avx512(int type, const uint8_t *b, __m512 *lo, _
         *lo = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(n0), d), m);
         *hi = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(n1), d), m);
     }
-}
-
-AVX512 static inline float reduce_avx512(__m512 a, __m512 b) {
-    __m512 v = _mm512_add_ps(a, b);
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    return _mm_cvtss_f32(q);
 }
 
 AVX512 static inline void gemv_ggml_f32_avx512_typed(int type, float *y, const float *x, size_t rows, size_t cols, const uint8_t *data,

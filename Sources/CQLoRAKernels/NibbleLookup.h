@@ -36,4 +36,25 @@ static inline __m512 bf16_round_keep_avx512(__m512 t) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_mask_blend_epi32(nan, rounded, quiet), 16));
 }
 
+/* The matrix-vector kernels' reduction (Gemv.h) of the 16-lane sets A and B: v = A + B, then halved
+ * four times; AVX2 holds each set as two ymm (lanes 0-7, 8-15). */
+__attribute__((target("avx2")))
+static inline float reduce_avx2(__m256 a0, __m256 a1, __m256 b0, __m256 b1) {
+    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1));   /* v[l] + v[l + 8] */
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+__attribute__((target("avx512f")))
+static inline float reduce_avx512(__m512 a, __m512 b) {
+    __m512 v = _mm512_add_ps(a, b);
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+}
+
 #endif

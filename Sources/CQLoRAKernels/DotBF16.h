@@ -30,4 +30,13 @@ static inline float dp_pair(float acc, uint32_t a, uint32_t b) {
     return flush(fmaf(bf16_daz(a), bf16_daz(b), acc));
 }
 
+/* The matrix-vector kernels' reduction (Gemv.h), one lane at a time: v = A + B, halved four times. */
+static inline float reduce_lanes(const float *a, const float *b) {
+    float v[16];
+    for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
+    for (int width = 8; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) v[l] += v[l + width];
+    return v[0];
+}
+
 #endif

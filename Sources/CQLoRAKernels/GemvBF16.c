@@ -4,21 +4,9 @@
 #include "DotBF16.h"
 #include "NibbleLookup.h"
 #include <immintrin.h>
-
-/* How far ahead of each row stream the AVX-512 kernels prefetch (see GemvGGML.c). */
-#ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 1024
-#endif
+#include <stdlib.h>
 
 /* ---- the scalar twin ---- */
-
-static inline float reduce_lanes(const float *a, const float *b) {
-    float v[16];
-    for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
-    for (int width = 8; width >= 1; width /= 2)
-        for (int l = 0; l < width; l++) v[l] += v[l + width];
-    return v[0];
-}
 
 static inline uint32_t pair_word(uint16_t even, uint16_t odd) { return (uint32_t)even | (uint32_t)odd << 16; }
 
@@ -135,16 +123,21 @@ TARGET static inline __m512i table32_bf16(__m512 codes, float scale) {
     return _mm512_inserti64x4(t, _mm512_castsi512_si256(t), 1);
 }
 
-/* A chunk's 64 x elements as its even and odd word sets (elements 0, 2, ..., 62 and 1, 3, ..., 63). */
-TARGET static inline void split_pairs(const uint32_t *x, __m512i *even, __m512i *odd) {
-    const __m512i lo = _mm512_loadu_si512(x), hi = _mm512_loadu_si512(x + 16);
+/* x pairs in the order the chunk kernels read them: per 64-element chunk its even elements (16 words),
+ * then its odd ones. Done once per call: every row takes the same x. */
+TARGET static void split_x(uint32_t *out, const uint32_t *x, size_t cols) {
     const __m512i e = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32,
                                        30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    *even = _mm512_permutex2var_epi16(lo, e, hi);
-    *odd = _mm512_permutex2var_epi16(lo, _mm512_add_epi16(e, _mm512_set1_epi16(1)), hi);
+    const __m512i o = _mm512_add_epi16(e, _mm512_set1_epi16(1));
+    for (size_t c = 0; c < cols / 64; c++) {
+        const __m512i lo = _mm512_loadu_si512(x + 32 * c), hi = _mm512_loadu_si512(x + 32 * c + 16);
+        _mm512_storeu_si512(out + 32 * c, _mm512_permutex2var_epi16(lo, e, hi));
+        _mm512_storeu_si512(out + 32 * c + 16, _mm512_permutex2var_epi16(lo, o, hi));
+    }
 }
 
-TARGET static void gemv4_bf16dot_chunks64_avx512(float *y, const uint32_t *x, size_t rows, size_t cols, const uint8_t *bytes,
+/* One vector (xs split by split_x, x the pairs for the scalar tail), two rows at a time. */
+TARGET static void gemv4_bf16dot_chunks64_avx512(float *y, const uint32_t *x, const uint32_t *xs, size_t rows, size_t cols, const uint8_t *bytes,
                                                  const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
     const size_t per_row = cols / (2 * bb);
     const __m512 codes = _mm512_loadu_ps(codes16);
@@ -163,8 +156,7 @@ TARGET static void gemv4_bf16dot_chunks64_avx512(float *y, const uint32_t *x, si
                     const size_t e0 = block * 2 * bb + g * 64;
                     _mm_prefetch((const char *)(row0 + e0 / 2 + PREFETCH_BYTES), _MM_HINT_T0);
                     _mm_prefetch((const char *)(row1 + e0 / 2 + PREFETCH_BYTES), _MM_HINT_T0);
-                    __m512i xe, xo;
-                    split_pairs(x + e0 / 2, &xe, &xo);
+                    const __m512i xe = _mm512_loadu_si512(xs + e0 / 2), xo = _mm512_loadu_si512(xs + e0 / 2 + 16);
                     const __m512i q0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row0 + e0 / 2)));
                     const __m512i q1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row1 + e0 / 2)));
                     a0 = DP(a0, _mm512_permutexvar_epi16(_mm512_srli_epi16(q0, 4), t0), xe);
@@ -268,7 +260,8 @@ TARGET static void gemv4_bf16dot_multi_avx512(float *y, size_t ldy, const uint32
     }
 }
 
-TARGET static void gemv4_bf16dot_chunks64_multi_avx512(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
+/* nvec vectors split by split_x (vector v at xs + v * ldx), one row at a time. */
+TARGET static void gemv4_bf16dot_chunks64_multi_avx512(float *y, size_t ldy, const uint32_t *xs, size_t ldx, size_t nvec, size_t rows,
                                                        size_t cols, const uint8_t *bytes, const qlora_block_scales *scales,
                                                        size_t first_block, size_t bb, const float *codes16) {
     const size_t per_row = cols / (2 * bb);
@@ -288,15 +281,33 @@ TARGET static void gemv4_bf16dot_chunks64_multi_avx512(float *y, size_t ldy, con
                     const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + e0 / 2)));
                     const __m512i we = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), t), wo = _mm512_permutexvar_epi16(q, t);
                     for (size_t v = 0; v < nvec; v++) {
-                        __m512i xe, xo;
-                        split_pairs(x + v * ldx + e0 / 2, &xe, &xo);
-                        a[v] = DP(a[v], we, xe);
-                        b[v] = DP(b[v], wo, xo);
+                        a[v] = DP(a[v], we, _mm512_loadu_si512(xs + v * ldx + e0 / 2));
+                        b[v] = DP(b[v], wo, _mm512_loadu_si512(xs + v * ldx + e0 / 2 + 16));
                     }
                 }
             }
         for (size_t v = 0; v < nvec; v++) y[v * ldy + r] = reduce_avx512(a[v], b[v]);
     }
+}
+
+enum { SPLIT_STACK_WORDS = 16384 };   /* split x on the stack (64 KiB) for rows up to 32768 elements */
+
+/* The chunk kernels for nvec vectors: each x split once, as many at a time as the stack holds. */
+TARGET static void gemv4_bf16dot_chunks64(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows, size_t cols,
+                                          const uint8_t *bytes, const qlora_block_scales *scales, size_t first_block, size_t bb,
+                                          const float *codes16) {
+    const size_t words = cols / 2;
+    uint32_t stack[SPLIT_STACK_WORDS];
+    uint32_t *xs = words > SPLIT_STACK_WORDS ? malloc(words * sizeof(uint32_t)) : stack;
+    const size_t fits = words > SPLIT_STACK_WORDS ? 1 : SPLIT_STACK_WORDS / words;
+    const size_t group = fits < MAX_VECTORS ? fits : MAX_VECTORS;
+    for (size_t v0 = 0; v0 < nvec; v0 += group) {
+        const size_t n = nvec - v0 < group ? nvec - v0 : group;
+        for (size_t v = 0; v < n; v++) split_x(xs + v * words, x + (v0 + v) * ldx, cols);
+        if (n == 1) gemv4_bf16dot_chunks64_avx512(y + v0 * ldy, x + v0 * ldx, xs, rows, cols, bytes, scales, first_block, bb, codes16);
+        else gemv4_bf16dot_chunks64_multi_avx512(y + v0 * ldy, ldy, xs, words, n, rows, cols, bytes, scales, first_block, bb, codes16);
+    }
+    if (xs != stack) free(xs);
 }
 
 TARGET static void gemv_bf16_bf16dot_multi_avx512(float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
@@ -323,7 +334,7 @@ void qlora_gemv4_bf16dot_multi(int level, float *y, size_t ldy, const uint32_t *
     for (size_t v0 = 0; v0 < nvec; v0 += MAX_VECTORS) {
         const size_t n = nvec - v0 < MAX_VECTORS ? nvec - v0 : MAX_VECTORS;
         if (level == 1 && qlora_bf16_best_level() >= 1 && bb % 32 == 0)
-            gemv4_bf16dot_chunks64_multi_avx512(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, bytes, scales, first_block, bb, codes16);
+            gemv4_bf16dot_chunks64(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, bytes, scales, first_block, bb, codes16);
         else if (level == 1 && qlora_bf16_best_level() >= 1)
             gemv4_bf16dot_multi_avx512(y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, bytes, scales, first_block, bb, codes16);
         else
@@ -349,7 +360,7 @@ void qlora_gemv4_bf16dot(int level, float *y, const uint32_t *x, size_t rows, si
                          const qlora_block_scales *scales, size_t first_block, size_t bb, const float *codes16) {
     if (rows == 0) return;
     if (level == 1 && qlora_bf16_best_level() >= 1 && bb % 32 == 0)
-        gemv4_bf16dot_chunks64_avx512(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
+        gemv4_bf16dot_chunks64(y, rows, x, 0, 1, rows, cols, bytes, scales, first_block, bb, codes16);
     else if (level == 1 && qlora_bf16_best_level() >= 1) gemv4_bf16dot_avx512(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
     else gemv4_bf16dot_scalar(y, x, rows, cols, bytes, scales, first_block, bb, codes16);
 }

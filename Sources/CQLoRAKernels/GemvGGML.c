@@ -8,11 +8,6 @@
 
 /* ---- the blocks ---- */
 
-/* How far ahead of each row stream the AVX-512 kernels prefetch: the decode products are bound by
- * memory latency, the hardware prefetcher alone leaves the two streams of a row pair short. */
-#ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 1024
-#endif
 
 int qlora_ggml_fused(int type) { return type == QLORA_GGML_Q8_0 || type == QLORA_GGML_Q4_0 || type == QLORA_GGML_Q4_1; }
 
@@ -53,14 +48,6 @@ static inline void block_values(int type, const uint8_t *b, float *w) {
             w[j + 16] = hi + m;
         }
     }
-}
-
-static inline float reduce_lanes(const float *a, const float *b) {
-    float v[16];
-    for (int l = 0; l < 16; l++) v[l] = a[l] + b[l];
-    for (int width = 8; width >= 1; width /= 2)
-        for (int l = 0; l < width; l++) v[l] += v[l + width];
-    return v[0];
 }
 
 /* ---- the scalar twins ---- */

@@ -3,6 +3,10 @@
 /* SIMD helpers shared by the dequantization and matrix-vector kernels. */
 #include <immintrin.h>
 
+/* How far ahead of each row stream the AVX-512 decode kernels prefetch: the one-row products are bound by
+ * memory latency, and the hardware prefetcher alone leaves the two streams of a row pair short. */
+#define PREFETCH_BYTES 1024
+
 /* AVX2: 8 nibbles (one per byte of nibbles8) -> 8 floats of the 16-entry table lo | hi: vpermps on both
  * halves, blend on bit 3. */
 __attribute__((target("avx2")))

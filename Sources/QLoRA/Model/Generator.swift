@@ -21,6 +21,8 @@ public final class IncrementalDecoder {
     /// Rows of the last chunk run (its last row is the newest position).
     private var lastChunkRows = 0
     private let layout: ScratchLayout
+    /// The largest adapter rank the LoRA scratch holds (this decoder's, or `loraRank` for `appendOne`).
+    private let loraRankCapacity: Int
 
     /// Where each working buffer sits in `scratch` (floats), from the config and sizes alone, so that
     /// `bytes(config:...)` (the memory plan) and a real decoder agree by construction.
@@ -73,8 +75,6 @@ public final class IncrementalDecoder {
         ids = .allocate(capacity: self.chunkRows)
         rstd = .allocate(capacity: self.chunkRows)
     }
-
-    private let loraRankCapacity: Int
 
     static func chunkRows(_ asked: Int, maxSeqLen: Int) -> Int { max(1, min(asked, maxSeqLen)) }
 

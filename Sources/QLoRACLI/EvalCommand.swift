@@ -27,6 +27,7 @@ public enum EvalCommand: Command {
       --seq-len T              tokens per sequence (default 2048, at most max_position_embeddings)
       --batch B                sequences per forward pass (default 1)
       --packing                pack records into full rows, separated by EOS (as train does by default)
+      --token-cache DIR        where the tokenized records are kept and reused, as for train
       --json                   print JSON: {"loss", "perplexity", "tokens", "records", ...} for one
                                result, an array of them (with "adapter") for several
       Base model:
@@ -51,6 +52,7 @@ public enum EvalCommand: Command {
         var json = false
         var format: BaseWeightFormat = .quantized(QuantizationOptions())
         var precision: ComputePrecision = .bf16
+        var tokenCache: URL?
     }
 
     /// One row of the result: which adapter (nil = the base alone) and its evaluation.
@@ -62,7 +64,7 @@ public enum EvalCommand: Command {
     static func parse(_ arguments: [String]) throws -> Options {
         let args = try Arguments(arguments, command: name,
                                  valueOptions: AdapterSelection.valueOptions.union(["model", "data", "seq-len", "batch", "quant", "base-dtype",
-                                                                                     "compute-dtype", "blocksize"]),
+                                                                                     "compute-dtype", "blocksize", "token-cache"]),
                                  flagOptions: ["double-quant", "packing", "json", "base"])
         guard let model = args.string("model"), let data = args.string("data") else {
             throw CLIError.failed("qlora eval: --model DIR and --data FILE.jsonl are required. Run `qlora eval --help`.")
@@ -80,6 +82,7 @@ public enum EvalCommand: Command {
             throw CLIError.badValue(command: name, option: "seq-len", value: "\(options.evaluation.seqLen)", expected: "an integer >= 2")
         }
         options.json = args.flag("json")
+        options.tokenCache = args.string("token-cache").map { URL(fileURLWithPath: $0) }
         return options
     }
 
@@ -103,8 +106,10 @@ public enum EvalCommand: Command {
             evaluation.seqLen = config.maxPositionEmbeddings
         }
         let dataset = try DatasetTokenizer(modelDirectory: options.model, vocabSize: config.vocabSize, purpose: "evaluation")
-        let records = try dataset.tokenize(try TrainingExample.load(jsonl: options.data), file: options.data)
-        guard records.contains(where: { $0.labels.dropFirst().contains { $0 != TokenizedExample.ignoredLabel } }) else {
+        let entry = try TokenFileCache(directory: options.tokenCache ?? TokenFileCache.defaultDirectory).tokenFile(for: options.data, dataset: dataset)
+        let records = entry.file
+        status("\(options.data.lastPathComponent): \(records.exampleCount) records, \(records.tokenCount) tokens, \(entry.reused ? "mapped from" : "tokenized into") \(records.url.path)")
+        guard Evaluation.hasScoredToken(records) else {
             throw CLIError.failed("qlora eval: no record of \(options.data.path) has a trained token (every label is masked).")
         }
         var rows: [Row] = []
@@ -119,7 +124,7 @@ public enum EvalCommand: Command {
         for (label, load) in runs {
             let lora = try load()
             let title = label ?? "base"
-            let result = try Evaluation.run(model: model, lora: lora, records: records, options: evaluation,
+            let result = try Evaluation.run(model: model, lora: lora, source: records, options: evaluation,
                                             padTokenID: dataset.padTokenID, separatorTokenID: dataset.separatorTokenID) { done, total in
                 if isatty(STDERR_FILENO) != 0 {
                     FileHandle.standardError.write(Data("\r\(title): batch \(done)/\(total)\(done == total ? "\n" : "")".utf8))
@@ -128,7 +133,7 @@ public enum EvalCommand: Command {
             rows.append(Row(adapter: label, result: result))
         }
         if let cut = rows.first?.result.truncatedRecords, cut > 0 {
-            status("\(cut) of \(records.count) records are longer than --seq-len \(evaluation.seqLen): only their first \(evaluation.seqLen) tokens count")
+            status("\(cut) of \(records.exampleCount) records are longer than --seq-len \(evaluation.seqLen): only their first \(evaluation.seqLen) tokens count")
         }
         return rows
     }

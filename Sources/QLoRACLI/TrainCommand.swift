@@ -40,6 +40,8 @@ public enum TrainCommand: Command {
                                --base-dtype fp32 --compute-dtype fp32; LoRA options do not apply); --output
                                receives the trained model (config.json, model.safetensors, tokenizer files)
       --seed S                 data order, LoRA init and dropout (default 42)
+      --token-cache DIR        where tokenized datasets are kept and reused (default $QLORA_CACHE/tokens,
+                               $XDG_CACHE_HOME/qlora/tokens or ~/.cache/qlora/tokens)
     \(TrainingArguments.helpText)
     """
 
@@ -47,7 +49,7 @@ public enum TrainCommand: Command {
         let args = try Arguments(arguments, command: name,
                                  valueOptions: TrainingArguments.valueOptions.union([
                                     "model", "data", "output", "eval-data", "eval-fraction", "steps", "epochs", "lr", "schedule",
-                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed", "adapter"]),
+                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed", "adapter", "token-cache"]),
                                  flagOptions: TrainingArguments.flagOptions.union(["packing", "resume", "full"]))
         guard let model = args.string("model"), let data = args.string("data"), let output = args.string("output") else {
             throw CLIError.failed("qlora train: --model, --data and --output are required. Run `qlora train --help`.")
@@ -101,6 +103,7 @@ public enum TrainCommand: Command {
         options.resume = args.flag("resume")
         options.seed = UInt64(try args.int("seed", default: 42))
         options.epochs = try args.double("epochs")
+        options.tokenCache = args.string("token-cache").map { URL(fileURLWithPath: $0) }
         var trainer = TrainerOptions()
         trainer.maxSteps = try args.int("steps", default: 100)
         trainer.learningRate = try args.double("lr", default: 2e-4)
@@ -123,6 +126,8 @@ public enum TrainCommand: Command {
         let every = max(1, trainer.maxSteps / 20)
         try TrainingRun(options: options).run { event in
             switch event {
+            case .tokenized(let data, let file, let examples, let tokens, let reused, let seconds):
+                print("\(data.lastPathComponent): \(examples) examples, \(tokens) tokens, \(reused ? "mapped from" : String(format: "tokenized in %.1f s into", seconds)) \(file.path)")
             case .loaded(let config, let summary, let train, let eval, let rows, let seconds):
                 print("model: \(config.numHiddenLayers) layers, hidden \(config.hiddenSize), vocab \(config.vocabSize); loaded in \(String(format: "%.1f", seconds)) s")
                 print("data: \(train) training examples -> \(rows) rows of \(options.seqLen) tokens; \(eval) evaluation examples")

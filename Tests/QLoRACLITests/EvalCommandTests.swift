@@ -19,7 +19,7 @@ import QLoRA
         let dir = try GenerateMergeCommandTests.makeModelDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try Self.dataFile(in: dir)
-        let options = try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--adapter", "tuned=\(dir.path)/adapter", "--base",
+        let options = try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--adapter", "tuned=\(dir.path)/adapter", "--base",
                                              "--quant", "none", "--base-dtype", "fp32", "--compute-dtype", "fp32", "--seq-len", "64"])
         let rows = try EvalCommand.evaluate(options, status: { _ in })
         #expect(rows.map(\.adapter) == [nil, "tuned"])
@@ -44,9 +44,9 @@ import QLoRA
         let dir = try GenerateMergeCommandTests.makeModelDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = try Self.dataFile(in: dir)
-        let short = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--seq-len", "8"]), status: { _ in })
+        let short = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--seq-len", "8"]), status: { _ in })
         #expect(short.count == 1 && short[0].result.truncatedRecords >= 1)
-        let packed = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--packing", "--batch", "2"]),
+        let packed = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--packing", "--batch", "2"]),
                                               status: { _ in })
         #expect(packed[0].result.tokens > 0 && packed[0].result.loss.isFinite)
     }
@@ -60,8 +60,8 @@ import QLoRA
         }
         #expect(message(["--model", dir.path]).contains("--data"))
         #expect(message(["--model", dir.path, "--data", dir.path + "/missing.jsonl"]).contains("missing.jsonl"))
-        #expect(message(["--model", dir.path, "--data", data.path, "--adapter", dir.path]).contains("adapter_config.json"))
-        #expect(message(["--model", dir.path, "--data", data.path, "--seq-len", "1"]).contains("seq-len"))
+        #expect(message(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--adapter", dir.path]).contains("adapter_config.json"))
+        #expect(message(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--seq-len", "1"]).contains("seq-len"))
     }
 
     @Test func severalAdaptersAreNamedPickedAndCombined() throws {
@@ -71,7 +71,7 @@ import QLoRA
         let data = try Self.dataFile(in: dir)
         let list = "one=\(dir.path)/adapter,two=\(dir.path)/second"
         let combined = dir.appendingPathComponent("combined")
-        let rows = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--adapter", list,
+        let rows = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--adapter", list,
                                                                    "--weights", "one=0.5,two=0.5", "--save-combined", combined.path]),
                                             status: { _ in })
         #expect(rows.map(\.adapter) == ["one", "two", "combined"])
@@ -79,7 +79,7 @@ import QLoRA
         // PEFT gives the combination the rank of its inputs and lora_alpha = r.
         let saved = try PEFTAdapterIO.loadConfig(directory: combined)
         #expect(saved.r == 4 && saved.loraAlpha == 4)
-        let picked = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--adapter", list, "--use", "two"]),
+        let picked = try EvalCommand.evaluate(try EvalCommand.parse(["--model", dir.path, "--data", data.path, "--token-cache", dir.path + "/tokens", "--adapter", list, "--use", "two"]),
                                               status: { _ in })
         #expect(picked.map(\.adapter) == ["two"])
 

@@ -43,6 +43,7 @@ import Testing
         options.trainer.saveEvery = saveEvery
         options.trainer.evalEvery = 5
         options.resume = resume
+        options.tokenCache = model.appendingPathComponent("token-cache")
         return options
     }
 

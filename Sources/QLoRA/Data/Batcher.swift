@@ -23,8 +23,9 @@ public struct BatcherOptions: Sendable, Equatable {
     }
 }
 
-/// Builds all rows up front from tokenized examples, then fills one batch at a time into buffers it
-/// owns: loading a batch never allocates.
+/// Fills one batch at a time into buffers it owns, reading rows straight from a `TokenizedExampleSource`
+/// (a mapped token file, or arrays): loading a batch never allocates, and the rows are never built
+/// all at once, so the memory held is the index below whatever the dataset's size.
 ///
 /// Output per batch: `inputIDs` and `labels` `(B, T)` row-major Int32, labels UNSHIFTED (the model
 /// shifts, HF convention; -100 = no loss), `attentionLengths` `(B)`: real tokens at the start of each
@@ -33,6 +34,7 @@ public struct BatcherOptions: Sendable, Equatable {
 public final class Batcher {
     public let options: BatcherOptions
     public let padTokenID: Int32
+    public let source: TokenizedExampleSource
     /// Number of rows (packed chunks or examples).
     public let rowCount: Int
     public var batchesPerEpoch: Int { (rowCount + options.batchSize - 1) / options.batchSize }
@@ -44,98 +46,148 @@ public final class Batcher {
     /// (B) real (non-padding) length of each row of the last loaded batch.
     public private(set) var attentionLengths: [Int32]
 
-    /// (rowCount, T) all rows, built once.
-    private var rowIDs: [Int32]
-    /// (rowCount, T)
-    private var rowLabels: [Int32]
-    /// (rowCount)
-    private var rowLengths: [Int32]
+    /// The source's examples this batcher uses, in stream order.
+    private let examples: [Int]
+    /// Packing: where each example's segment (its first T tokens, then the separator when `separated`)
+    /// starts in the packed stream; (examples + 1), the last is the stream length.
+    private let streamStart: [Int]
+    private let separated: [Bool]
+    private let separatorTokenID: Int32?
     /// Row order of `orderEpoch`.
     private var order: [Int]
     private var orderEpoch = -1
 
     /// - Parameters:
+    ///   - examples: indices into `source`, in the order rows are made (nil: all, in order).
     ///   - separatorTokenID: put between packed examples (normally EOS); ignored when padding.
-    public init(examples: [TokenizedExample], options: BatcherOptions, padTokenID: Int32, separatorTokenID: Int32?) throws {
+    public init(source: TokenizedExampleSource, examples: [Int]? = nil, options: BatcherOptions, padTokenID: Int32,
+                separatorTokenID: Int32?) throws {
         guard options.batchSize > 0 else { throw DataError.invalidBatcherOptions(detail: "batch size \(options.batchSize) must be positive") }
         guard options.maxSequenceLength > 1 else {
             throw DataError.invalidBatcherOptions(detail: "maximum sequence length \(options.maxSequenceLength) must be at least 2")
         }
-        guard !examples.isEmpty else { throw DataError.invalidBatcherOptions(detail: "no examples to batch") }
-        for (index, example) in examples.enumerated() where example.inputIDs.count != example.labels.count {
-            throw DataError.invalidBatcherOptions(detail: "example \(index) has \(example.inputIDs.count) ids but \(example.labels.count) labels")
-        }
+        let used = examples ?? Array(0..<source.exampleCount)
+        guard !used.isEmpty else { throw DataError.invalidBatcherOptions(detail: "no examples to batch") }
         self.options = options
         self.padTokenID = padTokenID
+        self.source = source
+        self.examples = used
         let T = options.maxSequenceLength
-        var ids: [Int32] = [], labels: [Int32] = [], lengths: [Int32] = []
         switch options.mode {
         case .padding:
-            for example in examples {
-                let count = min(example.inputIDs.count, T)
-                ids += example.inputIDs[..<count]
-                labels += example.labels[..<count]
-                ids += repeatElement(padTokenID, count: T - count)
-                labels += repeatElement(TokenizedExample.ignoredLabel, count: T - count)
-                lengths.append(Int32(count))
-            }
+            streamStart = []
+            separated = []
+            self.separatorTokenID = nil
+            rowCount = used.count
         case .packing:
-            for example in examples {
-                let count = min(example.inputIDs.count, T)
-                ids += example.inputIDs[..<count]
-                labels += example.labels[..<count]
-                if let separator = separatorTokenID, ids.last != separator {
-                    ids.append(separator)
-                    labels.append(separator)
+            // The separator follows an example unless the stream already ends with it.
+            var starts = [Int](repeating: 0, count: used.count + 1)
+            var flags = [Bool](repeating: false, count: used.count)
+            var position = 0
+            var streamLast: Int32?
+            var one: Int32 = 0, ignored: Int32 = 0
+            for (k, index) in used.enumerated() {
+                starts[k] = position
+                let length = source.length(ofExample: index)
+                let count = min(length, T)
+                if count > 0 {
+                    if count == length {
+                        streamLast = source.lastID(ofExample: index)
+                    } else {
+                        source.copy(example: index, range: (count - 1)..<count, ids: &one, labels: &ignored)
+                        streamLast = one
+                    }
                 }
+                flags[k] = separatorTokenID != nil && streamLast != separatorTokenID
+                if flags[k] { streamLast = separatorTokenID }
+                position += count + (flags[k] ? 1 : 0)
             }
-            let streamLength = ids.count
-            let rows = (streamLength + T - 1) / T
-            for row in 0..<rows { lengths.append(Int32(min(T, streamLength - row * T))) }
-            ids += repeatElement(padTokenID, count: rows * T - streamLength)
-            labels += repeatElement(TokenizedExample.ignoredLabel, count: rows * T - streamLength)
+            starts[used.count] = position
+            source.releaseResidentPages()
+            streamStart = starts
+            separated = flags
+            self.separatorTokenID = separatorTokenID
+            rowCount = (position + T - 1) / T
         }
-        rowIDs = ids
-        rowLabels = labels
-        rowLengths = lengths
-        rowCount = lengths.count
-        order = Array(0..<lengths.count)
+        order = Array(0..<rowCount)
         let B = options.batchSize
         inputIDs = [Int32](repeating: padTokenID, count: B * T)
         self.labels = [Int32](repeating: TokenizedExample.ignoredLabel, count: B * T)
         attentionLengths = [Int32](repeating: 0, count: B)
     }
 
+    /// Examples held in memory.
+    public convenience init(examples: [TokenizedExample], options: BatcherOptions, padTokenID: Int32, separatorTokenID: Int32?) throws {
+        for (index, example) in examples.enumerated() where example.inputIDs.count != example.labels.count {
+            throw DataError.invalidBatcherOptions(detail: "example \(index) has \(example.inputIDs.count) ids but \(example.labels.count) labels")
+        }
+        try self.init(source: InMemoryExamples(examples), options: options, padTokenID: padTokenID, separatorTokenID: separatorTokenID)
+    }
+
+    /// Bytes of the batch buffers for `batch` rows of `seqLen`.
+    public static func bufferBytes(batch: Int, seqLen: Int) -> Int { batch * seqLen * 8 + batch * 4 }
+
+    /// Bytes this batcher holds: its batch buffers and its row index (not the source's).
+    public var heldBytes: Int {
+        Self.bufferBytes(batch: options.batchSize, seqLen: options.maxSequenceLength)
+            + 8 * (examples.count + order.count + streamStart.count) + separated.count
+    }
+
     /// Fills `inputIDs`, `labels` and `attentionLengths` with batch `index` of `epoch`.
     public func loadBatch(_ index: Int, epoch: Int) {
         if orderEpoch != epoch { reorder(epoch: epoch) }
         let B = options.batchSize, T = options.maxSequenceLength
-        rowIDs.withUnsafeBufferPointer { sourceIDs in
-            rowLabels.withUnsafeBufferPointer { sourceLabels in
-                inputIDs.withUnsafeMutableBufferPointer { outIDs in
-                    labels.withUnsafeMutableBufferPointer { outLabels in
-                        for b in 0..<B {
-                            let slot = index * B + b
-                            let destination = b * T
-                            guard slot < rowCount else {
-                                for t in 0..<T {
-                                    outIDs[destination + t] = padTokenID
-                                    outLabels[destination + t] = TokenizedExample.ignoredLabel
-                                }
-                                attentionLengths[b] = 0
-                                continue
-                            }
-                            let row = order[slot]
-                            let source = row * T
-                            for t in 0..<T {
-                                outIDs[destination + t] = sourceIDs[source + t]
-                                outLabels[destination + t] = sourceLabels[source + t]
-                            }
-                            attentionLengths[b] = rowLengths[row]
-                        }
+        inputIDs.withUnsafeMutableBufferPointer { outIDs in
+            labels.withUnsafeMutableBufferPointer { outLabels in
+                for b in 0..<B {
+                    let slot = index * B + b
+                    let ids = outIDs.baseAddress! + b * T, labels = outLabels.baseAddress! + b * T
+                    let length = slot < rowCount ? fillRow(order[slot], ids: ids, labels: labels) : 0
+                    for t in length..<T {
+                        ids[t] = padTokenID
+                        labels[t] = TokenizedExample.ignoredLabel
                     }
+                    attentionLengths[b] = Int32(length)
                 }
             }
+        }
+        source.releaseResidentPages()
+    }
+
+    /// Writes row `row`'s tokens at the start of `ids`/`labels`; returns how many.
+    private func fillRow(_ row: Int, ids: UnsafeMutablePointer<Int32>, labels: UnsafeMutablePointer<Int32>) -> Int {
+        let T = options.maxSequenceLength
+        switch options.mode {
+        case .padding:
+            let index = examples[row]
+            let count = min(source.length(ofExample: index), T)
+            source.copy(example: index, range: 0..<count, ids: ids, labels: labels)
+            return count
+        case .packing:
+            let begin = row * T, end = min(begin + T, streamStart[examples.count])
+            // The last segment starting at or before `begin`.
+            var low = 0, high = examples.count
+            while high - low > 1 {
+                let middle = (low + high) / 2
+                if streamStart[middle] <= begin { low = middle } else { high = middle }
+            }
+            var k = low, position = begin
+            while position < end {
+                while streamStart[k + 1] <= position { k += 1 }
+                let index = examples[k]
+                let tokens = min(source.length(ofExample: index), T)
+                let offset = position - streamStart[k]
+                if offset < tokens {
+                    let count = min(tokens - offset, end - position)
+                    source.copy(example: index, range: offset..<(offset + count), ids: ids + (position - begin), labels: labels + (position - begin))
+                    position += count
+                } else {
+                    ids[position - begin] = separatorTokenID!
+                    labels[position - begin] = separatorTokenID!
+                    position += 1
+                }
+            }
+            return end - begin
         }
     }
 

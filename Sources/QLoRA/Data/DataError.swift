@@ -26,6 +26,10 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case emptyDataset(file: String)
     /// Batcher options that cannot work (zero length, fraction out of range, ...).
     case invalidBatcherOptions(detail: String)
+    /// A token file (the tokenized-dataset cache) is damaged or of another format.
+    case invalidTokenFile(path: String, detail: String)
+    /// A token cache directory cannot be created or written.
+    case tokenCacheUnwritable(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -55,6 +59,10 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "\(file) holds no example. Each line must be a JSON object with text, prompt/completion or messages."
         case .invalidBatcherOptions(let detail):
             return "invalid batching options: \(detail)."
+        case .invalidTokenFile(let path, let detail):
+            return "\(path) is not a usable token file: \(detail). Delete it; the dataset is tokenized again on the next run."
+        case .tokenCacheUnwritable(let path, let reason):
+            return "cannot write the tokenized dataset into \(path): \(reason). Choose another directory with --token-cache DIR."
         }
     }
 }

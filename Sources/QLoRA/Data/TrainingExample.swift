@@ -17,11 +17,19 @@ public enum TrainingExample: Sendable, Equatable {
 
     /// Reads a `.jsonl` file: one example per non-blank line.
     public static func load(jsonl url: URL) throws -> [TrainingExample] {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DataError.fileUnreadable(path: url.path, reason: error.localizedDescription)
+        var examples: [TrainingExample] = []
+        try forEach(jsonl: url) { example, _ in examples.append(example) }
+        guard !examples.isEmpty else { throw DataError.emptyDataset(file: url.lastPathComponent) }
+        return examples
+    }
+
+    /// Streams a `.jsonl` file: `body` gets each example and its 1-based line, one line in memory at a time.
+    public static func forEach(jsonl url: URL, _ body: (TrainingExample, Int) throws -> Void) throws {
+        let reader = try JSONLLineReader(url: url)
+        let fileName = url.lastPathComponent
+        try reader.forEachLine { line, number in
+            if let example = try parse(line: line, lineNumber: number, fileName: fileName) { try body(example, number) }
         }
-        return try parse(jsonl: data, fileName: url.lastPathComponent)
     }
 
     /// Parses JSONL content; errors name `fileName` and the 1-based line.
@@ -30,50 +38,58 @@ public enum TrainingExample: Sendable, Equatable {
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-            func bad(_ expected: String) -> DataError { .invalidDatasetLine(file: fileName, line: lineNumber, expected: expected) }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
-                throw bad(expectedLine + " (this line is not a JSON object)")
+            let example = try Data(line).withUnsafeBytes { raw in
+                try parse(line: raw.bindMemory(to: UInt8.self), lineNumber: lineNumber, fileName: fileName)
             }
-            if let ids = object["input_ids"] {
-                guard let list = ids as? [NSNumber], !list.isEmpty, list.allSatisfy({ $0.doubleValue == $0.doubleValue.rounded() }) else {
-                    throw bad(#""input_ids" to be a non-empty array of integers"#)
-                }
-                let inputIDs = list.map { Int32(clamping: $0.int64Value) }
-                var labels = inputIDs
-                if let given = object["labels"] {
-                    guard let values = given as? [NSNumber], values.count == list.count else {
-                        throw bad(#""labels" to be an array of integers as long as "input_ids" (\#(list.count))"#)
-                    }
-                    labels = values.map { Int32(clamping: $0.int64Value) }
-                    if let k = labels.indices.first(where: { labels[$0] != TokenizedExample.ignoredLabel && labels[$0] != inputIDs[$0] }) {
-                        throw bad(#""labels" to be -100 or the id at the same position (unshifted, as Hugging Face); position \#(k) has \#(labels[k]) for id \#(inputIDs[k])"#)
-                    }
-                }
-                examples.append(.tokens(inputIDs: inputIDs, labels: labels, line: lineNumber))
-            } else if let messages = object["messages"] {
-                guard let list = messages as? [Any], !list.isEmpty else { throw bad(#""messages" to be a non-empty array"#) }
-                var chat: [ChatMessage] = []
-                for (index, item) in list.enumerated() {
-                    guard let message = item as? [String: Any] else { throw bad("messages[\(index)] to be an object") }
-                    guard let role = message["role"] as? String else { throw bad("messages[\(index)].role to be a string") }
-                    guard let content = message["content"] as? String else { throw bad("messages[\(index)].content to be a string") }
-                    chat.append(ChatMessage(role: role, content: content))
-                }
-                examples.append(.chat(chat))
-            } else if object["prompt"] != nil || object["completion"] != nil {
-                guard let prompt = object["prompt"] as? String else { throw bad(#""prompt" to be a string"#) }
-                guard let completion = object["completion"] as? String else { throw bad(#""completion" to be a string"#) }
-                examples.append(.promptCompletion(prompt: prompt, completion: completion))
-            } else if let text = object["text"] {
-                guard let string = text as? String else { throw bad(#""text" to be a string"#) }
-                examples.append(.text(string))
-            } else {
-                throw bad(expectedLine)
-            }
+            if let example { examples.append(example) }
         }
         guard !examples.isEmpty else { throw DataError.emptyDataset(file: fileName) }
         return examples
+    }
+
+    /// One JSONL line as an example; nil for a blank line.
+    static func parse(line: UnsafeBufferPointer<UInt8>, lineNumber: Int, fileName: String) throws -> TrainingExample? {
+        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return nil }
+        func bad(_ expected: String) -> DataError { .invalidDatasetLine(file: fileName, line: lineNumber, expected: expected) }
+        let bytes = line.baseAddress.map { Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: line.count, deallocator: .none) } ?? Data()
+        guard let object = (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any] else {
+            throw bad(expectedLine + " (this line is not a JSON object)")
+        }
+        if let ids = object["input_ids"] {
+            guard let list = ids as? [NSNumber], !list.isEmpty, list.allSatisfy({ $0.doubleValue == $0.doubleValue.rounded() }) else {
+                throw bad(#""input_ids" to be a non-empty array of integers"#)
+            }
+            let inputIDs = list.map { Int32(clamping: $0.int64Value) }
+            var labels = inputIDs
+            if let given = object["labels"] {
+                guard let values = given as? [NSNumber], values.count == list.count else {
+                    throw bad(#""labels" to be an array of integers as long as "input_ids" (\#(list.count))"#)
+                }
+                labels = values.map { Int32(clamping: $0.int64Value) }
+                if let k = labels.indices.first(where: { labels[$0] != TokenizedExample.ignoredLabel && labels[$0] != inputIDs[$0] }) {
+                    throw bad(#""labels" to be -100 or the id at the same position (unshifted, as Hugging Face); position \#(k) has \#(labels[k]) for id \#(inputIDs[k])"#)
+                }
+            }
+            return .tokens(inputIDs: inputIDs, labels: labels, line: lineNumber)
+        } else if let messages = object["messages"] {
+            guard let list = messages as? [Any], !list.isEmpty else { throw bad(#""messages" to be a non-empty array"#) }
+            var chat: [ChatMessage] = []
+            for (index, item) in list.enumerated() {
+                guard let message = item as? [String: Any] else { throw bad("messages[\(index)] to be an object") }
+                guard let role = message["role"] as? String else { throw bad("messages[\(index)].role to be a string") }
+                guard let content = message["content"] as? String else { throw bad("messages[\(index)].content to be a string") }
+                chat.append(ChatMessage(role: role, content: content))
+            }
+            return .chat(chat)
+        } else if object["prompt"] != nil || object["completion"] != nil {
+            guard let prompt = object["prompt"] as? String else { throw bad(#""prompt" to be a string"#) }
+            guard let completion = object["completion"] as? String else { throw bad(#""completion" to be a string"#) }
+            return .promptCompletion(prompt: prompt, completion: completion)
+        } else if let text = object["text"] {
+            guard let string = text as? String else { throw bad(#""text" to be a string"#) }
+            return .text(string)
+        }
+        throw bad(expectedLine)
     }
 
     /// Deterministic train / eval split: a seeded shuffle, then the first `evalFraction` (rounded) is eval.

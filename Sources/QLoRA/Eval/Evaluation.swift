@@ -30,11 +30,35 @@ public enum Evaluation {
         public var perplexity: Double { Foundation.exp(loss) }
     }
 
-    /// `progress(done, total)` is called after each batch.
+    /// Records held in memory.
     public static func run(model: LlamaModel, lora: LoRAAdapters?, records: [TokenizedExample], options: Options,
                            padTokenID: Int32, separatorTokenID: Int32?, progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+        try run(model: model, lora: lora, source: InMemoryExamples(records), options: options, padTokenID: padTokenID,
+                separatorTokenID: separatorTokenID, progress: progress)
+    }
+
+    /// True when some record has a token the loss scores (a label after its first position).
+    public static func hasScoredToken(_ source: TokenizedExampleSource) -> Bool {
+        var ids = [Int32](repeating: 0, count: 4096), labels = ids
+        defer { source.releaseResidentPages() }
+        for index in 0..<source.exampleCount {
+            let length = source.length(ofExample: index)
+            var start = 1
+            while start < length {
+                let count = min(ids.count, length - start)
+                source.copy(example: index, range: start..<(start + count), ids: &ids, labels: &labels)
+                if labels[..<count].contains(where: { $0 != TokenizedExample.ignoredLabel }) { return true }
+                start += count
+            }
+        }
+        return false
+    }
+
+    /// `progress(done, total)` is called after each batch.
+    public static func run(model: LlamaModel, lora: LoRAAdapters?, source: TokenizedExampleSource, options: Options,
+                           padTokenID: Int32, separatorTokenID: Int32?, progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         let started = DispatchTime.now().uptimeNanoseconds
-        let batcher = try Batcher(examples: records,
+        let batcher = try Batcher(source: source,
                                   options: BatcherOptions(batchSize: options.batchSize, maxSequenceLength: options.seqLen,
                                                           mode: options.packing ? .packing : .padding, shuffleSeed: nil),
                                   padTokenID: padTokenID, separatorTokenID: options.packing ? separatorTokenID : nil)
@@ -62,8 +86,8 @@ public enum Evaluation {
             tokens += result.count
             progress(index + 1, total)
         }
-        let truncated = records.filter { $0.inputIDs.count > options.seqLen }.count
-        return Result(lossSum: sum, tokens: tokens, records: records.count, truncatedRecords: truncated,
+        let truncated = (0..<source.exampleCount).filter { source.length(ofExample: $0) > options.seqLen }.count
+        return Result(lossSum: sum, tokens: tokens, records: source.exampleCount, truncatedRecords: truncated,
                       seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
     }
 }

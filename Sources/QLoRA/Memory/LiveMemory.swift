@@ -1,6 +1,8 @@
 /// The memory a running executor really holds, per category, from the buffers themselves.
 public enum LiveMemory {
-    public static func breakdown(executor: LlamaExecutor) -> MemoryBreakdown {
+    /// `datasetBytes`: what the training data holds in memory (`Batcher.heldBytes` plus the token
+    /// file's index), which the executor does not know.
+    public static func breakdown(executor: LlamaExecutor, datasetBytes: Int = 0) -> MemoryBreakdown {
         var result = MemoryBreakdown()
         let frozen = executor.model.frozenBytes
         result[.quantizedWeights] = frozen.quantized
@@ -17,6 +19,7 @@ public enum LiveMemory {
         // Workspace: arena scratch plus the executor's index buffers and RoPE tables.
         result[.workspace] = executor.arena.floats(prefix: "work.") * 4
             + LlamaExecutor.auxiliaryBytes(config: executor.model.config, shape: executor.shape)
+        result[.dataset] = datasetBytes
         return result
     }
 }

@@ -7,6 +7,8 @@ public enum MemoryCategory: String, CaseIterable, Sendable, Codable {
     case optimizerState = "optimizer state"
     case activations = "saved activations"
     case workspace
+    /// The training data's batch buffers and row index (the token file itself stays mapped, not resident).
+    case dataset
     case runtimeOverhead = "runtime overhead"
 }
 

@@ -66,6 +66,9 @@ public struct MemoryPlan: Sendable {
         public var generationAdapters: Int?
         /// Bytes of the process before any model (see `RuntimeOverhead`).
         public var runtimeOverheadBytes: Int
+        /// What the training data holds in memory (`Batcher.heldBytes` plus the token file's index);
+        /// 0 when the data is not known.
+        public var datasetBytes = 0
         /// The frozen weights as a file stores them, for the `.stored` base format (a GGUF file's blocks:
         /// `GGUFModelLoader.storedBytes`); nil = a dense checkpoint in its own precision.
         public var storedWeights: StoredWeightBytes?
@@ -193,6 +196,7 @@ public struct MemoryPlan: Sendable {
             breakdown[.activations] = counts.saved * 4
             breakdown[.workspace] = counts.workspace * 4 + LlamaExecutor.auxiliaryBytes(config: config, shape: options.activationShape)
         }
+        breakdown[.dataset] = options.datasetBytes
         breakdown[.runtimeOverhead] = options.runtimeOverheadBytes
 
         self.breakdown = breakdown

@@ -269,12 +269,12 @@ extension MemoryCategory {
     /// The bar-chart glyph: a block shade or pattern, or a letter with `ascii`.
     public func glyph(ascii: Bool = false) -> String {
         let index = MemoryCategory.allCases.firstIndex(of: self)!
-        return ascii ? ["Q", "F", "T", "G", "O", "A", "W", "R"][index] : ["█", "▓", "▒", "░", "▞", "▚", "▄", "▔"][index]
+        return ascii ? ["Q", "F", "T", "G", "O", "A", "W", "D", "R"][index] : ["█", "▓", "▒", "░", "▞", "▚", "▄", "▖", "▔"][index]
     }
 
     /// The SVG fill colour.
     public var color: String {
         let index = MemoryCategory.allCases.firstIndex(of: self)!
-        return ["#1f4e79", "#6a9fd4", "#e07b00", "#f3b35c", "#b8322a", "#3a8f3a", "#8fcf8f", "#9a9a9a"][index]
+        return ["#1f4e79", "#6a9fd4", "#e07b00", "#f3b35c", "#b8322a", "#3a8f3a", "#8fcf8f", "#7b4fa0", "#9a9a9a"][index]
     }
 }

@@ -98,8 +98,10 @@ public final class Trainer {
     public private(set) var step = 0
     /// Called to save a checkpoint at `step` into a directory the trainer names.
     public var saveCheckpoint: ((Int) throws -> URL)?
-    /// Evaluation batches (loss only).
-    public var evalBatches: [TokenBatch] = []
+    /// Where evaluation batches come from (loss only), loaded one at a time.
+    public var evaluationBatcher: Batcher?
+    /// Bytes the training data holds in memory (batchers, token file index), reported as `.dataset`.
+    public var datasetBytes = 0
 
     public init(executor: LlamaExecutor, parameters: TrainableParameters, options: TrainerOptions) {
         self.executor = executor
@@ -118,9 +120,11 @@ public final class Trainer {
     /// Mean loss over the evaluation batches (no gradients).
     public func evaluate() throws -> Double {
         var sum = 0.0, count = 0
-        for batch in evalBatches {
-            try executor.forward(inputIDs: batch.inputIDs, batch: batch.batch, seqLen: batch.seqLen)
-            let result = executor.loss(labels: batch.labels)
+        guard let batcher = evaluationBatcher else { return .nan }
+        for index in 0..<batcher.batchesPerEpoch {
+            batcher.loadBatch(index, epoch: 0)
+            try executor.forward(inputIDs: batcher.inputIDs, batch: batcher.options.batchSize, seqLen: batcher.options.maxSequenceLength)
+            let result = executor.loss(labels: batcher.labels)
             sum += result.sum
             count += result.count
         }
@@ -154,14 +158,14 @@ public final class Trainer {
         let rss = ProcessMemory.residentBytes()
         return StepReport(step: step, maxSteps: options.maxSteps, loss: targets > 0 ? lossSum / Double(targets) : .nan,
                           learningRate: optimizer.learningRate, gradNorm: gradNorm, tokens: tokens, seconds: seconds,
-                          tokensPerSecond: Double(tokens) / max(seconds, 1e-9), memory: LiveMemory.breakdown(executor: executor),
+                          tokensPerSecond: Double(tokens) / max(seconds, 1e-9), memory: LiveMemory.breakdown(executor: executor, datasetBytes: datasetBytes),
                           residentBytes: rss.current, peakResidentBytes: rss.peak)
     }
 
     /// Runs until `options.maxSteps`, reporting every event.
     public func run(_ source: BatchSource, onEvent: (TrainingEvent) -> Void) throws {
         onEvent(.started(TrainingStart(trainableParameters: parameters.parameterCount,
-                                       memory: LiveMemory.breakdown(executor: executor), startStep: step, maxSteps: options.maxSteps)))
+                                       memory: LiveMemory.breakdown(executor: executor, datasetBytes: datasetBytes), startStep: step, maxSteps: options.maxSteps)))
         let started = DispatchTime.now().uptimeNanoseconds
         var first = Double.nan, last = Double.nan, tokens = 0
         while step < options.maxSteps {
@@ -170,7 +174,7 @@ public final class Trainer {
             last = report.loss
             tokens += report.tokens
             onEvent(.step(report))
-            if let every = options.evalEvery, every > 0, step % every == 0, !evalBatches.isEmpty {
+            if let every = options.evalEvery, every > 0, step % every == 0, evaluationBatcher != nil {
                 onEvent(.evaluated(step: step, loss: try evaluate()))
             }
             if let every = options.saveEvery, every > 0, step % every == 0 || step == options.maxSteps, let save = saveCheckpoint {

@@ -28,6 +28,8 @@ public struct TrainingRun {
         /// Full fine-tuning (every weight trained, fp32, AdamW) instead of LoRA; the output is a model.
         public var full = false
         public var seed: UInt64 = 42
+        /// Where tokenized datasets are kept for the next run (`TokenFileCache.defaultDirectory` when nil).
+        public var tokenCache: URL?
 
         public init(modelDirectory: URL, dataFile: URL, outputDirectory: URL) {
             self.modelDirectory = modelDirectory
@@ -37,6 +39,8 @@ public struct TrainingRun {
     }
 
     public enum Event {
+        /// A data file's token file: mapped from the cache (`reused`) or tokenized into it now.
+        case tokenized(data: URL, tokenFile: URL, examples: Int, tokens: Int, reused: Bool, seconds: Double)
         case loaded(model: LlamaConfig, trainableSummary: String, trainExamples: Int, evalExamples: Int, rows: Int, seconds: Double)
         case resumed(step: Int, from: URL)
         case training(TrainingEvent)
@@ -70,19 +74,29 @@ public struct TrainingRun {
         let dataset = try DatasetTokenizer(modelDirectory: o.modelDirectory, vocabSize: model.config.vocabSize,
                                            purpose: "training")
         let tokenizer = dataset.tokenizer
-        var trainExamples = try TrainingExample.load(jsonl: o.dataFile)
-        var evalExamples: [TrainingExample] = []
-        if let evalFile = o.evalFile {
-            evalExamples = try TrainingExample.load(jsonl: evalFile)
-        } else if o.evalFraction > 0 {
-            (trainExamples, evalExamples) = try TrainingExample.split(trainExamples, evalFraction: o.evalFraction, seed: o.seed)
+        // Each data file is tokenized once into a mapped token file; batches are read out of it.
+        let cache = TokenFileCache(directory: o.tokenCache ?? TokenFileCache.defaultDirectory)
+        func tokenFile(_ data: URL) throws -> TokenFile {
+            let began = DispatchTime.now().uptimeNanoseconds
+            let entry = try cache.tokenFile(for: data, dataset: dataset)
+            onEvent(.tokenized(data: data, tokenFile: entry.file.url, examples: entry.file.exampleCount, tokens: entry.file.tokenCount,
+                               reused: entry.reused, seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9))
+            return entry.file
         }
-        func tokenize(_ examples: [TrainingExample], file: URL) throws -> [TokenizedExample] {
-            try dataset.tokenize(examples, file: file)
+        let trainFile = try tokenFile(o.dataFile)
+        var trainExamples = Array(0..<trainFile.exampleCount)
+        var evalSource: (file: TokenFile, examples: [Int])?
+        if let evalFile = o.evalFile {
+            let file = try tokenFile(evalFile)
+            evalSource = (file, Array(0..<file.exampleCount))
+        } else if o.evalFraction > 0 {
+            let split = try TrainingExample.split(trainExamples, evalFraction: o.evalFraction, seed: o.seed)
+            trainExamples = split.train
+            if !split.eval.isEmpty { evalSource = (trainFile, split.eval) }
         }
         let pad = dataset.padTokenID
         let mode: BatchingMode = o.packing ? .packing : .padding
-        let train = try Batcher(examples: try tokenize(trainExamples, file: o.dataFile),
+        let train = try Batcher(source: trainFile, examples: trainExamples,
                                 options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: o.seed),
                                 padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
         var trainerOptions = o.trainer
@@ -118,19 +132,19 @@ public struct TrainingRun {
         }
         let parameters = full?.parameters ?? adapters!.parameters
         let trainer = Trainer(executor: executor, parameters: parameters, options: trainerOptions)
-        if !evalExamples.isEmpty {
-            let evalBatcher = try Batcher(examples: try tokenize(evalExamples, file: o.evalFile ?? o.dataFile),
-                                          options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: nil),
-                                          padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
-            trainer.evalBatches = (0..<evalBatcher.batchesPerEpoch).map { index in
-                evalBatcher.loadBatch(index, epoch: 0)
-                return TokenBatch(inputIDs: evalBatcher.inputIDs, labels: evalBatcher.labels, batch: o.batchSize, seqLen: o.seqLen)
-            }
+        var datasetBytes = train.heldBytes + trainFile.indexBytes
+        if let evalSource {
+            let batcher = try Batcher(source: evalSource.file, examples: evalSource.examples,
+                                      options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: nil),
+                                      padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
+            trainer.evaluationBatcher = batcher
+            datasetBytes += batcher.heldBytes + (evalSource.file === trainFile ? 0 : evalSource.file.indexBytes)
         }
+        trainer.datasetBytes = datasetBytes
         let trainable = parameters.parameterCount
         let all = model.config.totalParameterCount + (full == nil ? trainable : 0)
         onEvent(.loaded(model: model.config, trainableSummary: LoRAAdapters.summaryLine(trainable: trainable, all: all),
-                        trainExamples: trainExamples.count, evalExamples: evalExamples.count, rows: train.rowCount,
+                        trainExamples: trainExamples.count, evalExamples: evalSource?.examples.count ?? 0, rows: train.rowCount,
                         seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9))
 
         try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true)

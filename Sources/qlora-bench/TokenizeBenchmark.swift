@@ -2,8 +2,10 @@ import Foundation
 import QLoRA
 
 /// Dataset tokenization time and peak RSS on a generated JSONL: one huge `{"text": ...}` line
-/// (`--lines 1`) or many ordinary ones. `--path memory` is the whole-file path (TrainingExample.load +
-/// DatasetTokenizer.tokenize); run each path in its own process so that its peak is its own.
+/// (`--lines 1`) or many ordinary ones. `--path memory` is the old whole-file path (TrainingExample.load +
+/// DatasetTokenizer.tokenize); `--path stream` is what `train` and `eval` do: the streaming pass into a
+/// token file, then one epoch of packed batches (B 4, T 512) read out of the mapped file. Run each
+/// path in its own process so that its peak is its own.
 enum TokenizeBenchmark: Benchmark {
     static let name = "tokenize"
     static let summary = "dataset tokenization seconds and peak RSS (--mb 50 --lines 1 --path memory --model Fixtures/tokenizer)"
@@ -28,8 +30,25 @@ enum TokenizeBenchmark: Benchmark {
             let tokenized = try dataset.tokenize(try TrainingExample.load(jsonl: file), file: file)
             records = tokenized.count
             tokens = tokenized.reduce(0) { $0 + $1.inputIDs.count }
+        case "stream":
+            let target = URL(fileURLWithPath: file.path + ".tokens")
+            defer { try? FileManager.default.removeItem(at: target) }
+            let tokenFile = try TokenFileWriter.write(jsonl: file, dataset: dataset, fingerprint: 0, to: target)
+            let written = Bench.now() - start
+            let batcher = try Batcher(source: tokenFile, options: BatcherOptions(batchSize: 4, maxSequenceLength: 512, mode: .packing, shuffleSeed: 1),
+                                      padTokenID: 0, separatorTokenID: dataset.separatorTokenID)
+            var checksum = 0
+            for index in 0..<batcher.batchesPerEpoch {
+                batcher.loadBatch(index, epoch: 0)
+                checksum &+= Int(batcher.inputIDs[index % batcher.inputIDs.count])
+            }
+            records = tokenFile.exampleCount
+            tokens = tokenFile.tokenCount
+            print(String(format: "  token file %.1f MB written in %.2f s; %d batches read (checksum %d), index + buffers %.1f MB",
+                         Double(tokenFile.fileBytes) / 1e6, written, batcher.batchesPerEpoch, checksum,
+                         Double(batcher.heldBytes + tokenFile.indexBytes) / 1e6))
         default:
-            throw BenchError("--path must be memory")
+            throw BenchError("--path must be memory or stream")
         }
         let seconds = Bench.now() - start
         let peak = ProcessMemory.residentBytes().peak

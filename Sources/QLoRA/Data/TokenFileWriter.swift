@@ -30,14 +30,15 @@ public enum TokenFileWriter {
             let example = try dataset.tokenize(record, number: records, file: data)
             // A record that tokenizes to nothing trains nothing and is left out.
             guard !example.inputIDs.isEmpty else { return }
-            mask.reserveCapacity((tokens + example.inputIDs.count + 7) / 8)
-            for (id, label) in zip(example.inputIDs, example.labels) {
-                guard label == TokenizedExample.ignoredLabel || label == id else {
-                    throw DataError.invalidDatasetLine(file: data.lastPathComponent, line: line, expected: "labels to be -100 or the id at the same position")
-                }
-                if idBytes == 2 { try out.write(UInt16(truncatingIfNeeded: id)) } else { try out.write(UInt32(bitPattern: id)) }
+            for (k, (id, label)) in zip(example.inputIDs, example.labels).enumerated()
+            where label != TokenizedExample.ignoredLabel && label != id {
+                throw DataError.invalidDatasetLine(file: data.lastPathComponent, line: line,
+                                                   expected: "labels to be -100 or the id at the same position (position \(k))")
+            }
+            try out.write(ids: example.inputIDs, width: idBytes)
+            for label in example.labels {
                 if tokens & 7 == 0 { mask.append(0) }
-                if label == id { mask[tokens >> 3] |= 1 << UInt8(tokens & 7) }
+                if label != TokenizedExample.ignoredLabel { mask[tokens >> 3] |= 1 << UInt8(tokens & 7) }
                 tokens += 1
             }
             offsets.append(UInt64(tokens))
@@ -86,6 +87,23 @@ private final class BufferedFile {
     func write<T: FixedWidthInteger>(_ value: T) throws {
         withUnsafeBytes(of: value.littleEndian) { buffer += $0 }
         position += MemoryLayout<T>.size
+        if buffer.count >= 1 << 20 { try flush() }
+    }
+
+    /// Token ids as little-endian UInt16 (`width` 2) or UInt32.
+    func write(ids: [Int32], width: Int) throws {
+        let start = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: ids.count * width))
+        buffer.withUnsafeMutableBytes { raw in
+            for (k, id) in ids.enumerated() {
+                if width == 2 {
+                    raw.storeBytes(of: UInt16(truncatingIfNeeded: id).littleEndian, toByteOffset: start + 2 * k, as: UInt16.self)
+                } else {
+                    raw.storeBytes(of: UInt32(bitPattern: id).littleEndian, toByteOffset: start + 4 * k, as: UInt32.self)
+                }
+            }
+        }
+        position += ids.count * width
         if buffer.count >= 1 << 20 { try flush() }
     }
 

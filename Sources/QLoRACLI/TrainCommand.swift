@@ -36,9 +36,11 @@ public enum TrainCommand: Command {
       --resume                 continue from the newest checkpoint-N in --output
       --adapter DIR            start from this PEFT adapter (continue a fine-tune, or a second stage): its
                                rank, alpha and targets are used; conflicting --rank/--alpha/--targets are errors
-      --full                   full fine-tuning: every weight trained in fp32 with AdamW (implies --quant none
-                               --base-dtype fp32 --compute-dtype fp32; LoRA options do not apply); --output
-                               receives the trained model (config.json, model.safetensors, tokenizer files)
+      --full                   full fine-tuning: every weight trained with AdamW on fp32 master weights (implies
+                               --quant none and --compute-dtype fp32; with --compute-dtype bf16, bf16 mixed
+                               precision: the GEMMs read bf16 copies refreshed after each step); LoRA
+                               options do not apply; --output receives the trained model (config.json,
+                               model.safetensors, tokenizer files)
       --seed S                 data order, LoRA init and dropout (default 42)
       --token-cache DIR        where tokenized datasets are kept and reused (default $QLORA_CACHE/tokens,
                                $XDG_CACHE_HOME/qlora/tokens or ~/.cache/qlora/tokens)
@@ -91,8 +93,9 @@ public enum TrainCommand: Command {
             guard lora.isEmpty else {
                 throw CLIError.failed("qlora train: --full trains every weight; the LoRA options \(lora.map { "--" + $0 }.joined(separator: ", ")) do not apply.")
             }
-            // Full fine-tuning is fp32 weights and compute unless told otherwise (then TrainingRun explains).
-            if args.string("quant") == nil, args.string("base-dtype") == nil { options.format = .dense32 }
+            // Full fine-tuning is fp32 weights and compute unless told otherwise (then TrainingRun explains);
+            // --compute-dtype bf16 is mixed precision.
+            if args.string("quant") == nil { options.format = .dense32 }
             if args.string("compute-dtype") == nil { options.precision = .fp32 }
         }
         options.lora = shared.lora

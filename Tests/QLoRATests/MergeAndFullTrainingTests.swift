@@ -123,6 +123,55 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
     }
 }
 
+/// bf16 mixed-precision full fine-tuning: bf16 working copies of the linears for the GEMMs, fp32
+/// master weights, gradients and AdamW state.
+@Suite struct MixedPrecisionFullTrainingTests {
+    @Test func workingCopiesAreTheRoundedMastersAndGradientsStayCloseToFP32() throws {
+        let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-fp32"), format: .dense32, precision: .fp32)
+        let reference = try SafeTensorsFile(path: FixturePaths.url("tiny-llama-cases/untied_fp32/tensors.safetensors").path)
+        let ids = try reference.integers("input_ids").map { Int32($0) }, labels = try reference.integers("labels").map { Int32($0) }
+        var gradients: [FullFineTuning.Precision: [Float]] = [:]
+        for precision in [FullFineTuning.Precision.fp32, .bf16Mixed] {
+            let full = try FullFineTuning(copying: model, precision: precision)
+            let executor = LlamaExecutor(model: full.model, lora: nil, gradients: full.gradients, shape: .init(batch: 2, seqLen: 12))
+            full.parameters.zeroGradients()
+            _ = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
+            gradients[precision] = full.parameters.values(full.parameters.entry("model.layers.1.mlp.down_proj.weight")!, section: 1)
+            // Plan == live, byte for byte, for both precisions.
+            var options = MemoryPlan.Options(baseFormat: precision == .fp32 ? .dense32 : .denseBF16,
+                                             computePrecision: precision == .fp32 ? .fp32 : .bf16, lora: nil, batch: 2, seqLen: 12)
+            options.runtimeOverheadBytes = 0
+            let plan = try MemoryPlan(config: model.config, options: options)
+            let live = LiveMemory.breakdown(full: full, executor: executor)
+            for category in MemoryCategory.allCases where category != .runtimeOverhead {
+                #expect(plan.breakdown[category] == live[category], "\(precision) \(category)")
+            }
+            guard precision == .bf16Mixed else { continue }
+            let copy = try #require(full.model.layers[0].linears[0].weight.bfloat16Storage)
+            let master = full.parameters.entry("model.layers.0.self_attn.q_proj.weight")!
+            var values = full.parameters.values(master)
+            #expect((0..<values.count).allSatisfy { copy[$0] == HalfFloat.bfloat16FromFloat(values[$0]) })
+            // An update reaches the copies only when they are refreshed.
+            for i in values.indices { values[i] += 0.001 * Float(i % 7) }
+            full.parameters.setValues(master, values)
+            #expect(!(0..<values.count).allSatisfy { copy[$0] == HalfFloat.bfloat16FromFloat(values[$0]) })
+            full.refreshWorkingCopies()
+            #expect((0..<values.count).allSatisfy { copy[$0] == HalfFloat.bfloat16FromFloat(values[$0]) })
+            // The masters are what is exported: fp32 values that bf16 cannot hold survive.
+            let exported = try full.exportModel(format: .dense32, precision: .fp32)
+            let saved = try #require(exported.layers[0].linears[0].weight.denseStorage)
+            #expect((0..<values.count).allSatisfy { saved[$0] == values[$0] })
+            #expect(values.contains { UInt32($0.bitPattern) & 0xFFFF != 0 })
+        }
+        // bf16 GEMM inputs: the gradient moves by bf16's rounding, not more.
+        let exact = gradients[.fp32]!, mixed = gradients[.bf16Mixed]!
+        let difference = zip(exact, mixed).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot()
+        let norm = exact.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+        #expect(norm > 0 && difference / norm < 2e-2, "relative difference \(difference / norm)")
+        #expect(difference > 0, "bf16 compute must differ from fp32 somewhere")
+    }
+}
+
 @Suite struct TrainableSummaryTests {
     /// PEFT + bitsandbytes on SmolLM2-135M (the peer benchmark, r=8 on all 7 projections) reports
     /// 2,442,240 trainable parameters; PEFT's "all params" counts 4-bit weights by their real size.

@@ -115,6 +115,29 @@ import Testing
 
         options.format = .quantized(QuantizationOptions())
         #expect(throws: TrainError.self) { try TrainingRun(options: options).run { _ in } }
+
+        // bf16 mixed precision: learns too, reports the plan's memory, and saves the fp32 masters.
+        options.format = .dense32
+        options.precision = .bf16
+        let mixedOutput = model.appendingPathComponent("full-bf16")
+        options.outputDirectory = mixedOutput
+        var mixed: [Double] = []
+        var started: MemoryBreakdown?
+        try TrainingRun(options: options).run { event in
+            if case .training(.step(let r)) = event { mixed.append(r.loss) }
+            if case .training(.started(let s)) = event { started = s.memory }
+        }
+        #expect(mixed.count == 6 && mixed.last! < mixed.first!, "\(mixed)")
+        var planOptions = MemoryPlan.Options(baseFormat: .denseBF16, computePrecision: .bf16, lora: nil, batch: 2, seqLen: 32)
+        planOptions.runtimeOverheadBytes = 0
+        let plan = try MemoryPlan(config: original.config, options: planOptions)
+        for category in [MemoryCategory.trainableParameters, .gradients, .optimizerState, .otherFrozenWeights] {
+            #expect(started?[category] == plan.breakdown[category], "\(category)")
+        }
+        let mixedModel = try LlamaLoader.load(directory: mixedOutput, format: .dense32, precision: .fp32)
+        let w = mixedModel.layers[0].linears[0].weight.denseStorage!
+        #expect((0..<64).contains { w[$0].bitPattern & 0xFFFF != 0 }, "fp32 masters saved, not bf16 copies")
+        #expect((0..<64).contains { w[$0] != b[$0] }, "the weights changed")
     }
 
     /// Starting from an adapter continues it: its config and weights, not a fresh init.

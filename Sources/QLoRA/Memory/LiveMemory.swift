@@ -22,4 +22,18 @@ public enum LiveMemory {
         result[.dataset] = datasetBytes
         return result
     }
+
+    /// Full fine-tuning: nothing is frozen; the arena's sections and the bf16 working copies.
+    public static func breakdown(full: FullFineTuning, executor: LlamaExecutor, datasetBytes: Int = 0) -> MemoryBreakdown {
+        var result = breakdown(executor: executor, datasetBytes: datasetBytes)
+        result[.quantizedWeights] = 0
+        result[.otherFrozenWeights] = 0
+        let section = full.parameters.sectionBytes
+        result[.trainableParameters] = section + full.workingCopyBytes
+        if full.parameters.sections == 4 {
+            result[.gradients] = section
+            result[.optimizerState] = 2 * section
+        }
+        return result
+    }
 }

@@ -40,8 +40,9 @@ public struct MemoryPlan: Sendable {
         case lora
         /// Every parameter trained in fp32: fp32 weights + fp32 grads + optimizer state.
         case fullFP32 = "full-fp32"
-        /// Every parameter trained with bf16 mixed precision: bf16 working weights + fp32 master weights,
-        /// fp32 grads, fp32 optimizer state (2 + 4 + 4 + 8 = 18 bytes per parameter with AdamW).
+        /// Every parameter trained with bf16 mixed precision: fp32 master weights, bf16 working copies of
+        /// the linears (`FullFineTuning.workingCopyBytes`), fp32 grads, fp32 optimizer state (up to
+        /// 2 + 4 + 4 + 8 = 18 bytes per parameter with AdamW).
         case fullBF16Mixed = "full-bf16-mixed"
     }
 
@@ -173,8 +174,8 @@ public struct MemoryPlan: Sendable {
         let shapes = method == .lora ? Self.loraShapes(config: config, lora: options.lora!) : Self.allParameterShapes(config: config)
         let sectionBytes = TrainableParameters.arenaFloats(shapes: shapes) * 4
         var trainableParameterCount = shapes.reduce(0) { $0 + $1.reduce(1, *) }
-        // bf16 mixed precision keeps a bf16 working copy beside the fp32 master weights.
-        breakdown[.trainableParameters] = sectionBytes + (method == .fullBF16Mixed ? sectionBytes / 2 : 0)
+        // bf16 mixed precision keeps a bf16 working copy of the linears beside the fp32 master weights.
+        breakdown[.trainableParameters] = sectionBytes + (method == .fullBF16Mixed ? FullFineTuning.workingCopyBytes(config: config) : 0)
         if options.training && options.generationAdapters == nil {
             breakdown[.gradients] = sectionBytes
             breakdown[.optimizerState] = options.optimizer.statesPerParameter * sectionBytes

@@ -68,7 +68,8 @@ public enum MemoryReport {
     public static func table(_ plan: MemoryPlan) -> String {
         let total = plan.totalBytes
         var lines = [pad("category", 22) + pad("size", 12, right: true) + pad("bytes", 18, right: true) + pad("share", 9, right: true)]
-        for category in MemoryCategory.allCases {
+        // The dataset row only when the plan knows the data (a run's live figures do).
+        for category in MemoryCategory.allCases where category != .dataset || plan.breakdown[category] > 0 {
             let bytes = plan.breakdown[category]
             lines.append(pad(category.rawValue, 22) + pad(humanBytes(bytes), 12, right: true)
                          + pad(withCommas(bytes), 18, right: true) + pad(percent(bytes, of: total), 9, right: true))
@@ -102,7 +103,7 @@ public enum MemoryReport {
             pad(name, 22) + zip(plans, widths).map { pad(cell($0), $1, right: true) }.joined()
         }
         var lines = [row("category") { $0.label }]
-        for category in MemoryCategory.allCases {
+        for category in MemoryCategory.allCases where category != .dataset || plans.contains(where: { $0.breakdown[category] > 0 }) {
             lines.append(row(category.rawValue) { humanBytes($0.breakdown[category]) })
         }
         lines.append(String(repeating: "─", count: 22 + widths.reduce(0, +)))

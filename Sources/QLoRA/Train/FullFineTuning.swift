@@ -1,3 +1,5 @@
+import SafeTensors
+
 /// Gradient buffers for every weight of the model (full fine-tuning). Pointers into a
 /// TrainableParameters arena; `lmHead` is nil when the head is tied (its gradient goes to `embedTokens`).
 public struct ModelGradients {
@@ -16,15 +18,43 @@ public struct ModelGradients {
     public func layer(_ index: Int) -> Layer? { layers.isEmpty ? nil : layers[index] }
 }
 
-/// Full-parameter training of a dense fp32 model: every weight lives in one TrainableParameters arena
-/// (parameters, gradients, AdamW state) under its Hugging Face name, and the model reads it in place.
+/// Full-parameter training: every weight lives in one fp32 TrainableParameters arena (parameters,
+/// gradients, AdamW state) under its Hugging Face name.
+///
+/// `.fp32`: the model reads the arena in place. `.bf16Mixed` (mixed precision as torch autocast does
+/// it): the decoder linears and an untied lm_head also get a bf16 working copy that the GEMMs read
+/// (the bf16 kernels), refreshed from the fp32 master weights after every optimizer step; norms and
+/// the embedding table stay fp32 and are read in place. Gradients and AdamW are fp32 either way.
 public final class FullFineTuning {
-    public let parameters: TrainableParameters
-    public let model: LlamaModel
-    public let gradients: ModelGradients
+    public enum Precision: String, Sendable {
+        case fp32
+        case bf16Mixed = "bf16-mixed"
+    }
 
-    /// Copies `source`'s weights (which must be dense fp32) into a fresh trainable arena.
-    public init(copying source: LlamaModel) throws {
+    public let precision: Precision
+    public let parameters: TrainableParameters
+    /// What the executor runs: the master weights (fp32) or the bf16 working copies.
+    public let model: LlamaModel
+    /// The fp32 master weights as a model (what is saved); `model` itself with `.fp32`.
+    public let masterModel: LlamaModel
+    public let gradients: ModelGradients
+    /// bf16 working copies and the master weights they are rounded from.
+    private let workingCopies: [(copy: DenseBFloat16Weight, master: UnsafePointer<Float>)]
+
+    /// Bytes of the bf16 working copies `.bf16Mixed` adds for `config` (the memory plan counts them).
+    public static func workingCopyBytes(config: LlamaConfig) -> Int {
+        let linears = LlamaConfig.layerLinears.reduce(0) { sum, name in
+            let shape = config.linearShape(name)!
+            return sum + shape.outFeatures * shape.inFeatures
+        }
+        return 2 * (config.numHiddenLayers * linears + (config.tieWordEmbeddings ? 0 : config.vocabSize * config.hiddenSize))
+    }
+
+    public var workingCopyBytes: Int { workingCopies.reduce(0) { $0 + $1.copy.storageBytes } }
+
+    /// Copies `source`'s weights (which must be dense) into a fresh trainable arena.
+    public init(copying source: LlamaModel, precision: Precision = .fp32) throws {
+        self.precision = precision
         let config = source.config
         var tensors: [(key: String, shape: [Int])] = [("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize])]
         for layer in 0..<config.numHiddenLayers {
@@ -56,14 +86,22 @@ public final class FullFineTuning {
 
         let embed = slot("model.embed_tokens.weight")
         source.embedTokens.writeTile(rows: 0..<config.vocabSize, into: embed.value.baseAddress!, precision: .fp32)
-        var layers: [LlamaModel.Layer] = []
+        var layers: [LlamaModel.Layer] = [], workingLayers: [LlamaModel.Layer] = []
+        var copies: [(copy: DenseBFloat16Weight, master: UnsafePointer<Float>)] = []
+        /// The linear the executor runs: the master itself, or a bf16 copy of it.
+        func working(_ master: BaseLinear, values: UnsafeMutableBufferPointer<Float>) -> BaseLinear {
+            guard precision == .bf16Mixed else { return master }
+            let copy = DenseBFloat16Weight(outFeatures: master.outFeatures, inFeatures: master.inFeatures, floats: Array(values))
+            copies.append((copy, UnsafePointer(values.baseAddress!)))
+            return BaseLinear(weight: copy, bias: master.bias.map(Array.init), precision: .bf16)
+        }
         var gradientLayers: [ModelGradients.Layer] = []
         for layer in 0..<config.numHiddenLayers {
             let input = slot("model.layers.\(layer).input_layernorm.weight")
             let post = slot("model.layers.\(layer).post_attention_layernorm.weight")
             _ = input.value.update(fromContentsOf: source.layers[layer].inputLayernorm)
             _ = post.value.update(fromContentsOf: source.layers[layer].postAttentionLayernorm)
-            var linears: [BaseLinear] = []
+            var linears: [BaseLinear] = [], workingLinears: [BaseLinear] = []
             var linearGradients: [UnsafeMutablePointer<Float>] = []
             for projection in Projection.allCases {
                 let name = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName) + ".weight"
@@ -73,31 +111,47 @@ public final class FullFineTuning {
                 let borrowed = BorrowedFloatWeight(outFeatures: original.outFeatures, inFeatures: original.inFeatures,
                                                    values: UnsafePointer(weight.value.baseAddress!))
                 linears.append(BaseLinear(weight: borrowed, bias: original.bias.map(Array.init), precision: .fp32))
+                workingLinears.append(working(linears.last!, values: weight.value))
                 linearGradients.append(weight.grad)
             }
             layers.append(LlamaModel.Layer(inputLayernorm: input.value, postAttentionLayernorm: post.value, linears: linears))
+            workingLayers.append(LlamaModel.Layer(inputLayernorm: input.value, postAttentionLayernorm: post.value, linears: workingLinears))
             gradientLayers.append(ModelGradients.Layer(inputLayernorm: input.grad, postAttentionLayernorm: post.grad, linears: linearGradients))
         }
         let norm = slot("model.norm.weight")
         _ = norm.value.update(fromContentsOf: source.norm)
-        var lmHead: BaseLinear?
+        var lmHead: BaseLinear?, workingHead: BaseLinear?
         var lmHeadGradient: UnsafeMutablePointer<Float>?
         if !config.tieWordEmbeddings {
             let head = slot("lm_head.weight")
             try copyDense(source.lmHead.weight, into: head.value, name: "lm_head.weight")
             lmHead = BaseLinear(weight: BorrowedFloatWeight(outFeatures: config.vocabSize, inFeatures: config.hiddenSize,
                                                             values: UnsafePointer(head.value.baseAddress!)), precision: .fp32)
+            workingHead = working(lmHead!, values: head.value)
             lmHeadGradient = head.grad
         }
-        model = LlamaModel(config: config, embedTokens: EmbeddingTable(borrowing: embed.value.baseAddress!, rows: config.vocabSize,
-                                                                       dim: config.hiddenSize), layers: layers, norm: norm.value, lmHead: lmHead,
-                           precision: .fp32, ownsBuffers: false)
+        func view(_ layers: [LlamaModel.Layer], head: BaseLinear?, precision: ComputePrecision) -> LlamaModel {
+            LlamaModel(config: config, embedTokens: EmbeddingTable(borrowing: embed.value.baseAddress!, rows: config.vocabSize,
+                                                                   dim: config.hiddenSize), layers: layers, norm: norm.value, lmHead: head,
+                       precision: precision, ownsBuffers: false)
+        }
+        masterModel = view(layers, head: lmHead, precision: .fp32)
+        model = precision == .bf16Mixed ? view(workingLayers, head: workingHead, precision: .bf16) : masterModel
+        workingCopies = copies
         gradients = ModelGradients(embedTokens: embed.grad, layers: gradientLayers, norm: norm.grad,
                                    lmHead: config.tieWordEmbeddings ? embed.grad : lmHeadGradient)
     }
 
-    /// The trained weights as a dense fp32 model that owns its buffers (e.g. to quantize it).
+    /// Rounds the master weights into the bf16 working copies (after each optimizer step; no-op in fp32).
+    public func refreshWorkingCopies() {
+        Parallel.forEach(workingCopies.count) { index in
+            let (copy, master) = workingCopies[index]
+            for i in 0..<copy.bits.count { copy.bits[i] = HalfFloat.bfloat16FromFloat(master[i]) }
+        }
+    }
+
+    /// The trained (master) weights as a dense model that owns its buffers (e.g. to quantize it).
     public func exportModel(format: BaseWeightFormat, precision: ComputePrecision) throws -> LlamaModel {
-        try LlamaLoader.copy(model, format: format, precision: precision)
+        try LlamaLoader.copy(masterModel, format: format, precision: precision)
     }
 }

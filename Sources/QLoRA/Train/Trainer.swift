@@ -100,6 +100,8 @@ public final class Trainer {
     public var saveCheckpoint: ((Int) throws -> URL)?
     /// Where evaluation batches come from (loss only), loaded one at a time.
     public var evaluationBatcher: Batcher?
+    /// Set for full fine-tuning: its memory is reported, and its bf16 working copies are refreshed after each update.
+    public var fullFineTuning: FullFineTuning?
     /// Bytes the training data holds in memory (batchers, token file index), reported as `.dataset`.
     public var datasetBytes = 0
 
@@ -153,19 +155,26 @@ public final class Trainer {
         let factor = options.schedule.factor(step: step, warmupSteps: options.warmupSteps, totalSteps: options.maxSteps)
         optimizer.learningRate = options.learningRate * factor
         optimizer.update(parameters)
+        fullFineTuning?.refreshWorkingCopies()
         step += 1
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         let rss = ProcessMemory.residentBytes()
         return StepReport(step: step, maxSteps: options.maxSteps, loss: targets > 0 ? lossSum / Double(targets) : .nan,
                           learningRate: optimizer.learningRate, gradNorm: gradNorm, tokens: tokens, seconds: seconds,
-                          tokensPerSecond: Double(tokens) / max(seconds, 1e-9), memory: LiveMemory.breakdown(executor: executor, datasetBytes: datasetBytes),
+                          tokensPerSecond: Double(tokens) / max(seconds, 1e-9), memory: liveMemory(),
                           residentBytes: rss.current, peakResidentBytes: rss.peak)
+    }
+
+    /// What the run holds now, per category, from the buffers themselves.
+    public func liveMemory() -> MemoryBreakdown {
+        fullFineTuning.map { LiveMemory.breakdown(full: $0, executor: executor, datasetBytes: datasetBytes) }
+            ?? LiveMemory.breakdown(executor: executor, datasetBytes: datasetBytes)
     }
 
     /// Runs until `options.maxSteps`, reporting every event.
     public func run(_ source: BatchSource, onEvent: (TrainingEvent) -> Void) throws {
         onEvent(.started(TrainingStart(trainableParameters: parameters.parameterCount,
-                                       memory: LiveMemory.breakdown(executor: executor, datasetBytes: datasetBytes), startStep: step, maxSteps: options.maxSteps)))
+                                       memory: liveMemory(), startStep: step, maxSteps: options.maxSteps)))
         let started = DispatchTime.now().uptimeNanoseconds
         var first = Double.nan, last = Double.nan, tokens = 0
         while step < options.maxSteps {

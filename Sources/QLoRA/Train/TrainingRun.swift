@@ -25,7 +25,9 @@ public struct TrainingRun {
         public var resume = false
         /// Start from this PEFT adapter (its config and weights) instead of a fresh one.
         public var initialAdapter: URL?
-        /// Full fine-tuning (every weight trained, fp32, AdamW) instead of LoRA; the output is a model.
+        /// Full fine-tuning (every weight trained with AdamW on fp32 master weights; the GEMMs in fp32
+        /// with fp32 `precision`, on bf16 working copies with bf16) instead of LoRA; `format` must be
+        /// dense. The output is a model.
         public var full = false
         public var seed: UInt64 = 42
         /// Where tokenized datasets are kept for the next run (`TokenFileCache.defaultDirectory` when nil).
@@ -70,7 +72,9 @@ public struct TrainingRun {
         let started = DispatchTime.now().uptimeNanoseconds
         let o = options
         guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
-        let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.format, precision: o.precision)
+        // Full fine-tuning copies fp32 master weights out of the loaded model, so it loads them exactly.
+        let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.full ? .dense32 : o.format,
+                                         precision: o.full ? .fp32 : o.precision)
         let dataset = try DatasetTokenizer(modelDirectory: o.modelDirectory, vocabSize: model.config.vocabSize,
                                            purpose: "training")
         let tokenizer = dataset.tokenizer
@@ -110,11 +114,16 @@ public struct TrainingRun {
         var full: FullFineTuning?
         let executor: LlamaExecutor
         if o.full {
-            guard o.format == .dense32, o.precision == .fp32 else {
-                throw TrainError.badOptions("full fine-tuning trains fp32 weights: use --quant none --base-dtype fp32 --compute-dtype fp32 (bf16 mixed precision is planned by `qlora memory --full` but not implemented)")
+            // fp32 weights and compute, or bf16 mixed precision (bf16 working copies, fp32 masters).
+            let precision: FullFineTuning.Precision
+            switch (o.format, o.precision) {
+            case (.dense32, .fp32), (.denseBF16, .fp32): precision = .fp32
+            case (.dense32, .bf16), (.denseBF16, .bf16): precision = .bf16Mixed
+            default:
+                throw TrainError.badOptions("full fine-tuning trains dense fp32 master weights: use --quant none (or no --quant) with --compute-dtype fp32, or --compute-dtype bf16 for bf16 mixed precision")
             }
             guard !o.resume else { throw TrainError.badOptions("--resume is not supported with --full (checkpoints hold adapters)") }
-            let copy = try FullFineTuning(copying: model)
+            let copy = try FullFineTuning(copying: model, precision: precision)
             executor = LlamaExecutor(model: copy.model, lora: nil, gradients: copy.gradients, shape: shape)
             full = copy
         } else {
@@ -132,6 +141,7 @@ public struct TrainingRun {
         }
         let parameters = full?.parameters ?? adapters!.parameters
         let trainer = Trainer(executor: executor, parameters: parameters, options: trainerOptions)
+        trainer.fullFineTuning = full
         var datasetBytes = train.heldBytes + trainFile.indexBytes
         if let evalSource {
             let batcher = try Batcher(source: evalSource.file, examples: evalSource.examples,

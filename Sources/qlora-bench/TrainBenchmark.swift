@@ -5,6 +5,7 @@ import QLoRA
 /// `--model DIR`), the configuration of the PyTorch + PEFT + bitsandbytes peer benchmark:
 /// NF4 + double quant, bf16 compute, LoRA r=8 (alpha 16) on all 7 projections, AdamW, batch 1.
 /// Prints tokens/s, peak RSS, where the time goes and achieved GFLOP/s against measured sgemm peak.
+/// `--full fp32|bf16`: full fine-tuning of the same model instead (fp32, or bf16 mixed precision).
 enum TrainBenchmark: Benchmark {
     static let name = "train"
     static let summary = "QLoRA training step on SmolLM2-135M's shape: tokens/s, peak RSS, time split, GFLOP/s"
@@ -20,13 +21,19 @@ enum TrainBenchmark: Benchmark {
     }()
 
     static func run(_ arguments: [String]) throws {
-        let o = try Bench.options(arguments, allowed: ["model", "seq", "rank", "steps", "warmup", "checkpointing", "quant", "json", "threads", "tile-rows", "table-dtype"])
+        let o = try Bench.options(arguments, allowed: ["model", "seq", "rank", "steps", "warmup", "checkpointing", "quant", "json", "threads", "tile-rows", "table-dtype", "full"])
         let seq = Int(o["seq"] ?? "256") ?? 256
         let rank = Int(o["rank"] ?? "8") ?? 8
         let steps = Int(o["steps"] ?? "5") ?? 5
         let warmup = Int(o["warmup"] ?? "2") ?? 2
         let checkpointing = (o["checkpointing"] ?? "no") == "yes"
-        let quant = o["quant"] ?? "nf4"
+        let fullPrecision = try o["full"].map { value -> FullFineTuning.Precision in
+            guard let precision = FullFineTuning.Precision(rawValue: value == "bf16" ? "bf16-mixed" : value) else {
+                throw BenchError("--full must be fp32 or bf16")
+            }
+            return precision
+        }
+        let quant = fullPrecision == nil ? o["quant"] ?? "nf4" : "fp32"
         if let threads = o["threads"].flatMap(Int.init) { Parallel.threads = threads }
         let blas = try OpenBLAS.ensureLoaded()
         let baseline = ProcessMemory.residentBytes().current
@@ -43,18 +50,27 @@ enum TrainBenchmark: Benchmark {
             model = try LlamaLoader.random(config: config, format: format, precision: precision, seed: 0)
         }
         let config = model.config
-        let lora = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: rank, loraAlpha: Double(2 * rank)))
-        lora.initialize(seed: 0)
         let tileRows = Int(o["tile-rows"] ?? "0") ?? 0   // 0 = automatic
-        let executor = LlamaExecutor(model: model, lora: lora, shape: .init(batch: 1, seqLen: seq, gradientCheckpointing: checkpointing,
-                                                                            tileRows: tileRows))
+        let shape = ActivationLayout.Shape(batch: 1, seqLen: seq, gradientCheckpointing: checkpointing, tileRows: tileRows)
+        let executor: LlamaExecutor, parameters: TrainableParameters
+        let full = try fullPrecision.map { try FullFineTuning(copying: model, precision: $0) }
+        if let full {
+            executor = LlamaExecutor(model: full.model, lora: nil, gradients: full.gradients, shape: shape)
+            parameters = full.parameters
+        } else {
+            let lora = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: rank, loraAlpha: Double(2 * rank)))
+            lora.initialize(seed: 0)
+            executor = LlamaExecutor(model: model, lora: lora, shape: shape)
+            parameters = lora.parameters
+        }
         var trainerOptions = TrainerOptions()
         trainerOptions.learningRate = 1e-3
         trainerOptions.weightDecay = 0.01
         trainerOptions.schedule = .constant
         trainerOptions.maxGradNorm = nil
         trainerOptions.maxSteps = warmup + steps
-        let trainer = Trainer(executor: executor, parameters: lora.parameters, options: trainerOptions)
+        let trainer = Trainer(executor: executor, parameters: parameters, options: trainerOptions)
+        trainer.fullFineTuning = full
         var generator = SeededGenerator(seed: 0)
         let ids = (0..<seq).map { _ in Int32(generator.next() % UInt64(config.vocabSize)) }
         struct Fixed: BatchSource {
@@ -90,7 +106,8 @@ enum TrainBenchmark: Benchmark {
         let allLinear = decoder + Double(config.vocabSize * config.hiddenSize)
         let recomputed = decoder - Double(config.numHiddenLayers * config.intermediateSize * config.hiddenSize)
         let attentionForward = 4 * Double(config.numHiddenLayers * config.numAttentionHeads * config.headDim * seq)
-        let frozenFlopsPerToken = 4 * allLinear + (checkpointing ? 2 * recomputed : 0)
+        // Full fine-tuning adds the weight-gradient GEMMs (2N more).
+        let frozenFlopsPerToken = (full == nil ? 4 : 6) * allLinear + (checkpointing ? 2 * recomputed : 0)
         let flopsPerToken = frozenFlopsPerToken + attentionForward * (checkpointing ? 4 : 3)
         let achieved = flopsPerToken * Double(seq) / median / 1e9
         // The frozen-weight GEMMs alone: their FLOPs over the time of the gemm phase.
@@ -99,8 +116,8 @@ enum TrainBenchmark: Benchmark {
         let bf16Peak = GemmKernel.current.usesBF16 ? bf16GemmPeak(kernel: GemmKernel.current) : nil
 
         print("qlora-bench train — \(blas.summary); CPU \(CPUFeatures.current.modelName); threads \(Parallel.threads)")
-        print("\(GemmKernel.current.usesBF16 && precision == .bf16 ? "frozen-weight GEMMs on the \(GemmKernel.current.rawValue) kernel" : "frozen-weight GEMMs through sgemm"); \(GemmKernel.summary)")
-        print("model: \(o["model"] ?? "random SmolLM2-135M shape"), base \(quant), LoRA r=\(rank) all 7 projections, batch 1 x \(seq), checkpointing \(checkpointing ? "on" : "off")")
+        print("\(GemmKernel.current.usesBF16 && (precision == .bf16 || fullPrecision == .bf16Mixed) ? "frozen-weight GEMMs on the \(GemmKernel.current.rawValue) kernel" : "frozen-weight GEMMs through sgemm"); \(GemmKernel.summary)")
+        print("model: \(o["model"] ?? "random SmolLM2-135M shape"), \(full.map { "full fine-tuning \($0.precision.rawValue)" } ?? "base \(quant), LoRA r=\(rank) all 7 projections"), batch 1 x \(seq), checkpointing \(checkpointing ? "on" : "off")")
         print(String(format: "load+quantize %.2f s; RSS at start %.1f MiB, after load %.1f MiB", loadSeconds, Double(baseline) / 1048576, Double(afterLoad) / 1048576))
         print(String(format: "step: median %.3f s, min %.3f, max %.3f  ->  %.1f tokens/s", median, times.min()!, times.max()!, tokensPerSecond))
         print(String(format: "peak RSS %.1f MiB (%.1f MiB above the process baseline)", Double(peak) / 1048576, Double(peak - baseline) / 1048576))

@@ -31,8 +31,8 @@ public enum MemoryCommand: Command {
                                or all-linear (default all-linear)
       --dropout P              LoRA dropout; > 0 adds a dropout scratch buffer (default 0)
       --modules-to-save LIST   embed_tokens and/or lm_head trained in full beside the adapters
-      --full                   full fine-tuning instead of LoRA (needs --quant none; --base-dtype fp32
-                               = fp32 training, bf16 = bf16 mixed precision with fp32 master weights)
+      --full                   full fine-tuning instead of LoRA, as `train --full`: fp32, or with
+                               --compute-dtype bf16 bf16 mixed precision (fp32 masters, bf16 copies)
     Generation (instead of training):
       --adapters N             plan `qlora generate` serving N LoRA adapters (of --rank/--targets) on one
                                base: N adapters' parameters, --batch sequences of --seq-len positions
@@ -46,6 +46,10 @@ public enum MemoryCommand: Command {
       --optimizer adamw|sgd    AdamW keeps 2 fp32 states per trainable parameter, SGD none (default adamw)
       --tile-rows N            rows per dequantized weight tile (default: automatic, 256-1024 within 8 MiB)
       --logits-chunk N         rows of logits computed at once (default 64)
+      --data FILE.jsonl        count the dataset as `train` holds it (needs the model's tokenizer): the
+                               file is tokenized into the token cache (or mapped from it) and its index
+                               and batch buffers planned as "dataset"; --token-cache DIR as for train
+      --[no-]packing           with --data: rows packed (default) or one record per row
     Output:
       --compare                full fine-tuning fp32, full fine-tuning bf16 mixed precision, LoRA on a
                                bf16 base and QLoRA side by side: a table and a stacked-bar chart
@@ -69,10 +73,10 @@ public enum MemoryCommand: Command {
 
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len", "modules-to-save",
-        "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps", "adapters",
+        "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps", "adapters", "data", "token-cache",
     ]
     static let flagOptions: Set<String> = [
-        "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime", "measure",
+        "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime", "measure", "packing",
     ]
 
     public static func run(_ arguments: [String]) throws -> Int32 {
@@ -84,8 +88,15 @@ public enum MemoryCommand: Command {
         }
         let path = try args.requirePositionals(["model-dir | config.json"])[0]
         let config = try loadConfig(path)
-        let options = try planOptions(args, config: config)
+        var options = try planOptions(args, config: config)
         let model = modelName(path)
+        var datasetLine: String?
+        if let data = args.string("data") {
+            guard !args.flag("measure"), options.generationAdapters == nil else {
+                throw CLIError.failed("qlora memory: --data plans a training run's dataset; it does not apply to --measure (synthetic batches) or --adapters.")
+            }
+            (options.datasetBytes, datasetLine) = try planDataset(data, model: path, config: config, options: options, args: args)
+        }
         if args.flag("measure") {
             return try measure(path: path, config: config, options: options, steps: try positive(args, "steps", default: 3), model: model,
                                json: args.flag("json"))
@@ -115,8 +126,30 @@ public enum MemoryCommand: Command {
             return 0
         }
         print(render(plans, model: model, config: config, ascii: args.flag("ascii")))
+        if let datasetLine { print("\n" + datasetLine) }
         if let svgPath = args.string("svg") { print("\nwrote \(svgPath)") }
         return 0
+    }
+
+    /// The bytes `train` would hold for `data` (its batcher and the token file's index) and a line
+    /// describing the token file.
+    static func planDataset(_ data: String, model: String, config: LlamaConfig, options: MemoryPlan.Options,
+                            args: Arguments) throws -> (Int, String) {
+        try PathChecks.readableFile(data, command: name, option: "data")
+        let directory = URL(fileURLWithPath: model)
+        guard GGUFModelLoader.isGGUF(directory) || FileManager.default.fileExists(atPath: directory.appendingPathComponent("tokenizer.json").path) else {
+            throw CLIError.failed("qlora memory: --data needs the model's tokenizer; \(model) has no tokenizer.json (give the model directory, not only its config.json).")
+        }
+        let dataset = try DatasetTokenizer(modelDirectory: directory, vocabSize: config.vocabSize, purpose: "planning the dataset")
+        let cache = TokenFileCache(directory: args.string("token-cache").map { URL(fileURLWithPath: $0) } ?? TokenFileCache.defaultDirectory)
+        let entry = try cache.tokenFile(for: URL(fileURLWithPath: data), dataset: dataset)
+        let packing = args.flag("packing", default: true)
+        let batcher = try Batcher(source: entry.file, options: BatcherOptions(batchSize: options.batch, maxSequenceLength: options.seqLen,
+                                                                             mode: packing ? .packing : .padding, shuffleSeed: 1),
+                                  padTokenID: dataset.padTokenID, separatorTokenID: packing ? dataset.separatorTokenID : nil)
+        let line = "dataset: \(entry.file.exampleCount) records, \(entry.file.tokenCount) tokens -> \(batcher.rowCount) rows; token file "
+            + "\(MemoryReport.humanBytes(entry.file.fileBytes)) on disk, mapped (\(entry.reused ? "reused" : "written now"): \(entry.file.url.path))"
+        return (batcher.heldBytes + entry.file.indexBytes, line)
     }
 
     /// The text output: one plan's table, or the compare table and chart.
@@ -235,9 +268,17 @@ public enum MemoryCommand: Command {
         options.lora = LoRAConfig(r: rank, loraAlpha: try args.double("alpha", default: Double(2 * rank)), loraDropout: dropout,
                                   targetModules: targets, modulesToSave: args.list("modules-to-save") ?? [])
         if args.flag("full") {
-            guard quant == "none" else {
-                throw CLIError.failed("qlora memory: --full trains every weight, which a 4-bit base cannot hold; add --quant none --base-dtype fp32 (or bf16 for mixed precision).")
+            guard args.string("quant") == nil || quant == "none" else {
+                throw CLIError.failed("qlora memory: --full trains every weight, which a 4-bit base cannot hold; drop --quant (or use --quant none).")
             }
+            // As `train --full`: fp32 unless --compute-dtype bf16 (or the older --base-dtype bf16) asks for
+            // bf16 mixed precision.
+            let mixed = args.string("compute-dtype") == "bf16" || (args.string("compute-dtype") == nil && args.string("base-dtype") == "bf16")
+            guard args.string("compute-dtype") != "fp16" else {
+                throw CLIError.failed("qlora memory: --full trains in fp32 or bf16 mixed precision; use --compute-dtype fp32 or bf16.")
+            }
+            options.baseFormat = mixed ? .denseBF16 : .dense32
+            options.computePrecision = mixed ? .bf16 : .fp32
             options.lora = nil
         }
         options.batch = try positive(args, "batch", default: 1)

@@ -29,3 +29,37 @@ import QLoRA
         #expect(throws: CLIError.self) { try MemoryCommand.run([model, "--adapters", "-1"]) }
     }
 }
+
+/// `qlora memory --data`: the dataset category planned from the token file equals what `train` holds.
+@Suite struct MemoryDatasetPlanTests {
+    @Test func plannedDatasetBytesEqualTheTrainingRun() throws {
+        let dir = try GenerateMergeCommandTests.makeModelDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("d.jsonl")
+        let lines = (0..<40).map { #"{"text": "record \#($0): the quick brown fox jumps over the lazy dog"}"# }
+        try Data(lines.joined(separator: "\n").utf8).write(to: data)
+        let cache = dir.appendingPathComponent("tokens").path
+        let arguments = [dir.path, "--data", data.path, "--token-cache", cache, "--batch", "2", "--seq-len", "32", "--quant", "none"]
+        let args = try Arguments(arguments, command: "memory", valueOptions: MemoryCommand.valueOptions, flagOptions: MemoryCommand.flagOptions)
+        let config = try LlamaConfig.load(directory: dir)
+        let options = try MemoryCommand.planOptions(args, config: config)
+        let (planned, line) = try MemoryCommand.planDataset(data.path, model: dir.path, config: config, options: options, args: args)
+        #expect(line.contains("40 records") && line.contains("written now"), "\(line)")
+
+        var run = TrainingRun.Options(modelDirectory: dir, dataFile: data, outputDirectory: dir.appendingPathComponent("out"))
+        run.format = .denseBF16
+        run.lora = LoRAConfig(r: 2, loraAlpha: 4, targetModules: ["q_proj"])
+        run.batchSize = 2
+        run.seqLen = 32
+        run.trainer.maxSteps = 1
+        run.tokenCache = URL(fileURLWithPath: cache)
+        var live: Int?, reused: Bool?
+        try TrainingRun(options: run).run { event in
+            if case .training(.started(let start)) = event { live = start.memory[.dataset] }
+            if case .tokenized(_, _, _, _, let wasReused, _) = event { reused = wasReused }
+        }
+        #expect(live == planned && planned > 0)
+        #expect(reused == true, "train maps the file memory --data wrote")
+        #expect(throws: CLIError.self) { try MemoryCommand.run(arguments + ["--measure"]) }
+    }
+}

@@ -96,6 +96,8 @@ public final class Batcher {
                     } else {
                         source.copy(example: index, range: (count - 1)..<count, ids: &one, labels: &ignored)
                         streamLast = one
+                        // Each such read maps a page of a token file: give them back as we go.
+                        if k % 1024 == 1023 { source.releaseResidentPages() }
                     }
                 }
                 flags[k] = separatorTokenID != nil && streamLast != separatorTokenID

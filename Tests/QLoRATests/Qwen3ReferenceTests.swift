@@ -127,6 +127,9 @@ import Testing
     @Test func fullFineTuningNormGradientsMatchTransformers() throws {
         let model = try LlamaLoader.load(directory: Self.modelDir, format: .dense32, precision: .fp32)
         let full = try FullFineTuning(copying: model)
+        // The plan's full fine-tuning arena is this one, q/k norms included.
+        #expect(TrainableParameters.arenaFloats(shapes: MemoryPlan.allParameterShapes(config: model.config)) == full.parameters.count)
+        #expect(full.parameters.parameterCount == model.config.totalParameterCount)
         let reference = try Self.reference()
         let (ids, labels) = try Self.batch(reference)
         for checkpointing in [false, true] {

@@ -224,6 +224,18 @@ public struct LlamaConfig: Sendable, Equatable {
         } * numHiddenLayers
     }
 
+    /// One line for users: the family and the switches the decoder block runs it with, e.g.
+    /// "qwen3: 28 layers, hidden 1024, 16 / 8 kv heads, head_dim 128, q/k norm, tied embeddings".
+    public var architectureSummary: String {
+        var parts = ["\(numHiddenLayers) layers", "hidden \(hiddenSize)", "intermediate \(intermediateSize)",
+                     "\(numAttentionHeads) / \(numKeyValueHeads) kv heads", "head_dim \(headDim)", "vocab \(vocabSize)"]
+        if qkNorm { parts.append("q/k norm") }
+        if attentionBias { parts.append("q/k/v/o bias") } else if qkvBiasOnly { parts.append("q/k/v bias") }
+        if mlpBias { parts.append("mlp bias") }
+        if tieWordEmbeddings { parts.append("tied embeddings") }
+        return "\(modelType): " + parts.joined(separator: ", ")
+    }
+
     /// Norm weights of one decoder layer: input and post-attention (C each), q_norm and k_norm (D each).
     public var layerNormParameterCount: Int { 2 * hiddenSize + (qkNorm ? 2 * headDim : 0) }
 

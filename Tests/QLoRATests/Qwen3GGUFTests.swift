@@ -100,6 +100,28 @@ import Testing
         #expect(error > 0 && error < 5e-2, "Q8_0 relative error \(error)")
     }
 
+    /// `qlora quantize x.gguf` of the F32 GGUF (the Hugging Face weights under llama.cpp's names) writes
+    /// every tensor of bitsandbytes' own NF4 checkpoint with the same bytes, q/k norms included, and a
+    /// config.json that loads as Qwen3.
+    @Test func quantizedGGUFIsBitsAndBytesCheckpoint() throws {
+        let path = Self.temporaryPath("to-nf4")
+        let output = URL(fileURLWithPath: NSTemporaryDirectory() + "qwen3-gguf-nf4-\(getpid())-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(atPath: path); try? FileManager.default.removeItem(at: output) }
+        try Self.writeGGUF(to: path)
+        let summary = try GGUFCheckpointQuantizer.quantize(input: path, output: output.path)
+        #expect(summary.tensorsQuantized == 14)
+        let got = try SafeTensorsFile(path: output.appendingPathComponent("model.safetensors").path)
+        let bnb = try SafeTensorsFile(path: FixturePaths.url("qwen3/model-nf4/model.safetensors").path)
+        #expect(got.names.sorted() == bnb.names.sorted())
+        for name in bnb.names {
+            #expect(Array(try got.rawBytes(name)) == Array(try bnb.rawBytes(name)), "\(name)")
+        }
+        let config = try LlamaConfig.load(directory: output)
+        #expect(config.modelType == "qwen3" && config.qkNorm && config.headDim == 32 && config.quantizationConfig != nil)
+        let architectures = try JSONValue.parse(data: Data(contentsOf: output.appendingPathComponent("config.json")))["architectures"]
+        #expect(architectures == .array([.string("Qwen3ForCausalLM")]))
+    }
+
     /// q/k norm tensors in a GGUF of another architecture would be skipped: refused, by name.
     @Test func qkNormsInALlamaGGUFAreRefused() throws {
         let path = Self.temporaryPath("llama")

@@ -153,6 +153,31 @@ import Testing
         }
     }
 
+    /// Both full fine-tuning precisions: planned == live byte for byte (q/k norms in the arena, read in
+    /// place); bf16 mixed precision's norm gradients stay near transformers' fp32 ones.
+    @Test(arguments: [FullFineTuning.Precision.fp32, .bf16Mixed])
+    func fullFineTuningPlanEqualsLive(_ precision: FullFineTuning.Precision) throws {
+        let model = try LlamaLoader.load(directory: Self.modelDir, format: .dense32, precision: .fp32)
+        let full = try FullFineTuning(copying: model, precision: precision)
+        #expect(full.model.layers.allSatisfy { $0.qNorm != nil && $0.kNorm != nil })
+        let reference = try Self.reference()
+        let (ids, labels) = try Self.batch(reference)
+        let executor = LlamaExecutor(model: full.model, lora: nil, gradients: full.gradients, shape: .init(batch: 2, seqLen: 12))
+        full.parameters.zeroGradients()
+        _ = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
+        var options = MemoryPlan.Options(baseFormat: precision == .fp32 ? .dense32 : .denseBF16,
+                                         computePrecision: precision == .fp32 ? .fp32 : .bf16, lora: nil, batch: 2, seqLen: 12)
+        options.runtimeOverheadBytes = 0
+        let plan = try MemoryPlan(config: model.config, options: options)
+        let live = LiveMemory.breakdown(full: full, executor: executor)
+        for category in MemoryCategory.allCases where category != .runtimeOverhead {
+            #expect(plan.breakdown[category] == live[category], "\(precision) \(category)")
+        }
+        let key = "model.layers.0.self_attn.k_norm.weight"
+        let error = Self.relativeError(full.parameters.values(full.parameters.entry(key)!, section: 1), try reference.floats("base.grad." + key))
+        #expect(error <= (precision == .fp32 ? Self.tolerance : 2e-2), "\(precision) \(key): relative error \(error)")
+    }
+
     // MARK: - Generation
 
     /// transformers' greedy KV-cache decoding (8 tokens), alone and batched (`generateBatch`: base and

@@ -1,4 +1,5 @@
 import Foundation
+import QLoRA
 import SafeTensors
 
 /// `qlora inspect <file-or-dir> [--json]`: what a safetensors checkpoint holds.
@@ -22,7 +23,10 @@ public enum InspectCommand: Command {
 
     Totals: 4-bit weights (their bytes include every companion tensor; their parameters are the
     elements of the original shape, so bits per parameter is the real storage cost), and the other
-    tensors by dtype. For a directory with a config.json, its quantization_config is shown too.
+    tensors by dtype. For a directory with a config.json, its quantization_config is shown too, and
+    the model line: the model_type (\(LlamaConfig.modelTypes.joined(separator: ", "))) and the switches
+    the decoder runs it with (head_dim, kv heads, q/k norm, biases, tied embeddings), or why config.json
+    cannot be run.
 
     A .gguf file (llama.cpp's format) shows its version, metadata (long arrays summarized), every
     tensor with its ggml type (Q4_K, Q8_0, F32, ...), shape and bytes, and totals per type with bits
@@ -91,6 +95,9 @@ public struct InspectReport {
     public var otherTotals: [DTypeTotal]
     /// config.json's quantization_config, for a directory that has one.
     public var quantizationConfig: JSONValue?
+    /// For a directory with a config.json: the architecture as this decoder would run it
+    /// (`LlamaConfig.architectureSummary`), or why it cannot.
+    public var model: String?
 
     public var quantizedByteCount: Int { quantized.reduce(0) { $0 + $1.byteCount } }
     public var quantizedParameterCount: Int { quantized.reduce(0) { $0 + $1.parameterCount } }
@@ -108,6 +115,7 @@ public struct InspectReport {
     public init(path: String) throws {
         let checkpoint = try SafeTensorsCheckpoint(directory: path)
         var config: JSONValue?
+        var model: String?
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
             let configPath = (path as NSString).appendingPathComponent("config.json")
@@ -116,9 +124,15 @@ public struct InspectReport {
                     throw CLIError.failed("\(configPath): not valid JSON; fix or remove it.")
                 }
                 config = parsed["quantization_config"]
+                do {
+                    model = try LlamaConfig.decode(data, path: configPath).architectureSummary
+                } catch {
+                    model = "not supported: \(error)"
+                }
             }
         }
         try self.init(path: path, checkpoint: checkpoint, quantizationConfig: config)
+        self.model = model
     }
 
     public init(path: String, checkpoint: SafeTensorsCheckpoint, quantizationConfig: JSONValue? = nil) throws {
@@ -189,6 +203,9 @@ public struct InspectReport {
         lines.append("\(path): \(fileList), \(tensorCount) tensors, \(Self.bytes(totalByteCount)), \(Self.count(totalParameterCount)) parameters")
         if !metadata.isEmpty {
             lines.append("metadata: " + metadata.keys.sorted().map { "\($0)=\(metadata[$0]!)" }.joined(separator: ", "))
+        }
+        if let model {
+            lines.append("model: \(model)")
         }
         if !quantized.isEmpty {
             lines.append("")
@@ -303,6 +320,7 @@ public struct InspectReport {
             ("tensors", .array(others.map(tensor))),
             ("totals", .object(totals)),
             ("quantization_config", quantizationConfig ?? .null),
+            ("model", model.map(JSONValue.string) ?? .null),
         ])
     }
 }

@@ -167,3 +167,24 @@ extension JSONValue {
     var arrayCount: Int? { if case .array(let a) = self { return a.count } else { return nil } }
     var first: JSONValue? { if case .array(let a) = self { return a.first } else { return nil } }
 }
+
+/// The model line: the family and switches of a model directory's config.json, or why it cannot run.
+@Suite("qlora inspect: model line")
+struct InspectModelLineTests {
+    @Test func showsTheModelTypeAndItsSwitches() throws {
+        let qwen3 = fixturePath("../qwen3/model")
+        let report = try InspectReport(path: qwen3)
+        #expect(report.model == "qwen3: 2 layers, hidden 64, intermediate 128, 4 / 2 kv heads, head_dim 32, vocab 256, q/k norm, tied embeddings")
+        #expect(report.text.contains("\nmodel: qwen3: "))
+        #expect(report.json.text(indent: 2).contains("\"model\": \"qwen3: 2 layers"))
+        // An unknown model_type is named, not run.
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: qwen3 + "/model.safetensors", toPath: dir + "/model.safetensors")
+        let config = try String(contentsOfFile: qwen3 + "/config.json", encoding: .utf8)
+            .replacingOccurrences(of: "\"model_type\": \"qwen3\"", with: "\"model_type\": \"qwen3_next\"")
+        try config.write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
+        let other = try InspectReport(path: dir)
+        #expect(other.model?.hasPrefix("not supported: ") == true && other.model?.contains("model_type 'qwen3_next'") == true, "\(other.model ?? "nil")")
+    }
+}

@@ -38,6 +38,26 @@ import Testing
         #expect(dxFrozen == dx)
     }
 
+    /// The per-head q/k norms' backward writes dx over dy: bit-identical to `backward` into a zeroed dx.
+    @Test(arguments: shapes.indices)
+    func inPlaceBackwardEqualsBackward(shapeIndex: Int) {
+        let (N, C) = Self.shapes[shapeIndex]
+        var random = KernelRandom(seed: 31 + UInt64(shapeIndex))
+        let x = random.floats(N * C, -3, 3), weight = random.floats(C, 0.5, 1.5), dy = random.floats(N * C)
+        var out = [Float](repeating: 0, count: N * C), rstd = [Float](repeating: 0, count: N)
+        RMSNorm.forward(out: &out, rstd: &rstd, x: x, weight: weight, rows: N, dim: C, eps: 1e-6)
+        let dw0 = random.floats(C)
+        var dx = [Float](repeating: 0, count: N * C), dw = dw0
+        RMSNorm.backward(dx: &dx, dWeight: &dw, dy: dy, x: x, weight: weight, rstd: rstd, rows: N, dim: C)
+        var inPlace = dy, dwInPlace = dw0
+        RMSNorm.backwardInPlace(dy: &inPlace, dWeight: &dwInPlace, x: x, weight: weight, rstd: rstd, rows: N, dim: C)
+        #expect(inPlace == dx, "dx \(N)x\(C)")
+        #expect(dwInPlace == dw, "dWeight \(N)x\(C)")
+        var frozen = dy
+        RMSNorm.backwardInPlace(dy: &frozen, dWeight: nil, x: x, weight: weight, rstd: rstd, rows: N, dim: C)
+        #expect(frozen == dx)
+    }
+
     /// Double forward for the finite differences: Σ g * rmsnorm(x, w).
     static func weightedOutput(x: [Double], weight: [Double], g: [Float], rows: Int, dim: Int, eps: Double) -> Double {
         var total = 0.0

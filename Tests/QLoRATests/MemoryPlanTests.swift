@@ -82,12 +82,29 @@ import Testing
         LiveCase(name: "random GQA biases bf16 ckpt", model: "random:qkv-bias", format: .denseBF16, lora: qvLayer1, batch: 1, seqLen: 10, checkpointing: true),
         LiveCase(name: "random tied odd dims nf4", model: "random:tied-odd", format: nf4, lora: allLinear, batch: 3, seqLen: 3, checkpointing: true),
         LiveCase(name: "random tied odd dims fp32", model: "random:tied-odd", format: .dense32, lora: mlpDropout, batch: 1, seqLen: 11, checkpointing: false),
+        // Qwen3: the q/k norms' saved inputs and rstds, their shared normed q/k, their weights as other frozen weights.
+        LiveCase(name: "qwen3 fp32 all-linear", model: "qwen3/model", format: .dense32, lora: allLinear, batch: 2, seqLen: 12, checkpointing: false),
+        LiveCase(name: "qwen3 nf4 all-linear ckpt", model: "qwen3/model", format: nf4, lora: allLinear, batch: 3, seqLen: 5, checkpointing: true),
+        LiveCase(name: "qwen3 bnb nf4 qv layer1", model: "qwen3/model-nf4", format: nf4, lora: qvLayer1, batch: 2, seqLen: 7, checkpointing: false),
+        LiveCase(name: "qwen3 nf4 inference", model: "qwen3/model", format: nf4, lora: allLinear, batch: 2, seqLen: 6,
+                 checkpointing: false, training: false),
+        LiveCase(name: "random qwen3 attention bias bf16 ckpt", model: "random:qwen3-bias", format: .denseBF16, lora: mlpDropout,
+                 batch: 2, seqLen: 5, checkpointing: true),
+        LiveCase(name: "random qwen3 attention bias fp4", model: "random:qwen3-bias", format: fp4Plain, lora: allLinear,
+                 batch: 1, seqLen: 9, checkpointing: false),
     ]
 
-    /// Small random architectures the fixtures do not cover: Qwen2-style q/k/v biases with GQA, and a tied
-    /// model whose sizes are no multiple of 16 or 64 (padding and partial blocks everywhere).
+    /// Small random architectures the fixtures do not cover: Qwen2-style q/k/v biases with GQA, Qwen3 with
+    /// attention_bias (biases on q, k, v and o) and odd sizes, and a tied model whose sizes are no multiple
+    /// of 16 or 64 (padding and partial blocks everywhere).
     static func randomConfig(_ variant: String) -> LlamaConfig {
         switch variant {
+        case "qwen3-bias":
+            var config = LlamaConfig(vocabSize: 151, hiddenSize: 40, intermediateSize: 72, numHiddenLayers: 2,
+                                     numAttentionHeads: 3, numKeyValueHeads: 1, headDim: 18, modelType: "qwen3")
+            config.qkNorm = true
+            config.attentionBias = true
+            return config
         case "qkv-bias":
             var config = LlamaConfig(vocabSize: 300, hiddenSize: 64, intermediateSize: 160, numHiddenLayers: 2,
                                      numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16)
@@ -166,7 +183,8 @@ import Testing
 
     // MARK: - Full fine-tuning
 
-    @Test(arguments: ["tiny-llama/untied-fp32", "tiny-llama/tied-fp32", "configs/llama-3-8b.json", "configs/smollm2-135m.json"])
+    @Test(arguments: ["tiny-llama/untied-fp32", "tiny-llama/tied-fp32", "configs/llama-3-8b.json", "configs/smollm2-135m.json",
+                      "qwen3/model", "configs/qwen3-0.6b.json", "configs/qwen3-8b.json"])
     func fullFineTuningCountsEveryParameter(_ path: String) throws {
         let config = try LlamaConfig.load(directory: FixturePaths.url(path))
         let shapes = MemoryPlan.allParameterShapes(config: config)
@@ -196,13 +214,17 @@ import Testing
     // MARK: - Published configs
 
     @Test(arguments: [("llama-2-7b", 6_738_415_616), ("llama-3-8b", 8_030_261_248), ("llama-3-70b", 70_553_706_496),
-                      ("smollm2-135m", 134_515_008), ("tinyllama-1.1b", 1_100_048_384)])
+                      ("smollm2-135m", 134_515_008), ("tinyllama-1.1b", 1_100_048_384),
+                      // Qwen3 (q/k norms, head_dim 128): 0.6B by hand in Fixtures/configs/README.md.
+                      ("qwen3-0.6b", 596_049_920), ("qwen3-1.7b", 1_720_574_976), ("qwen3-4b", 4_022_468_096),
+                      ("qwen3-8b", 8_190_735_360)])
     func publishedConfigsHaveTheirPublishedParameterCounts(_ name: String, _ parameters: Int) throws {
         let config = try LlamaConfig.load(directory: FixturePaths.url("configs/\(name).json"))
         #expect(config.totalParameterCount == parameters)
     }
 
-    @Test(arguments: ["llama-2-7b", "llama-3-8b", "llama-3-70b", "smollm2-135m", "tinyllama-1.1b"])
+    @Test(arguments: ["llama-2-7b", "llama-3-8b", "llama-3-70b", "smollm2-135m", "tinyllama-1.1b", "qwen3-0.6b", "qwen3-1.7b",
+                      "qwen3-4b", "qwen3-8b"])
     func largeConfigsPlanWithoutWeights(_ name: String) throws {
         let config = try LlamaConfig.load(directory: FixturePaths.url("configs/\(name).json"))
         let start = Date()
@@ -241,6 +263,26 @@ import Testing
             + 2 * pad(n * f) + 7 * pad(n * 16)
         let expected = checkpointing ? l * pad(n * c) + final : l * perLayer + final
         #expect(plan.breakdown[.activations] == 4 * expected)
+    }
+
+    /// Qwen3 keeps the q/k projections (the norms' inputs, in place of q and k) and the q/k norms' rstds;
+    /// the normed, rotated q and k are rebuilt in backward into one shared buffer (docs/memory.md).
+    @Test(arguments: [false, true])
+    func qwen3SavedActivationsFollowTheDocumentedFormula(_ checkpointing: Bool) throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("configs/qwen3-0.6b.json"))
+        var llama = config
+        llama.qkNorm = false
+        let lora = LoRAConfig(r: 16, loraAlpha: 32, targetModules: ["all-linear"])
+        let options = MemoryPlan.Options(lora: lora, batch: 1, seqLen: 256, gradientCheckpointing: checkpointing)
+        let qwen3 = try MemoryPlan(config: config, options: options), plain = try MemoryPlan(config: llama, options: options)
+        func pad(_ n: Int) -> Int { (n + 15) & ~15 }
+        let n = 256, l = config.numHiddenLayers
+        let rstds = pad(n * config.numAttentionHeads) + pad(n * config.numKeyValueHeads)
+        // With checkpointing the rstds belong to the one recomputed set of layer internals (workspace).
+        #expect(qwen3.breakdown[.activations] - plain.breakdown[.activations] == 4 * (checkpointing ? 0 : l * rstds))
+        #expect(qwen3.breakdown[.workspace] - plain.breakdown[.workspace]
+                == 4 * (pad(n * config.queryDim) + pad(n * config.keyValueDim) + (checkpointing ? rstds : 0)))
+        #expect(qwen3.breakdown[.otherFrozenWeights] - plain.breakdown[.otherFrozenWeights] == 4 * l * 2 * config.headDim)
     }
 
     // MARK: - Bad options

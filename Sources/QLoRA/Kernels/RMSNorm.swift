@@ -43,6 +43,34 @@ public enum RMSNorm {
             }
         }
         guard let dWeight else { return }
+        accumulateWeightGradient(dWeight, dy: dy, x: x, rstd: rstd, rows: rows, dim: dim)
+    }
+
+    /// `backward` with dx written over dy instead of added to another buffer: for the per-head q/k
+    /// norms, whose output gradient is dead once the input gradient exists (no second (N, H*D) buffer).
+    /// dWeight (C) += Σ_n dy * x * rstd is taken first, from the output gradient.
+    public static func backwardInPlace(
+        dy: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rstd: UnsafePointer<Float>, rows: Int, dim: Int
+    ) {
+        let C = dim
+        if let dWeight { accumulateWeightGradient(dWeight, dy: UnsafePointer(dy), x: x, rstd: rstd, rows: rows, dim: dim) }
+        Parallel.forEachRange(rows, minimumPerChunk: max(1, minimumElementsPerChunk / max(C, 1))) { rowRange in
+            for n in rowRange {
+                let xRow = x + n * C, dyRow = dy + n * C
+                let r = rstd[n]
+                // The row's projection is read before any element of it is overwritten.
+                let coefficient = VectorMath.dot3(dyRow, weight, xRow, C) * r * r * r / Float(C)
+                for c in 0..<C { dyRow[c] = r * weight[c] * dyRow[c] - coefficient * xRow[c] }
+            }
+        }
+    }
+
+    /// dWeight (C) += Σ_n dy * x * rstd.
+    private static func accumulateWeightGradient(_ dWeight: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                                                 x: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, dim: Int) {
+        let C = dim
         // Columns split across threads so that each thread owns its slice of dWeight.
         let columnChunks = min(Parallel.chunkCount(rows * C, minimumPerChunk: minimumElementsPerChunk), max(1, C / 64))
         Parallel.forEach(columnChunks) { chunk in

@@ -36,8 +36,14 @@ public struct ActivationLayout {
         public var x = 0        /// (N, C) layer input
         public var rstd1 = 0    /// (N)
         public var h1 = 0       /// (N, C) input_layernorm output (shared workspace, recomputed in backward)
-        public var q = 0        /// (N, H*D) after RoPE
-        public var k = 0        /// (N, KV*D) after RoPE
+        public var q = 0        /// (N, H*D) after RoPE (with q/k norm: normed, then roped; shared, recomputed from qProj)
+        public var k = 0        /// (N, KV*D) after RoPE (likewise)
+        /// (N, H*D) / (N, KV*D) projection outputs: with q/k norm (Qwen3) the norms' saved inputs, else q and k.
+        public var qProj = 0
+        public var kProj = 0
+        /// (N*H) / (N*KV) rstd of the per-head q/k norms, -1 without them.
+        public var qNormRstd = -1
+        public var kNormRstd = -1
         public var v = 0        /// (N, KV*D)
         public var rowStats = 0 /// (B, H, T, 2) softmax max and sum per query row
         public var attn = 0     /// (N, H*D) attention output, o_proj input
@@ -84,8 +90,19 @@ public struct ActivationLayout {
 
         func reserveInternals(_ slots: inout LayerSlots, _ prefix: String, layer: Int?) {
             slots.rstd1 = arena.reserve(prefix + "rstd1", n)
-            slots.q = arena.reserve(prefix + "q", n * qd)
-            slots.k = arena.reserve(prefix + "k", n * kvd)
+            if config.qkNorm {
+                // What backward needs of the q/k norms is their input and rstd; their roped output is
+                // recomputed from these (cheap, no GEMM) into one buffer shared by all layers.
+                slots.qProj = arena.reserve(prefix + "qProj", n * qd)
+                slots.qNormRstd = arena.reserve(prefix + "qNormRstd", n * config.numAttentionHeads)
+                slots.kProj = arena.reserve(prefix + "kProj", n * kvd)
+                slots.kNormRstd = arena.reserve(prefix + "kNormRstd", n * config.numKeyValueHeads)
+            } else {
+                slots.q = arena.reserve(prefix + "q", n * qd)
+                slots.k = arena.reserve(prefix + "k", n * kvd)
+                slots.qProj = slots.q
+                slots.kProj = slots.k
+            }
             slots.v = arena.reserve(prefix + "v", n * kvd)
             slots.rowStats = arena.reserve(prefix + "attentionRowStats", rowStatsCount)
             slots.attn = arena.reserve(prefix + "attn", n * qd)
@@ -142,6 +159,13 @@ public struct ActivationLayout {
             layers[i].h1 = normed
             layers[i].h2 = normed
             layers[i].act = product
+        }
+        if config.qkNorm {
+            let q = arena.reserve("work.qkNormed.q", n * qd), k = arena.reserve("work.qkNormed.k", n * kvd)
+            for i in layers.indices {
+                layers[i].q = q
+                layers[i].k = k
+            }
         }
         xFinal = arena.reserve("saved.final.x", n * c)
         rstdFinal = arena.reserve("saved.final.rstd", n)

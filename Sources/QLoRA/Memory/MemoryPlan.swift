@@ -149,7 +149,7 @@ public struct MemoryPlan: Sendable {
                 }
                 if config.hasBias(name) { other += 4 * shape.outFeatures }
             }
-            other += 2 * config.hiddenSize * 4
+            other += config.layerNormParameterCount * 4
             quantized *= config.numHiddenLayers
             quantizedStorage *= config.numHiddenLayers
             quantizedCount *= config.numHiddenLayers
@@ -220,6 +220,7 @@ public struct MemoryPlan: Sendable {
         for _ in 0..<config.numHiddenLayers {
             shapes.append([c])
             shapes.append([c])
+            if config.qkNorm { shapes.append(contentsOf: [[config.headDim], [config.headDim]]) }
             for name in LlamaConfig.layerLinears {
                 let shape = config.linearShape(name)!
                 shapes.append([shape.outFeatures, shape.inFeatures])

@@ -6,8 +6,9 @@ import GGUF
 /// converted on load like a safetensors checkpoint's.
 public enum GGUFModelLoader {
     /// Architectures whose block is our decoder block. llama.cpp's converter permutes q/k rows for its
-    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2 keeps Hugging Face's order.
-    static let architectures = ["llama", "mistral", "qwen2"]
+    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2 and qwen3 keep Hugging Face's order.
+    static let architectures = ["llama", "mistral", "qwen2", "qwen3"]
+    static let unpermuted: Set<String> = ["qwen2", "qwen3"]
 
     public static func isGGUF(_ url: URL) -> Bool { url.pathExtension.lowercased() == "gguf" }
 
@@ -47,6 +48,10 @@ public enum GGUFModelLoader {
         config.qkvBiasOnly = file.contains("blk.0.attn_q.bias") && !file.contains("blk.0.attn_output.bias")
         config.attentionBias = file.contains("blk.0.attn_output.bias")
         config.mlpBias = file.contains("blk.0.ffn_up.bias")
+        config.qkNorm = arch == "qwen3"
+        if !config.qkNorm && (file.contains("blk.0.attn_q_norm.weight") || file.contains("blk.0.attn_k_norm.weight")) {
+            throw ModelError.unsupported(path: path, reason: "tensor 'blk.0.attn_q_norm.weight' (per-head q/k norm) in a '\(arch)' GGUF; only architecture qwen3 applies q/k norms")
+        }
         config.bosTokenID = file["tokenizer.ggml.bos_token_id"]?.int
         config.eosTokenIDs = file["tokenizer.ggml.eos_token_id"]?.int.map { [$0] } ?? []
         config.padTokenID = file["tokenizer.ggml.padding_token_id"]?.int
@@ -77,7 +82,7 @@ public enum GGUFModelLoader {
     /// architecture: convert_hf_to_gguf's `permute` interleaves the two rotary halves of every head
     /// (HF row h*D + j*D/2 + i is stored at h*D + 2i + j). Nil where nothing was permuted.
     static func storedRows(config: LlamaConfig, projection: Projection) -> [Int32]? {
-        guard config.modelType != "qwen2", projection == .q || projection == .k else { return nil }
+        guard !unpermuted.contains(config.modelType), projection == .q || projection == .k else { return nil }
         let heads = projection == .q ? config.numAttentionHeads : config.numKeyValueHeads
         let d = config.headDim, half = d / 2
         var rows = [Int32](repeating: 0, count: heads * d)
@@ -157,9 +162,14 @@ public enum GGUFModelLoader {
                 }
                 linears.append(BaseLinear(weight: w, bias: bias, precision: precision))
             }
-            layers.append(LlamaModel.Layer(inputLayernorm: try vector("blk.\(layer).attn_norm.weight", count: c),
+            var weights = LlamaModel.Layer(inputLayernorm: try vector("blk.\(layer).attn_norm.weight", count: c),
                                            postAttentionLayernorm: try vector("blk.\(layer).ffn_norm.weight", count: c),
-                                           linears: linears))
+                                           linears: linears)
+            if config.qkNorm {
+                weights.qNorm = try vector("blk.\(layer).attn_q_norm.weight", count: config.headDim)
+                weights.kNorm = try vector("blk.\(layer).attn_k_norm.weight", count: config.headDim)
+            }
+            layers.append(weights)
         }
         let norm = try vector("output_norm.weight", count: c)
         var lmHead: BaseLinear?

@@ -49,6 +49,10 @@ public enum GGUFModelWriter {
         for (index, layer) in model.layers.enumerated() {
             vector("blk.\(index).attn_norm.weight", Array(layer.inputLayernorm))
             vector("blk.\(index).ffn_norm.weight", Array(layer.postAttentionLayernorm))
+            if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+                vector("blk.\(index).attn_q_norm.weight", Array(qNorm))
+                vector("blk.\(index).attn_k_norm.weight", Array(kNorm))
+            }
             for projection in Projection.allCases {
                 let name = GGUFModelLoader.tensorName(layer: index, projection)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)

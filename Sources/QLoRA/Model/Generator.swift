@@ -28,6 +28,7 @@ public final class IncrementalDecoder {
     /// `bytes(config:...)` (the memory plan) and a real decoder agree by construction.
     struct ScratchLayout {
         var x = 0, h = 0, q = 0, k = 0, v = 0, attn = 0, gate = 0, up = 0, loraT = 0, tile = 0, attentionScratch = 0, logits = 0
+        var headRstd = 0
         var tileFloats = 0, logitsCapacity = 0, total = 0
 
         init(config c: LlamaConfig, maxSeqLen: Int, chunkRows m: Int, tileRows: Int, loraRank: Int) {
@@ -42,6 +43,7 @@ public final class IncrementalDecoder {
             gate = slot(m * c.intermediateSize)           /// (M, F)
             up = slot(m * c.intermediateSize)             /// (M, F)
             loraT = slot(m * loraRank)                    /// (M, r)
+            headRstd = slot(c.qkNorm ? m * c.numAttentionHeads : 0) /// (M*H) rstd of the q/k norms (Qwen3)
             tileFloats = GemmWorkspace.floats(rows: m, maxInFeatures: c.maxLinearInFeatures, tileRows: tileRows)
             tile = slot(tileFloats)                       /// GEMM workspace: (R, I) dequant tile or bf16 panels
             attentionScratch = slot(CachedAttention.scratchCount(rows: m, maxSeqLen: maxSeqLen))
@@ -217,6 +219,14 @@ public final class IncrementalDecoder {
             project(layer, .q, y: p(q), x: p(h), rows: m, segments: segments)
             project(layer, .k, y: p(k), x: p(h), rows: m, segments: segments)
             project(layer, .v, y: p(v), x: p(h), rows: m, segments: segments)
+            if config.qkNorm {
+                // Qwen3's per-head norms, in place, before RoPE: the cache holds normed, rotated keys.
+                let rstd = p(layout.headRstd)
+                RMSNorm.forward(out: p(q), rstd: rstd, x: p(q), weight: UnsafePointer(weights.qNorm!.baseAddress!),
+                                rows: m * config.numAttentionHeads, dim: config.headDim, eps: config.rmsNormEps)
+                RMSNorm.forward(out: p(k), rstd: rstd, x: p(k), weight: UnsafePointer(weights.kNorm!.baseAddress!),
+                                rows: m * config.numKeyValueHeads, dim: config.headDim, eps: config.rmsNormEps)
+            }
             rope.apply(p(q), positions: positions, rows: m, heads: config.numAttentionHeads)
             rope.apply(p(k), positions: positions, rows: m, heads: config.numKeyValueHeads)
             for segment in segments {

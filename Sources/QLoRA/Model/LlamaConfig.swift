@@ -3,7 +3,8 @@ import SafeTensors
 import GGUF
 
 /// A Llama-family architecture read from Hugging Face `config.json` (Llama 2/3, SmolLM2, TinyLlama,
-/// Mistral-style, Qwen2 with q/k/v biases). Property names are camelCase of the HF keys.
+/// Mistral-style, Qwen2 with q/k/v biases, Qwen3 with per-head q/k norms). Property names are camelCase
+/// of the HF keys; the families differ only by the switches below, read by the one decoder block.
 public struct LlamaConfig: Sendable, Equatable {
     public var modelType: String
     public var vocabSize: Int
@@ -22,6 +23,9 @@ public struct LlamaConfig: Sendable, Equatable {
     public var attentionBias: Bool
     public var qkvBiasOnly: Bool
     public var mlpBias: Bool
+    /// Qwen3: an RMSNorm over each head of q and of k (weights `self_attn.q_norm` / `k_norm`, head_dim
+    /// wide, eps `rms_norm_eps`) between the projection and RoPE.
+    public var qkNorm: Bool
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
     public var padTokenID: Int?
@@ -50,6 +54,7 @@ public struct LlamaConfig: Sendable, Equatable {
         self.attentionBias = false
         self.qkvBiasOnly = false
         self.mlpBias = false
+        self.qkNorm = false
         self.bosTokenID = nil
         self.eosTokenIDs = []
         self.padTokenID = nil
@@ -84,6 +89,11 @@ public struct LlamaConfig: Sendable, Equatable {
         default: return false
         }
     }
+
+    /// The `model_type` values of the families this decoder runs, as listed to users.
+    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3"]
+    /// Those and the aliases some Llama checkpoints write.
+    static let supportedModelTypes = modelTypes + ["smollm", "smollm2", "tinyllama"]
 
     /// The seven projections of a decoder layer, in PEFT's usual order.
     public static let layerLinears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -120,10 +130,24 @@ public struct LlamaConfig: Sendable, Equatable {
             return value.intValue
         }
         func optionalInt(_ key: String) -> Int? { (json[key] as? NSNumber)?.intValue }
-        let modelType = json["model_type"] as? String ?? "llama"
-        let supported = ["llama", "mistral", "qwen2", "smollm", "smollm2", "tinyllama"]
-        guard supported.contains(modelType) else {
-            throw ModelError.unsupported(path: path, reason: "model_type '\(modelType)'; supported: llama, mistral, qwen2 (Llama-family decoders)")
+        /// A boolean key: absent or null is nil, anything but true / false is refused by name.
+        func bool(_ key: String) throws -> Bool? {
+            guard let value = json[key], !(value is NSNull) else { return nil }
+            guard let flag = value as? Bool else {
+                throw ModelError.badConfig(path: path, reason: "config.json: '\(key)' must be true or false (got \(value))")
+            }
+            return flag
+        }
+        guard let modelType = (json["model_type"] ?? "llama") as? String else {
+            throw ModelError.badConfig(path: path, reason: "config.json: 'model_type' must be a string")
+        }
+        guard Self.supportedModelTypes.contains(modelType) else {
+            throw ModelError.unsupported(path: path, reason: "model_type '\(modelType)' in config.json; supported: \(Self.modelTypes.joined(separator: ", ")) (Llama-family decoders)")
+        }
+        // Qwen2/Qwen3 attend over a window only when use_sliding_window is set; no released checkpoint
+        // does, and this decoder attends over every position, so such a config is refused, not run wrongly.
+        if try bool("use_sliding_window") == true {
+            throw ModelError.unsupported(path: path, reason: "'use_sliding_window': true in config.json (sliding-window attention is not implemented; every layer attends over all positions)")
         }
         if let act = json["hidden_act"] as? String, act != "silu" {
             throw ModelError.unsupported(path: path, reason: "hidden_act '\(act)' (only silu / SwiGLU)")
@@ -133,10 +157,11 @@ public struct LlamaConfig: Sendable, Equatable {
             vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
             intermediateSize: try int("intermediate_size"), numHiddenLayers: try int("num_hidden_layers"),
             numAttentionHeads: heads, numKeyValueHeads: optionalInt("num_key_value_heads") ?? heads,
-            headDim: optionalInt("head_dim"),
+            // Qwen3Config's default head_dim is 128, not hidden / heads.
+            headDim: optionalInt("head_dim") ?? (modelType == "qwen3" ? 128 : nil),
             rmsNormEps: Float((json["rms_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6),
             maxPositionEmbeddings: optionalInt("max_position_embeddings") ?? 2048,
-            tieWordEmbeddings: (json["tie_word_embeddings"] as? Bool) ?? false, modelType: modelType)
+            tieWordEmbeddings: try bool("tie_word_embeddings") ?? false, modelType: modelType)
         // RoPE: transformers 5 writes rope_parameters; older configs rope_theta + rope_scaling.
         let ropeParameters = json["rope_parameters"] as? [String: Any]
         let scaling = ropeParameters ?? (json["rope_scaling"] as? [String: Any])
@@ -155,9 +180,10 @@ public struct LlamaConfig: Sendable, Equatable {
                 throw ModelError.unsupported(path: path, reason: "rope type '\(type)' (supported: default, linear, llama3)")
             }
         }
-        config.attentionBias = (json["attention_bias"] as? Bool) ?? false
+        config.attentionBias = try bool("attention_bias") ?? false
         config.qkvBiasOnly = modelType == "qwen2"
-        config.mlpBias = (json["mlp_bias"] as? Bool) ?? false
+        config.mlpBias = try bool("mlp_bias") ?? false
+        config.qkNorm = modelType == "qwen3"
         config.bosTokenID = optionalInt("bos_token_id")
         if let eos = json["eos_token_id"] as? NSNumber {
             config.eosTokenIDs = [eos.intValue]
@@ -198,10 +224,25 @@ public struct LlamaConfig: Sendable, Equatable {
         } * numHiddenLayers
     }
 
+    /// One line for users: the family and the switches the decoder block runs it with, e.g.
+    /// "qwen3: 28 layers, hidden 1024, 16 / 8 kv heads, head_dim 128, q/k norm, tied embeddings".
+    public var architectureSummary: String {
+        var parts = ["\(numHiddenLayers) layers", "hidden \(hiddenSize)", "intermediate \(intermediateSize)",
+                     "\(numAttentionHeads) / \(numKeyValueHeads) kv heads", "head_dim \(headDim)", "vocab \(vocabSize)"]
+        if qkNorm { parts.append("q/k norm") }
+        if attentionBias { parts.append("q/k/v/o bias") } else if qkvBiasOnly { parts.append("q/k/v bias") }
+        if mlpBias { parts.append("mlp bias") }
+        if tieWordEmbeddings { parts.append("tied embeddings") }
+        return "\(modelType): " + parts.joined(separator: ", ")
+    }
+
+    /// Norm weights of one decoder layer: input and post-attention (C each), q_norm and k_norm (D each).
+    public var layerNormParameterCount: Int { 2 * hiddenSize + (qkNorm ? 2 * headDim : 0) }
+
     /// Every parameter of the model (tied lm_head counted once, as HF does).
     public var totalParameterCount: Int {
         let embed = vocabSize * hiddenSize
-        let norms = (2 * numHiddenLayers + 1) * hiddenSize
+        let norms = numHiddenLayers * layerNormParameterCount + hiddenSize
         let biases = numHiddenLayers * Self.layerLinears.reduce(0) { $0 + (hasBias($1) ? linearShape($1)!.outFeatures : 0) }
         return embed + (tieWordEmbeddings ? 0 : embed) + norms + biases + decoderLinearParameterCount
     }

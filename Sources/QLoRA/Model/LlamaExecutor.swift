@@ -112,11 +112,10 @@ public final class LlamaExecutor {
         let weights = model.layers[layer]
         RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
                         rows: n, dim: c, eps: config.rmsNormEps)
-        project(layer, .q, y: p(s.q), x: p(s.h1), slots: s, rows: n)
-        project(layer, .k, y: p(s.k), x: p(s.h1), slots: s, rows: n)
+        project(layer, .q, y: p(s.qProj), x: p(s.h1), slots: s, rows: n)
+        project(layer, .k, y: p(s.kProj), x: p(s.h1), slots: s, rows: n)
         project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
-        rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
-        rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
+        normAndRotate(layer, s)
         StepProfiler.measure(.attention) { Attention.forward(out: p(s.attn), rowStats: p(s.rowStats), q: p(s.q), k: p(s.k), v: p(s.v),
                           batch: batch, seqLen: seqLen, heads: config.numAttentionHeads,
                           kvHeads: config.numKeyValueHeads, headDim: config.headDim, scratch: p(layout.attentionScratch)) }
@@ -129,6 +128,21 @@ public final class LlamaExecutor {
         SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * config.intermediateSize)
         project(layer, .down, y: output, x: p(s.act), slots: s, rows: n, baseNeeded: !recompute)
         if !recompute { add(output, p(s.xMid), count: n * c) }
+    }
+
+    /// q and k as attention reads them: RoPE of the projections, after Qwen3's per-head RMSNorm when the
+    /// config has it (qProj / kProj -> q / k, rstd saved), in place otherwise (qProj is q).
+    private func normAndRotate(_ layer: Int, _ s: ActivationLayout.LayerSlots) {
+        let config = model.config, n = batch * seqLen
+        if config.qkNorm {
+            let weights = model.layers[layer]
+            RMSNorm.forward(out: p(s.q), rstd: p(s.qNormRstd), x: p(s.qProj), weight: UnsafePointer(weights.qNorm!.baseAddress!),
+                            rows: n * config.numAttentionHeads, dim: config.headDim, eps: config.rmsNormEps)
+            RMSNorm.forward(out: p(s.k), rstd: p(s.kNormRstd), x: p(s.kProj), weight: UnsafePointer(weights.kNorm!.baseAddress!),
+                            rows: n * config.numKeyValueHeads, dim: config.headDim, eps: config.rmsNormEps)
+        }
+        rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
+        rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
     }
 
     @inline(__always)
@@ -238,7 +252,7 @@ public final class LlamaExecutor {
                 // Recompute this layer's internals from its saved input; its output is not needed.
                 forwardLayer(layer, output: p(layout.dHidden), recompute: true)
             }
-            backwardLayer(layer, mlpInternalsFresh: shape.gradientCheckpointing)
+            backwardLayer(layer, sharedFresh: shape.gradientCheckpointing)
         }
         if let dEmbed = gradients?.embedTokens {
             Embedding.backward(dtable: dEmbed, dout: dResidual, ids: ids, rows: n, dim: c)
@@ -269,10 +283,10 @@ public final class LlamaExecutor {
         lora?.adapters[layer][projection.rawValue] != nil || gradients?.layer(layer) != nil
     }
 
-    /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input). `mlpInternalsFresh`: the
-    /// shared h2 and SwiGLU product buffers still hold this layer's values (checkpointing just
+    /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input). `sharedFresh`: the shared
+    /// h2, SwiGLU product and normed q/k buffers still hold this layer's values (checkpointing just
     /// recomputed the layer), so they need not be recomputed again.
-    private func backwardLayer(_ layer: Int, mlpInternalsFresh: Bool) {
+    private func backwardLayer(_ layer: Int, sharedFresh: Bool) {
         let config = model.config
         let s = layout.layers[layer]
         let n = batch * seqLen, c = config.hiddenSize, f = config.intermediateSize
@@ -281,11 +295,11 @@ public final class LlamaExecutor {
 
         // MLP: out = xMid + down(silu(gate(h2)) * up(h2)). h2 and the product share workspace across
         // layers; they are recomputed only where a LoRA or weight gradient reads them.
-        if !mlpInternalsFresh && (readsInput(layer, .gate) || readsInput(layer, .up)) {
+        if !sharedFresh && (readsInput(layer, .gate) || readsInput(layer, .up)) {
             RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
                             rows: n, dim: c, eps: config.rmsNormEps)
         }
-        if !mlpInternalsFresh && readsInput(layer, .down) {
+        if !sharedFresh && readsInput(layer, .down) {
             SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * f)
         }
         let dAct = p(layout.dAct), dGate = p(layout.dGate), dUp = p(layout.dUp)
@@ -300,18 +314,29 @@ public final class LlamaExecutor {
         RMSNorm.backward(dx: dResidual, dWeight: gradients?.layer(layer)?.postAttentionLayernorm, dy: dHidden, x: p(s.xMid),
                          weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!), rstd: p(s.rstd2), rows: n, dim: c)
 
-        // Attention: xMid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
+        // Attention: xMid = x + o(attn(rope(qNorm(q(h1))), rope(kNorm(k(h1))), v(h1))), the norms only with qkNorm.
         let dAttn = p(layout.dAttn), dQ = p(layout.dQ), dK = p(layout.dK), dV = p(layout.dV)
         dAttn.update(repeating: 0, count: n * config.queryDim)
         projectBackward(layer, .o, dx: dAttn, dy: dResidual, x: p(s.attn), slots: s, rows: n)
         dQ.update(repeating: 0, count: n * config.queryDim)
         dK.update(repeating: 0, count: n * config.keyValueDim)
         dV.update(repeating: 0, count: n * config.keyValueDim)
+        // The normed q/k share one buffer across layers: rebuild this layer's from the saved projections.
+        if config.qkNorm && !sharedFresh { normAndRotate(layer, s) }
         StepProfiler.measure(.attention) { Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), rowStats: p(s.rowStats),
                            batch: batch, seqLen: seqLen, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
                            headDim: config.headDim, scratch: p(layout.attentionScratch)) }
         rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
+        if config.qkNorm {
+            // dL/d(normed q) -> dL/d(q_proj output), in place; the norm weights' gradients for full fine-tuning.
+            RMSNorm.backwardInPlace(dy: dQ, dWeight: gradients?.layer(layer)?.qNorm, x: p(s.qProj),
+                                    weight: UnsafePointer(weights.qNorm!.baseAddress!), rstd: p(s.qNormRstd),
+                                    rows: n * config.numAttentionHeads, dim: config.headDim)
+            RMSNorm.backwardInPlace(dy: dK, dWeight: gradients?.layer(layer)?.kNorm, x: p(s.kProj),
+                                    weight: UnsafePointer(weights.kNorm!.baseAddress!), rstd: p(s.kNormRstd),
+                                    rows: n * config.numKeyValueHeads, dim: config.headDim)
+        }
         // h1 shares its buffer with h2, so it is always stale here.
         if readsInput(layer, .q) || readsInput(layer, .k) || readsInput(layer, .v) {
             RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),

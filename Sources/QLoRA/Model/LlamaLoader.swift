@@ -35,6 +35,10 @@ public enum LlamaLoader {
             return try checkpoint.floats(name)
         }
         let c = config.hiddenSize
+        // q/k norms the config does not switch on would be silently skipped: refuse instead.
+        if !config.qkNorm, let name = checkpoint.names.first(where: { $0.hasSuffix("self_attn.q_norm.weight") || $0.hasSuffix("self_attn.k_norm.weight") }) {
+            throw ModelError.unsupported(path: path, reason: "tensor '\(name)' (per-head q/k norm) with model_type '\(config.modelType)'; only model_type qwen3 applies q_norm / k_norm")
+        }
         let embed = EmbeddingTable(values: try dense("model.embed_tokens.weight", shape: [config.vocabSize, c]),
                                    rows: config.vocabSize, dim: c, storage: config.frozenTableStorage)
         var layers: [LlamaModel.Layer] = []
@@ -49,10 +53,15 @@ public enum LlamaLoader {
                 let bias = config.hasBias(projection.moduleName) ? try dense(module + ".bias", shape: [shape.outFeatures]) : nil
                 linears.append(BaseLinear(weight: weight, bias: bias, precision: precision))
             }
-            layers.append(LlamaModel.Layer(
+            var weights = LlamaModel.Layer(
                 inputLayernorm: buffer(try dense(prefix + "input_layernorm.weight", shape: [c])),
                 postAttentionLayernorm: buffer(try dense(prefix + "post_attention_layernorm.weight", shape: [c])),
-                linears: linears))
+                linears: linears)
+            if config.qkNorm {
+                weights.qNorm = buffer(try dense(prefix + "self_attn.q_norm.weight", shape: [config.headDim]))
+                weights.kNorm = buffer(try dense(prefix + "self_attn.k_norm.weight", shape: [config.headDim]))
+            }
+            layers.append(weights)
         }
         let norm = buffer(try dense("model.norm.weight", shape: [c]))
         var lmHead: BaseLinear?
@@ -114,6 +123,7 @@ public enum LlamaLoader {
         return try build(config: config, format: format, precision: precision,
                          embed: { normal(config.vocabSize * config.hiddenSize) },
                          norm: { _ in [Float](repeating: 1, count: config.hiddenSize) },
+                         headNorm: { _, _ in [Float](repeating: 1, count: config.headDim) },
                          linear: { _, _, count in normal(count) },
                          bias: { _, _, count in normal(count) },
                          lmHead: { normal(config.vocabSize * config.hiddenSize) })
@@ -131,15 +141,16 @@ public enum LlamaLoader {
         return try build(config: config, format: format, precision: precision,
                          embed: { model.embedTokens.floats() },
                          norm: { index in index < 0 ? Array(model.norm) : Array(index % 2 == 0 ? model.layers[index / 2].inputLayernorm : model.layers[index / 2].postAttentionLayernorm) },
+                         headNorm: { layer, projection in Array((projection == .q ? model.layers[layer].qNorm : model.layers[layer].kNorm)!) },
                          linear: { layer, projection, _ in dense(model.layers[layer].linears[projection.rawValue]) },
                          bias: { layer, projection, _ in Array(model.layers[layer].linears[projection.rawValue].bias!) },
                          lmHead: { dense(model.lmHead) })
     }
 
     /// Assembles a model from value providers. `norm(2*layer)` / `norm(2*layer+1)` are a layer's input /
-    /// post-attention norms, `norm(-1)` the final norm.
+    /// post-attention norms, `norm(-1)` the final norm; `headNorm(layer, .q / .k)` its q/k norms (if any).
     private static func build(config: LlamaConfig, format: BaseWeightFormat, precision: ComputePrecision,
-                              embed: () -> [Float], norm: (Int) -> [Float],
+                              embed: () -> [Float], norm: (Int) -> [Float], headNorm: (Int, Projection) -> [Float],
                               linear: (Int, Projection, Int) -> [Float], bias: (Int, Projection, Int) -> [Float],
                               lmHead: () -> [Float]) throws -> LlamaModel {
         let c = config.hiddenSize
@@ -154,8 +165,13 @@ public enum LlamaLoader {
                 let biasValues = config.hasBias(projection.moduleName) ? bias(layer, projection, shape.outFeatures) : nil
                 linears.append(BaseLinear(weight: weight, bias: biasValues, precision: precision))
             }
-            layers.append(LlamaModel.Layer(inputLayernorm: buffer(norm(2 * layer)), postAttentionLayernorm: buffer(norm(2 * layer + 1)),
-                                           linears: linears))
+            var weights = LlamaModel.Layer(inputLayernorm: buffer(norm(2 * layer)), postAttentionLayernorm: buffer(norm(2 * layer + 1)),
+                                           linears: linears)
+            if config.qkNorm {
+                weights.qNorm = buffer(headNorm(layer, .q))
+                weights.kNorm = buffer(headNorm(layer, .k))
+            }
+            layers.append(weights)
         }
         let normBuffer = buffer(norm(-1))
         var head: BaseLinear?

@@ -7,6 +7,9 @@ public final class LlamaModel {
         public var postAttentionLayernorm: UnsafeMutableBufferPointer<Float>  /// (C)
         /// Indexed by `Projection.rawValue`.
         public var linears: [BaseLinear]
+        /// (D) each, with `LlamaConfig.qkNorm` (Qwen3), else nil.
+        public var qNorm: UnsafeMutableBufferPointer<Float>? = nil
+        public var kNorm: UnsafeMutableBufferPointer<Float>? = nil
     }
 
     public let config: LlamaConfig
@@ -70,6 +73,8 @@ public final class LlamaModel {
         for layer in layers {
             layer.inputLayernorm.deallocate()
             layer.postAttentionLayernorm.deallocate()
+            layer.qNorm?.deallocate()
+            layer.kNorm?.deallocate()
         }
     }
 
@@ -90,7 +95,9 @@ public final class LlamaModel {
                 }
                 other += (linear.bias?.count ?? 0) * 4
             }
-            other += 2 * config.hiddenSize * 4
+            // Counted from the buffers themselves, so that the plan (LlamaConfig.layerNormParameterCount) is checked.
+            other += (layer.inputLayernorm.count + layer.postAttentionLayernorm.count
+                      + (layer.qNorm?.count ?? 0) + (layer.kNorm?.count ?? 0)) * 4
         }
         other += embedTokens.storageBytes + norm.count * 4
         if !config.tieWordEmbeddings { other += lmHead.weight.storageBytes }

@@ -32,6 +32,10 @@ public enum LlamaWriter {
         for (index, layer) in model.layers.enumerated() {
             add("model.layers.\(index).input_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.inputLayernorm))
             add("model.layers.\(index).post_attention_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.postAttentionLayernorm))
+            if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+                add("model.layers.\(index).self_attn.q_norm.weight", [config.headDim], UnsafeBufferPointer(qNorm))
+                add("model.layers.\(index).self_attn.k_norm.weight", [config.headDim], UnsafeBufferPointer(kNorm))
+            }
             for projection in Projection.allCases {
                 addLinear(LlamaConfig.modulePath(layer: index, linear: projection.moduleName), layer.linears[projection.rawValue])
             }
@@ -60,7 +64,7 @@ public enum LlamaWriter {
     /// A transformers-style LlamaConfig for models that did not come from a config.json (demo, random).
     public static func minimalConfig(_ c: LlamaConfig, dtype: String) -> JSONValue {
         var fields: [String: JSONValue] = [
-            "architectures": .array([.string(c.modelType == "qwen2" ? "Qwen2ForCausalLM" : c.modelType == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM")]),
+            "architectures": .array([.string(Self.architecture(c.modelType))]),
             "attention_bias": .bool(c.attentionBias), "attention_dropout": .number(0), "dtype": .string(dtype),
             "head_dim": .int(c.headDim), "hidden_act": .string("silu"), "hidden_size": .int(c.hiddenSize),
             "intermediate_size": .int(c.intermediateSize), "max_position_embeddings": .int(c.maxPositionEmbeddings),
@@ -83,6 +87,16 @@ public enum LlamaWriter {
         if let eos = c.eosTokenIDs.first { fields["eos_token_id"] = c.eosTokenIDs.count == 1 ? .int(eos) : .array(c.eosTokenIDs.map(JSONValue.int)) }
         if let pad = c.padTokenID { fields["pad_token_id"] = .int(pad) }
         return .dictionary(fields)
+    }
+
+    /// transformers' class of each model_type (aliases of llama are Llama).
+    static func architecture(_ modelType: String) -> String {
+        switch modelType {
+        case "qwen2": return "Qwen2ForCausalLM"
+        case "qwen3": return "Qwen3ForCausalLM"
+        case "mistral": return "MistralForCausalLM"
+        default: return "LlamaForCausalLM"
+        }
     }
 
     /// Files beside the weights that a model written from another one keeps (tokenizer, chat template,

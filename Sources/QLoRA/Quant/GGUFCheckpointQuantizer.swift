@@ -29,6 +29,10 @@ public enum GGUFCheckpointQuantizer {
         for layer in 0..<config.numHiddenLayers {
             names.append(("model.layers.\(layer).input_layernorm.weight", "blk.\(layer).attn_norm.weight", nil))
             names.append(("model.layers.\(layer).post_attention_layernorm.weight", "blk.\(layer).ffn_norm.weight", nil))
+            if config.qkNorm {
+                names.append(("model.layers.\(layer).self_attn.q_norm.weight", "blk.\(layer).attn_q_norm.weight", nil))
+                names.append(("model.layers.\(layer).self_attn.k_norm.weight", "blk.\(layer).attn_k_norm.weight", nil))
+            }
             for projection in Projection.allCases {
                 let module = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)

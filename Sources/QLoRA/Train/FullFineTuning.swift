@@ -8,6 +8,9 @@ public struct ModelGradients {
         public var postAttentionLayernorm: UnsafeMutablePointer<Float>
         /// Indexed by Projection.rawValue; (out, in) each.
         public var linears: [UnsafeMutablePointer<Float>]
+        /// (D) each, with q/k norms (Qwen3).
+        public var qNorm: UnsafeMutablePointer<Float>? = nil
+        public var kNorm: UnsafeMutablePointer<Float>? = nil
     }
     public var embedTokens: UnsafeMutablePointer<Float>?
     /// Empty when only the embeddings / lm_head train (modules_to_save beside LoRA).
@@ -60,6 +63,10 @@ public final class FullFineTuning {
         for layer in 0..<config.numHiddenLayers {
             tensors.append(("model.layers.\(layer).input_layernorm.weight", [config.hiddenSize]))
             tensors.append(("model.layers.\(layer).post_attention_layernorm.weight", [config.hiddenSize]))
+            if config.qkNorm {
+                tensors.append(("model.layers.\(layer).self_attn.q_norm.weight", [config.headDim]))
+                tensors.append(("model.layers.\(layer).self_attn.k_norm.weight", [config.headDim]))
+            }
             for projection in Projection.allCases {
                 let shape = config.linearShape(projection.moduleName)!
                 tensors.append((LlamaConfig.modulePath(layer: layer, linear: projection.moduleName) + ".weight",
@@ -114,9 +121,23 @@ public final class FullFineTuning {
                 workingLinears.append(working(linears.last!, values: weight.value))
                 linearGradients.append(weight.grad)
             }
-            layers.append(LlamaModel.Layer(inputLayernorm: input.value, postAttentionLayernorm: post.value, linears: linears))
-            workingLayers.append(LlamaModel.Layer(inputLayernorm: input.value, postAttentionLayernorm: post.value, linears: workingLinears))
-            gradientLayers.append(ModelGradients.Layer(inputLayernorm: input.grad, postAttentionLayernorm: post.grad, linears: linearGradients))
+            var weights = LlamaModel.Layer(inputLayernorm: input.value, postAttentionLayernorm: post.value, linears: linears)
+            var gradients = ModelGradients.Layer(inputLayernorm: input.grad, postAttentionLayernorm: post.grad, linears: linearGradients)
+            if config.qkNorm {
+                // fp32 and read in place in both precisions, like the other norms.
+                let q = slot("model.layers.\(layer).self_attn.q_norm.weight"), k = slot("model.layers.\(layer).self_attn.k_norm.weight")
+                _ = q.value.update(fromContentsOf: source.layers[layer].qNorm!)
+                _ = k.value.update(fromContentsOf: source.layers[layer].kNorm!)
+                weights.qNorm = q.value
+                weights.kNorm = k.value
+                gradients.qNorm = q.grad
+                gradients.kNorm = k.grad
+            }
+            layers.append(weights)
+            var workingWeights = weights
+            workingWeights.linears = workingLinears
+            workingLayers.append(workingWeights)
+            gradientLayers.append(gradients)
         }
         let norm = slot("model.norm.weight")
         _ = norm.value.update(fromContentsOf: source.norm)

@@ -11,7 +11,8 @@ public enum MemoryCommand: Command {
 
     Plans the memory of a training run from the model's config.json alone (no weights are read; a 70B
     plan takes milliseconds): bytes per category (quantized weights, other frozen weights, trainable
-    parameters, gradients, optimizer state, saved activations, workspace, runtime overhead), the total,
+    parameters, gradients, optimizer state, saved activations, workspace, dataset with --data, runtime
+    overhead), the total,
     and parameter counts. The figures are those of qlora's own buffers, computed by the same functions
     that size them, so a real run holds exactly these bytes plus the runtime overhead (docs/memory.md).
 
@@ -273,12 +274,12 @@ public enum MemoryCommand: Command {
             }
             // As `train --full`: fp32 unless --compute-dtype bf16 (or the older --base-dtype bf16) asks for
             // bf16 mixed precision.
-            let mixed = args.string("compute-dtype") == "bf16" || (args.string("compute-dtype") == nil && args.string("base-dtype") == "bf16")
-            guard args.string("compute-dtype") != "fp16" else {
+            let compute = args.string("compute-dtype") ?? (args.string("base-dtype") == "bf16" ? "bf16" : "fp32")
+            guard let precision = ComputePrecision(rawValue: compute).flatMap(FullFineTuning.Precision.init(compute:)) else {
                 throw CLIError.failed("qlora memory: --full trains in fp32 or bf16 mixed precision; use --compute-dtype fp32 or bf16.")
             }
-            options.baseFormat = mixed ? .denseBF16 : .dense32
-            options.computePrecision = mixed ? .bf16 : .fp32
+            options.baseFormat = precision.planFormat
+            options.computePrecision = precision.compute
             options.lora = nil
         }
         options.batch = try positive(args, "batch", default: 1)

@@ -138,8 +138,7 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
             _ = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
             gradients[precision] = full.parameters.values(full.parameters.entry("model.layers.1.mlp.down_proj.weight")!, section: 1)
             // Plan == live, byte for byte, for both precisions.
-            var options = MemoryPlan.Options(baseFormat: precision == .fp32 ? .dense32 : .denseBF16,
-                                             computePrecision: precision == .fp32 ? .fp32 : .bf16, lora: nil, batch: 2, seqLen: 12)
+            var options = MemoryPlan.Options(baseFormat: precision.planFormat, computePrecision: precision.compute, lora: nil, batch: 2, seqLen: 12)
             options.runtimeOverheadBytes = 0
             let plan = try MemoryPlan(config: model.config, options: options)
             let live = LiveMemory.breakdown(full: full, executor: executor)

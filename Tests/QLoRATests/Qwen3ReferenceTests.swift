@@ -165,8 +165,7 @@ import Testing
         let executor = LlamaExecutor(model: full.model, lora: nil, gradients: full.gradients, shape: .init(batch: 2, seqLen: 12))
         full.parameters.zeroGradients()
         _ = try executor.lossAndGradients(inputIDs: ids, labels: labels, batch: 2, seqLen: 12)
-        var options = MemoryPlan.Options(baseFormat: precision == .fp32 ? .dense32 : .denseBF16,
-                                         computePrecision: precision == .fp32 ? .fp32 : .bf16, lora: nil, batch: 2, seqLen: 12)
+        var options = MemoryPlan.Options(baseFormat: precision.planFormat, computePrecision: precision.compute, lora: nil, batch: 2, seqLen: 12)
         options.runtimeOverheadBytes = 0
         let plan = try MemoryPlan(config: model.config, options: options)
         let live = LiveMemory.breakdown(full: full, executor: executor)

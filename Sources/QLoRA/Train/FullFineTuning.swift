@@ -32,6 +32,19 @@ public final class FullFineTuning {
     public enum Precision: String, Sendable {
         case fp32
         case bf16Mixed = "bf16-mixed"
+
+        /// The mode a compute precision asks for: fp32, or bf16 mixed; nil for fp16.
+        public init?(compute: ComputePrecision) {
+            switch compute {
+            case .fp32: self = .fp32
+            case .bf16: self = .bf16Mixed
+            case .fp16: return nil
+            }
+        }
+
+        public var compute: ComputePrecision { self == .fp32 ? .fp32 : .bf16 }
+        /// How the memory plan names this mode (`MemoryPlan.Method` follows the base format).
+        public var planFormat: BaseWeightFormat { self == .fp32 ? .dense32 : .denseBF16 }
     }
 
     public let precision: Precision

@@ -115,11 +115,7 @@ public struct TrainingRun {
         let executor: LlamaExecutor
         if o.full {
             // fp32 weights and compute, or bf16 mixed precision (bf16 working copies, fp32 masters).
-            let precision: FullFineTuning.Precision
-            switch (o.format, o.precision) {
-            case (.dense32, .fp32), (.denseBF16, .fp32): precision = .fp32
-            case (.dense32, .bf16), (.denseBF16, .bf16): precision = .bf16Mixed
-            default:
+            guard o.format == .dense32 || o.format == .denseBF16, let precision = FullFineTuning.Precision(compute: o.precision) else {
                 throw TrainError.badOptions("full fine-tuning trains dense fp32 master weights: use --quant none (or no --quant) with --compute-dtype fp32, or --compute-dtype bf16 for bf16 mixed precision")
             }
             guard !o.resume else { throw TrainError.badOptions("--resume is not supported with --full (checkpoints hold adapters)") }

@@ -8,9 +8,10 @@ import Testing
     static let logitTolerance: Float = 1e-4
 
     /// CachedAttention on chunks of a sequence = rows of Attention.forward on the whole sequence, and
-    /// = its naive Reference.
-    @Test(arguments: [[9], [4, 1, 4], [1, 1, 1, 1, 1, 1, 1, 1, 1], [3, 6]])
-    func cachedAttentionMatchesFullAttention(chunks: [Int]) throws {
+    /// = its naive Reference; also with a sliding window and a score scale of its own (Gemma 3).
+    @Test(arguments: [[9], [4, 1, 4], [1, 1, 1, 1, 1, 1, 1, 1, 1], [3, 6]], [nil, 3] as [Int?])
+    func cachedAttentionMatchesFullAttention(chunks: [Int], window: Int?) throws {
+        let scale: Float? = window == nil ? nil : 0.3
         let T = chunks.reduce(0, +), H = 4, KV = 2, D = 8
         var generator = QLoRA.SeededGenerator(seed: 7)
         let q = (0..<(T * H * D)).map { _ in generator.normal() }
@@ -20,7 +21,7 @@ import Testing
         var stats = [Float](repeating: 0, count: Attention.rowStatsCount(batch: 1, seqLen: T, heads: H))
         var scratch = [Float](repeating: 0, count: Attention.scratchCount(batch: 1, seqLen: T, heads: H, kvHeads: KV, headDim: D))
         Attention.forward(out: &full, rowStats: &stats, q: q, k: k, v: v, batch: 1, seqLen: T, heads: H, kvHeads: KV, headDim: D,
-                          scratch: &scratch)
+                          scale: scale, window: window, scratch: &scratch)
         var cached = [Float](repeating: 0, count: T * H * D)
         var reference = [Float](repeating: 0, count: T * H * D)
         var cacheScratch = [Float](repeating: 0, count: CachedAttention.scratchCount(rows: T, maxSeqLen: T))
@@ -30,11 +31,13 @@ import Testing
             q.withUnsafeBufferPointer { qb in
                 cached.withUnsafeMutableBufferPointer { out in
                     CachedAttention.forward(out: out.baseAddress! + rows, q: qb.baseAddress! + rows, keys: k, values: v, rows: m,
-                                            start: start, heads: H, kvHeads: KV, headDim: D, scratch: &cacheScratch)
+                                            start: start, heads: H, kvHeads: KV, headDim: D, scale: scale, window: window,
+                                            scratch: &cacheScratch)
                 }
                 reference.withUnsafeMutableBufferPointer { out in
                     CachedAttention.Reference.forward(out: out.baseAddress! + rows, q: qb.baseAddress! + rows, keys: k, values: v,
-                                                      rows: m, start: start, heads: H, kvHeads: KV, headDim: D)
+                                                      rows: m, start: start, heads: H, kvHeads: KV, headDim: D,
+                                                      scale: scale, window: window)
                 }
             }
             start += m

@@ -5,7 +5,12 @@ import Testing
 @Suite struct KernelAttentionTests {
     struct Shape: CustomTestStringConvertible, Sendable {
         var batch, seqLen, heads, kvHeads, headDim: Int
-        var testDescription: String { "B\(batch) T\(seqLen) H\(heads) KV\(kvHeads) D\(headDim)" }
+        /// Sliding-window layers (Gemma 3, Mistral) and a score scale other than D^-1/2 (Gemma).
+        var window: Int? = nil
+        var scale: Float? = nil
+        var testDescription: String {
+            "B\(batch) T\(seqLen) H\(heads) KV\(kvHeads) D\(headDim)" + (window.map { " W\($0)" } ?? "") + (scale.map { " scale \($0)" } ?? "")
+        }
         var qCount: Int { batch * seqLen * heads * headDim }
         var kvCount: Int { batch * seqLen * kvHeads * headDim }
         var probsCount: Int { batch * heads * seqLen * seqLen }
@@ -18,6 +23,10 @@ import Testing
         Shape(batch: 3, seqLen: 5, heads: 2, kvHeads: 2, headDim: 3),
         Shape(batch: 1, seqLen: 70, heads: 4, kvHeads: 2, headDim: 8),    // crosses the 64-row block
         Shape(batch: 2, seqLen: 130, heads: 4, kvHeads: 2, headDim: 16),  // large enough to split over threads
+        Shape(batch: 2, seqLen: 12, heads: 4, kvHeads: 2, headDim: 8, window: 5, scale: 0.2),
+        Shape(batch: 1, seqLen: 70, heads: 2, kvHeads: 1, headDim: 8, window: 1),      // each query sees itself only
+        Shape(batch: 2, seqLen: 130, heads: 4, kvHeads: 2, headDim: 16, window: 64),  // windows across row blocks, threads
+        Shape(batch: 1, seqLen: 9, heads: 2, kvHeads: 2, headDim: 4, window: 100),    // wider than the sequence: causal
     ]
 
     @Test(arguments: shapes)
@@ -30,19 +39,22 @@ import Testing
         var stats = [Float](repeating: .nan, count: s.statsCount)
         var outRef = out, probsRef = probs
         Attention.forward(out: &out, rowStats: &stats, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
-                          kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
+                          kvHeads: s.kvHeads, headDim: s.headDim, scale: s.scale, window: s.window, scratch: &scratch)
         // The probabilities the backward recomputes from the saved row statistics.
         Attention.probabilities(probs: &probs, rowStats: stats, q: q, k: k, batch: s.batch, seqLen: s.seqLen, heads: s.heads,
-                                kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
+                                kvHeads: s.kvHeads, headDim: s.headDim, scale: s.scale, window: s.window, scratch: &scratch)
         Attention.Reference.forward(out: &outRef, probs: &probsRef, q: q, k: k, v: v, batch: s.batch, seqLen: s.seqLen,
-                                    heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim)
+                                    heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, scale: s.scale, window: s.window)
         expectClose(probs, probsRef, tolerance: 2e-6, "probs \(s.testDescription)")
         expectClose(out, outRef, tolerance: 2e-6, "out \(s.testDescription)")
-        // Exactly 0 above the diagonal, rows sum to 1.
+        // Exactly 0 above the diagonal and before the window, rows sum to 1.
         let T = s.seqLen
         for row in 0..<(s.batch * s.heads * T) {
             let i = row % T
             #expect(probs[(row * T + i + 1)..<(row * T + T)].allSatisfy { $0 == 0 }, "row \(row) above diagonal")
+            let first = s.window.map { max(0, i - $0 + 1) } ?? 0
+            #expect(probs[(row * T)..<(row * T + first)].allSatisfy { $0 == 0 }, "row \(row) before the window")
+            #expect(probs[(row * T + first)...(row * T + i)].allSatisfy { $0 > 0 }, "row \(row) inside the window")
             #expect(abs(probs[(row * T)..<(row * T + T)].reduce(0, +) - 1) <= 1e-5, "row \(row) sum")
         }
 
@@ -50,9 +62,10 @@ import Testing
         let dq0 = random.floats(s.qCount), dk0 = random.floats(s.kvCount), dv0 = random.floats(s.kvCount)
         var dq = dq0, dk = dk0, dv = dv0, dqRef = dq0, dkRef = dk0, dvRef = dv0
         Attention.backward(dq: &dq, dk: &dk, dv: &dv, dout: dout, q: q, k: k, v: v, rowStats: stats, batch: s.batch,
-                           seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, scratch: &scratch)
+                           seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, scale: s.scale, window: s.window,
+                           scratch: &scratch)
         Attention.Reference.backward(dq: &dqRef, dk: &dkRef, dv: &dvRef, dout: dout, q: q, k: k, v: v, probs: probs,
-                                     batch: s.batch, seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim)
+                                     batch: s.batch, seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, scale: s.scale)
         let tolerance: Float = 1e-5 * Float(max(1, s.seqLen / 16))
         expectClose(dq, dqRef, tolerance: tolerance, "dq \(s.testDescription)")
         expectClose(dk, dkRef, tolerance: tolerance, "dk \(s.testDescription)")

@@ -70,6 +70,34 @@ import Testing
         return total
     }
 
+    /// Gemma's (1 + w): with offset 1 the kernels equal the plain ones run on the weight plus 1 (forward and
+    /// input gradient), and the weight gradient is the same either way.
+    @Test func offsetScalesByOnePlusWeight() {
+        let (N, C) = (9, 40)
+        var random = KernelRandom(seed: 77)
+        let x = random.floats(N * C, -3, 3), weight = random.floats(C, -0.5, 0.5), dy = random.floats(N * C)
+        let shifted = weight.map { $0 + 1 }
+        var out = [Float](repeating: 0, count: N * C), rstd = [Float](repeating: 0, count: N)
+        var outRef = out, rstdRef = rstd, outDouble = out, rstdDouble = rstd
+        RMSNorm.forward(out: &out, rstd: &rstd, x: x, weight: weight, offset: 1, rows: N, dim: C, eps: 1e-6)
+        RMSNorm.forward(out: &outRef, rstd: &rstdRef, x: x, weight: shifted, rows: N, dim: C, eps: 1e-6)
+        RMSNorm.Reference.forward(out: &outDouble, rstd: &rstdDouble, x: x, weight: weight, offset: 1, rows: N, dim: C, eps: 1e-6)
+        #expect(out == outRef && rstd == rstdRef)
+        expectClose(out, outDouble, tolerance: 2e-6, "offset forward vs Double")
+        var dx = [Float](repeating: 0, count: N * C), dw = [Float](repeating: 0, count: C)
+        var dxRef = dx, dwRef = dw, dxDouble = dx, dwDouble = dw
+        RMSNorm.backward(dx: &dx, dWeight: &dw, dy: dy, x: x, weight: weight, offset: 1, rstd: rstd, rows: N, dim: C)
+        RMSNorm.backward(dx: &dxRef, dWeight: &dwRef, dy: dy, x: x, weight: shifted, rstd: rstd, rows: N, dim: C)
+        RMSNorm.Reference.backward(dx: &dxDouble, dWeight: &dwDouble, dy: dy, x: x, weight: weight, offset: 1, rstd: rstd, rows: N, dim: C)
+        expectClose(dx, dxRef, tolerance: 1e-6, "offset dx")
+        expectClose(dx, dxDouble, tolerance: 1e-5, "offset dx vs Double")
+        #expect(dw == dwRef)
+        expectClose(dw, dwDouble, tolerance: 1e-5, "offset dWeight vs Double")
+        var inPlace = dy, dwInPlace = [Float](repeating: 0, count: C)
+        RMSNorm.backwardInPlace(dy: &inPlace, dWeight: &dwInPlace, x: x, weight: weight, offset: 1, rstd: rstd, rows: N, dim: C)
+        #expect(inPlace == dx && dwInPlace == dw)
+    }
+
     @Test func backwardMatchesFiniteDifferences() {
         let N = 3, C = 10
         var random = KernelRandom(seed: 5)

@@ -2,6 +2,55 @@ import Foundation
 import Testing
 @testable import QLoRA
 
+/// Gemma's GeGLU: against its Double twin, finite differences, and torch's gelu(approximate="tanh")
+/// values (printed by torch 2.13 in fp32).
+@Suite struct KernelGeGLUTests {
+    @Test(arguments: [1, 7, 33, 100_003])
+    func matchesReference(count: Int) {
+        var random = KernelRandom(seed: UInt64(count) + 5)
+        var gate = random.floats(count, -8, 8)
+        if count > 4 { gate[0] = -100; gate[1] = 100; gate[2] = -9; gate[3] = 0 }   // saturated ends stay finite
+        let up = random.floats(count, -2, 2), dout = random.floats(count)
+        var out = [Float](repeating: .nan, count: count), outRef = out
+        GeGLU.forward(out: &out, gate: gate, up: up, count: count)
+        GeGLU.Reference.forward(out: &outRef, gate: gate, up: up, count: count)
+        expectClose(out, outRef, tolerance: 1e-5, "GeGLU out")
+        #expect(out.allSatisfy { $0.isFinite })
+        let dgate0 = random.floats(count), dup0 = random.floats(count)
+        var dgate = dgate0, dup = dup0, dgateRef = dgate0, dupRef = dup0
+        GeGLU.backward(dgate: &dgate, dup: &dup, dout: dout, gate: gate, up: up, count: count)
+        GeGLU.Reference.backward(dgate: &dgateRef, dup: &dupRef, dout: dout, gate: gate, up: up, count: count)
+        expectClose(dgate, dgateRef, tolerance: 1e-5, "GeGLU dgate")
+        expectClose(dup, dupRef, tolerance: 1e-5, "GeGLU dup")
+    }
+
+    @Test func backwardMatchesFiniteDifferences() {
+        let count = 24
+        var random = KernelRandom(seed: 4)
+        let gate = random.floats(count, -4, 4), up = random.floats(count, -2, 2), g = random.floats(count)
+        var dgate = [Float](repeating: 0, count: count), dup = dgate
+        GeGLU.backward(dgate: &dgate, dup: &dup, dout: g, gate: gate, up: up, count: count)
+        func weighted(_ gate: [Double], _ up: [Double]) -> Double {
+            var total = 0.0
+            for i in 0..<count { total += Double(g[i]) * GeGLU.Reference.gelu(gate[i]).value * up[i] }
+            return total
+        }
+        let gd = gate.map(Double.init), ud = up.map(Double.init)
+        expectGradientMatches(dgate, finiteDifferenceGradient(at: gd) { weighted($0, ud) }, "GeGLU dgate")
+        expectGradientMatches(dup, finiteDifferenceGradient(at: ud) { weighted(gd, $0) }, "GeGLU dup")
+    }
+
+    @Test func equalsTorchGeluTanh() {
+        // torch.nn.functional.gelu(torch.tensor(x), approximate="tanh"), fp32.
+        let cases: [(Float, Float)] = [(-3, -0.0036374331), (-1, -0.15880799), (-0.5, -0.154286), (0, 0),
+                                       (0.5, 0.345714), (1, 0.84119201), (2, 1.9545977), (5, 4.9999995)]
+        let gate = cases.map(\.0), up = [Float](repeating: 1, count: cases.count)
+        var out = [Float](repeating: 0, count: cases.count)
+        GeGLU.forward(out: &out, gate: gate, up: up, count: cases.count)
+        for (i, c) in cases.enumerated() { #expect(abs(out[i] - c.1) <= 2e-7 * max(1, abs(c.1)), "gelu_tanh(\(c.0)) = \(out[i]), torch \(c.1)") }
+    }
+}
+
 @Suite struct KernelSwiGLUTests {
     @Test(arguments: [1, 7, 33, 100_003])
     func matchesReference(count: Int) {

@@ -282,7 +282,7 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
             var all: [[Float]] = [model.embedTokens.floats(), Array(model.norm)]
             for layer in model.layers {
                 all.append(Array(layer.inputLayernorm))
-                all.append(Array(layer.postAttentionLayernorm))
+                all.append(Array(layer.preMLPNorm))
                 for linear in layer.linears {
                     all.append([Float](unsafeUninitializedCapacity: linear.outFeatures * linear.inFeatures) { out, count in
                         linear.weight.writeTile(rows: 0..<linear.outFeatures, into: out.baseAddress!, precision: .fp32)

@@ -4,7 +4,9 @@ import Foundation
 // G = H / KV query heads per key/value head (GQA: query head h reads kv head h / G).
 
 /// Causal grouped-query attention as Hugging Face's "eager" Llama attention:
-/// probs = softmax(q k^T * D^-1/2 + causal mask) in fp32, out = probs v.
+/// probs = softmax(q k^T * scale + causal mask) in fp32, out = probs v; scale is D^-1/2 unless the
+/// family sets its own (Gemma's query_pre_attn_scalar^-1/2). With a `window` W (sliding-window layers),
+/// query i sees keys i-W+1 ... i only (transformers' `kv_idx > q_idx - sliding_window`).
 ///
 /// All B batch rows in one call. The GEMMs go to OpenBLAS per (batch, head) on the strided layout
 /// (no copies), in blocks of `rowBlock` query rows: rows [r0, r1) only meet keys [0, r1), which skips
@@ -22,14 +24,23 @@ public enum Attention {
     private struct Shape {
         let B, T, H, KV, D, G, ldq, ldk: Int
         let scale: Float
-        init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) {
+        /// Keys a query sees, itself included; Int.max = every earlier one.
+        let window: Int
+        init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float?, window: Int?) {
             B = batch; T = seqLen; H = heads; KV = kvHeads; D = headDim
             G = heads / kvHeads
             ldq = heads * headDim
             ldk = kvHeads * headDim
-            scale = Float(1 / Double(headDim).squareRoot())
+            self.scale = scale ?? defaultScale(headDim: headDim)
+            self.window = window ?? Int.max
         }
     }
+
+    /// D^-1/2 in fp32, the score scale of every family but Gemma.
+    public static func defaultScale(headDim: Int) -> Float { Float(1 / Double(headDim).squareRoot()) }
+
+    /// The first key query row i sees.
+    @inline(__always) static func firstKey(row i: Int, window: Int) -> Int { window == Int.max ? 0 : max(0, i - window + 1) }
 
     /// Floats of scratch `forward` and `backward` need: per thread two (min(T, 64), T) blocks (the
     /// probabilities of a block of query rows, and their gradient).
@@ -41,7 +52,7 @@ public enum Attention {
     public static func rowStatsCount(batch: Int, seqLen: Int, heads: Int) -> Int { batch * heads * seqLen * 2 }
 
     /// P[r0:r1, 0:r1] of one (batch, head) into `block` (m, r1): scores q k^T * scale, then
-    /// exp(s - max) / sum, 0 above the diagonal. `computeStats` (forward) finds each row's max and sum and
+    /// exp(s - max) / sum, 0 above the diagonal and before the window. `computeStats` (forward) finds each row's max and sum and
     /// stores them in `stats` (2 per row, rows r0..<r1); otherwise the stored ones are used, which gives
     /// the forward's probabilities bit for bit (same GEMM call, same exp, same division).
     @inline(__always)
@@ -51,13 +62,15 @@ public enum Attention {
         Blas.sgemm(block, ldc: r1, qHead + r0 * shape.ldq, lda: shape.ldq, kHead, ldb: shape.ldk, transB: true,
                    m: m, n: r1, k: shape.D, alpha: shape.scale)
         for i in r0..<r1 {
-            let row = block + (i - r0) * r1, length = i + 1
+            let first = firstKey(row: i, window: shape.window)
+            let row = block + (i - r0) * r1, seen = row + first, length = i + 1 - first
             let rowStats = stats + 2 * (i - r0)
-            if computeStats { rowStats[0] = VectorMath.maximum(row, length) }
-            let total = VectorMath.expShifted(row, row, length, shift: rowStats[0])
+            if computeStats { rowStats[0] = VectorMath.maximum(seen, length) }
+            let total = VectorMath.expShifted(seen, seen, length, shift: rowStats[0])
             if computeStats { rowStats[1] = total }
-            VectorMath.scale(row, length, by: 1 / rowStats[1])
-            (row + length).update(repeating: 0, count: r1 - length)
+            VectorMath.scale(seen, length, by: 1 / rowStats[1])
+            row.update(repeating: 0, count: first)
+            (row + i + 1).update(repeating: 0, count: r1 - i - 1)
         }
     }
 
@@ -67,9 +80,10 @@ public enum Attention {
     public static func forward(
         out: UnsafeMutablePointer<Float>, rowStats: UnsafeMutablePointer<Float>,
         q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
+        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, window: Int? = nil,
+        scratch: UnsafeMutablePointer<Float>
     ) {
-        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, window: window)
         let (B, T, H, D, G, ldq, ldk) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk)
         let units = B * H
         let chunks = units * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units, Parallel.maxThreads)
@@ -97,9 +111,10 @@ public enum Attention {
     /// does (for tests and inspection; training never materializes them).
     public static func probabilities(
         probs: UnsafeMutablePointer<Float>, rowStats: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
+        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, window: Int? = nil,
+        scratch: UnsafeMutablePointer<Float>
     ) {
-        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, window: window)
         let T = shape.T
         for unit in 0..<(shape.B * shape.H) {
             let b = unit / shape.H, h = unit % shape.H
@@ -124,10 +139,12 @@ public enum Attention {
         dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
         dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
         rowStats: UnsafePointer<Float>,
-        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scratch: UnsafeMutablePointer<Float>
+        batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, window: Int? = nil,
+        scratch: UnsafeMutablePointer<Float>
     ) {
-        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim)
-        let (B, T, H, D, G, ldq, ldk, scale) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk, shape.scale)
+        let shape = Shape(batch: batch, seqLen: seqLen, heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, window: window)
+        let (B, T, H, D, G, ldq, ldk) = (shape.B, shape.T, shape.H, shape.D, shape.G, shape.ldq, shape.ldk)
+        let scale = shape.scale
         let KV = kvHeads
         let units = B * KV
         let chunks = B * H * T * T * D < minimumWorkToSplit ? 1 : min(Parallel.threads, units, Parallel.maxThreads)
@@ -176,26 +193,27 @@ public enum Attention {
         public static func forward(
             out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
             q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-            batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
+            batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, window: Int? = nil
         ) {
             let T = seqLen, D = headDim
-            let scale = 1 / Double(D).squareRoot()
+            let scale = scale.map(Double.init) ?? 1 / Double(D).squareRoot()
             var scores = [Double](repeating: 0, count: T)
             forEachHead(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D) { b, h, qi, ki in
                 for i in 0..<T {
+                    let first = window.map { max(0, i - $0 + 1) } ?? 0
                     var maxScore = -Double.infinity
-                    for j in 0...i {
+                    for j in first...i {
                         var s = 0.0
                         for d in 0..<D { s += Double(q[qi(i, d)]) * Double(k[ki(j, d)]) }
                         scores[j] = s * scale
                         maxScore = max(maxScore, scores[j])
                     }
                     var total = 0.0
-                    for j in 0...i { scores[j] = Foundation.exp(scores[j] - maxScore); total += scores[j] }
-                    for j in 0..<T { probs[((b * heads + h) * T + i) * T + j] = j <= i ? Float(scores[j] / total) : 0 }
+                    for j in first...i { scores[j] = Foundation.exp(scores[j] - maxScore); total += scores[j] }
+                    for j in 0..<T { probs[((b * heads + h) * T + i) * T + j] = j <= i && j >= first ? Float(scores[j] / total) : 0 }
                     for d in 0..<D {
                         var acc = 0.0
-                        for j in 0...i { acc += scores[j] / total * Double(v[ki(j, d)]) }
+                        for j in first...i { acc += scores[j] / total * Double(v[ki(j, d)]) }
                         out[qi(i, d)] = Float(acc)
                     }
                 }
@@ -217,10 +235,10 @@ public enum Attention {
         public static func backward(
             dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
             dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-            probs: UnsafePointer<Float>, batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int
+            probs: UnsafePointer<Float>, batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil
         ) {
             let T = seqLen, D = headDim
-            let scale = 1 / Double(D).squareRoot()
+            let scale = scale.map(Double.init) ?? 1 / Double(D).squareRoot()
             var dP = [Double](repeating: 0, count: T)
             forEachHead(batch: batch, seqLen: T, heads: heads, kvHeads: kvHeads, headDim: D) { b, h, qi, ki in
                 for i in 0..<T {

@@ -1,6 +1,7 @@
 // N = rows (B*T), C = hidden size (dim).
 
-/// Llama RMSNorm as Hugging Face computes it in fp32: `weight * (x * rsqrt(mean(x^2) + eps))`.
+/// Llama RMSNorm as Hugging Face computes it in fp32: `weight * (x * rsqrt(mean(x^2) + eps))`; with
+/// `offset` 1, Gemma's `(1 + weight) * (...)` (the scale is weight + offset; gradients are the same).
 public enum RMSNorm {
     /// Rows per thread below which splitting is not worth it (in elements: rows * C).
     static let minimumElementsPerChunk = 16_384
@@ -9,7 +10,7 @@ public enum RMSNorm {
     /// x (N, C), weight (C). out may alias x.
     public static func forward(
         out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int, eps: Float
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, offset: Float = 0, rows: Int, dim: Int, eps: Float
     ) {
         let C = dim
         Parallel.forEachRange(rows, minimumPerChunk: max(1, minimumElementsPerChunk / max(C, 1))) { rowRange in
@@ -18,7 +19,7 @@ public enum RMSNorm {
                 let meanSquare = VectorMath.sumOfSquares(xRow, C) / Float(C)
                 let r = 1 / (meanSquare + eps).squareRoot()
                 rstd[n] = r
-                for c in 0..<C { outRow[c] = weight[c] * (xRow[c] * r) }
+                for c in 0..<C { outRow[c] = (weight[c] + offset) * (xRow[c] * r) }
             }
         }
     }
@@ -28,7 +29,7 @@ public enum RMSNorm {
     /// With y_c = w_c x_c r and r = (mean(x^2) + eps)^-1/2: dx_c = r w_c dy_c - x_c r^3 / C * Σ_k dy_k w_k x_k.
     public static func backward(
         dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
-        dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, offset: Float = 0,
         rstd: UnsafePointer<Float>, rows: Int, dim: Int
     ) {
         let C = dim
@@ -37,9 +38,9 @@ public enum RMSNorm {
             for n in rowRange {
                 let xRow = x + n * C, dyRow = dy + n * C, dxRow = dx + n * C
                 let r = rstd[n]
-                let projection = VectorMath.dot3(dyRow, weight, xRow, C)
+                let projection = offset == 0 ? VectorMath.dot3(dyRow, weight, xRow, C) : offsetDot(dyRow, weight, offset, xRow, C)
                 let coefficient = projection * r * r * r / Float(C)
-                for c in 0..<C { dxRow[c] += r * weight[c] * dyRow[c] - coefficient * xRow[c] }
+                for c in 0..<C { dxRow[c] += r * (weight[c] + offset) * dyRow[c] - coefficient * xRow[c] }
             }
         }
         guard let dWeight else { return }
@@ -51,7 +52,7 @@ public enum RMSNorm {
     /// dWeight (C) += Σ_n dy * x * rstd is taken first, from the output gradient.
     public static func backwardInPlace(
         dy: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
-        x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, offset: Float = 0,
         rstd: UnsafePointer<Float>, rows: Int, dim: Int
     ) {
         let C = dim
@@ -61,10 +62,20 @@ public enum RMSNorm {
                 let xRow = x + n * C, dyRow = dy + n * C
                 let r = rstd[n]
                 // The row's projection is read before any element of it is overwritten.
-                let coefficient = VectorMath.dot3(dyRow, weight, xRow, C) * r * r * r / Float(C)
-                for c in 0..<C { dyRow[c] = r * weight[c] * dyRow[c] - coefficient * xRow[c] }
+                let projection = offset == 0 ? VectorMath.dot3(dyRow, weight, xRow, C) : offsetDot(dyRow, weight, offset, xRow, C)
+                let coefficient = projection * r * r * r / Float(C)
+                for c in 0..<C { dyRow[c] = r * (weight[c] + offset) * dyRow[c] - coefficient * xRow[c] }
             }
         }
+    }
+
+    /// Σ_c dy_c (w_c + offset) x_c (the projection of a row with Gemma's offset scale).
+    @inline(__always)
+    private static func offsetDot(_ dy: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ offset: Float,
+                                  _ x: UnsafePointer<Float>, _ count: Int) -> Float {
+        var total: Float = 0
+        for c in 0..<count { total += dy[c] * (weight[c] + offset) * x[c] }
+        return total
     }
 
     /// dWeight (C) += Σ_n dy * x * rstd.
@@ -89,29 +100,29 @@ public enum RMSNorm {
     public enum Reference {
         public static func forward(
             out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-            x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int, eps: Float
+            x: UnsafePointer<Float>, weight: UnsafePointer<Float>, offset: Float = 0, rows: Int, dim: Int, eps: Float
         ) {
             for n in 0..<rows {
                 var sumSquares = 0.0
                 for c in 0..<dim { let v = Double(x[n * dim + c]); sumSquares += v * v }
                 let r = 1 / (sumSquares / Double(dim) + Double(eps)).squareRoot()
                 rstd[n] = Float(r)
-                for c in 0..<dim { out[n * dim + c] = Float(Double(weight[c]) * Double(x[n * dim + c]) * r) }
+                for c in 0..<dim { out[n * dim + c] = Float((Double(weight[c]) + Double(offset)) * Double(x[n * dim + c]) * r) }
             }
         }
 
         public static func backward(
             dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
-            dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+            dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>, offset: Float = 0,
             rstd: UnsafePointer<Float>, rows: Int, dim: Int
         ) {
             for n in 0..<rows {
                 let r = Double(rstd[n])
                 var projection = 0.0
-                for c in 0..<dim { projection += Double(dy[n * dim + c]) * Double(weight[c]) * Double(x[n * dim + c]) }
+                for c in 0..<dim { projection += Double(dy[n * dim + c]) * (Double(weight[c]) + Double(offset)) * Double(x[n * dim + c]) }
                 for c in 0..<dim {
                     let i = n * dim + c
-                    let grad = r * Double(weight[c]) * Double(dy[i]) - Double(x[i]) * r * r * r / Double(dim) * projection
+                    let grad = r * (Double(weight[c]) + Double(offset)) * Double(dy[i]) - Double(x[i]) * r * r * r / Double(dim) * projection
                     dx[i] += Float(grad)
                 }
             }

@@ -48,6 +48,12 @@ public struct ActivationLayout {
         public var rowStats = 0 /// (B, H, T, 2) softmax max and sum per query row
         public var attn = 0     /// (N, H*D) attention output, o_proj input
         public var xMid = 0     /// (N, C) x + attention
+        /// Sandwich norms (Gemma 3): (N, C) o_proj / down_proj outputs (the post-norms' inputs) and
+        /// (N) their rstd; -1 without them.
+        public var attnOut = -1
+        public var rstdPostAttention = -1
+        public var mlpOut = -1
+        public var rstdPostMLP = -1
         public var rstd2 = 0    /// (N)
         public var h2 = 0       /// (N, C) post_attention_layernorm output (same buffer as h1)
         public var gate = 0     /// (N, F)
@@ -71,6 +77,7 @@ public struct ActivationLayout {
     public var tileRows = 0
     public var attentionScratch = 0
     public var logits = 0           /// (logitsChunkRows, V)
+    public var cappedLogits = -1    /// (logitsChunkRows, V) with a final logit soft-cap in training
     public var dResidual = 0        /// (N, C)
     public var dHidden = 0          /// (N, C)
     public var dAttn = 0            /// (N, H*D)
@@ -107,6 +114,12 @@ public struct ActivationLayout {
             slots.rowStats = arena.reserve(prefix + "attentionRowStats", rowStatsCount)
             slots.attn = arena.reserve(prefix + "attn", n * qd)
             slots.xMid = arena.reserve(prefix + "xMid", n * c)
+            if config.sandwichNorms {
+                slots.attnOut = arena.reserve(prefix + "attnOut", n * c)
+                slots.rstdPostAttention = arena.reserve(prefix + "rstdPostAttention", n)
+                slots.mlpOut = arena.reserve(prefix + "mlpOut", n * c)
+                slots.rstdPostMLP = arena.reserve(prefix + "rstdPostMLP", n)
+            }
             slots.rstd2 = arena.reserve(prefix + "rstd2", n)
             slots.gate = arena.reserve(prefix + "gate", n * f)
             slots.up = arena.reserve(prefix + "up", n * f)
@@ -178,6 +191,10 @@ public struct ActivationLayout {
             batch: shape.batch, seqLen: shape.seqLen, heads: config.numAttentionHeads,
             kvHeads: config.numKeyValueHeads, headDim: config.headDim))
         logits = arena.reserve("work.logits", min(shape.logitsChunkRows, n) * config.vocabSize)
+        if config.finalLogitSoftcap != nil && shape.training {
+            // The capped logits of a chunk, which the cap's backward reads after the loss overwrote `logits`.
+            cappedLogits = arena.reserve("work.cappedLogits", min(shape.logitsChunkRows, n) * config.vocabSize)
+        }
         if shape.training {
             dResidual = arena.reserve("work.grad.residual", n * c)
             dHidden = arena.reserve("work.grad.hidden", n * c)

@@ -218,9 +218,7 @@ public struct MemoryPlan: Sendable {
         let c = config.hiddenSize
         var shapes: [[Int]] = [[config.vocabSize, c]]
         for _ in 0..<config.numHiddenLayers {
-            shapes.append([c])
-            shapes.append([c])
-            if config.qkNorm { shapes.append(contentsOf: [[config.headDim], [config.headDim]]) }
+            for norm in config.layerNorms { shapes.append([config.width(of: norm)]) }
             for name in LlamaConfig.layerLinears {
                 let shape = config.linearShape(name)!
                 shapes.append([shape.outFeatures, shape.inFeatures])

@@ -6,9 +6,13 @@ import GGUF
 /// converted on load like a safetensors checkpoint's.
 public enum GGUFModelLoader {
     /// Architectures whose block is our decoder block. llama.cpp's converter permutes q/k rows for its
-    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2 and qwen3 keep Hugging Face's order.
-    static let architectures = ["llama", "mistral", "qwen2", "qwen3"]
-    static let unpermuted: Set<String> = ["qwen2", "qwen3"]
+    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2, qwen3 and gemma3 keep Hugging
+    /// Face's order.
+    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3"]
+    static let unpermuted: Set<String> = ["qwen2", "qwen3", "gemma3_text"]
+
+    /// Our model_type of a GGUF architecture (Gemma 3's text decoder is `gemma3_text` in transformers).
+    static func modelType(architecture: String) -> String { architecture == "gemma3" ? "gemma3_text" : architecture }
 
     public static func isGGUF(_ url: URL) -> Bool { url.pathExtension.lowercased() == "gguf" }
 
@@ -35,7 +39,7 @@ public enum GGUFModelLoader {
             rmsNormEps: Float(optional("attention.layer_norm_rms_epsilon")?.double ?? 1e-5),
             ropeTheta: optional("rope.freq_base")?.double ?? 10000,
             maxPositionEmbeddings: optional("context_length")?.int ?? 2048,
-            tieWordEmbeddings: !file.contains("output.weight"), modelType: arch)
+            tieWordEmbeddings: !file.contains("output.weight"), modelType: modelType(architecture: arch))
         if let type = optional("rope.scaling.type")?.string, type != "none" {
             guard type == "linear", let factor = optional("rope.scaling.factor")?.double else {
                 throw ModelError.unsupported(path: path, reason: "GGUF rope scaling '\(type)' (supported: none, linear)")
@@ -48,9 +52,28 @@ public enum GGUFModelLoader {
         config.qkvBiasOnly = file.contains("blk.0.attn_q.bias") && !file.contains("blk.0.attn_output.bias")
         config.attentionBias = file.contains("blk.0.attn_output.bias")
         config.mlpBias = file.contains("blk.0.ffn_up.bias")
-        config.qkNorm = arch == "qwen3"
+        config.qkNorm = arch == "qwen3" || arch == "gemma3"
         if !config.qkNorm && (file.contains("blk.0.attn_q_norm.weight") || file.contains("blk.0.attn_k_norm.weight")) {
-            throw ModelError.unsupported(path: path, reason: "tensor 'blk.0.attn_q_norm.weight' (per-head q/k norm) in a '\(arch)' GGUF; only architecture qwen3 applies q/k norms")
+            throw ModelError.unsupported(path: path, reason: "tensor 'blk.0.attn_q_norm.weight' (per-head q/k norm) in a '\(arch)' GGUF; only architectures qwen3 and gemma3 apply q/k norms")
+        }
+        if arch == "gemma3" {
+            // What transformers' GGUF loader fills in from Gemma3TextConfig's defaults (llama.cpp hard-codes
+            // the same: every 6th layer global, local RoPE base 10000).
+            config.normWeightOffset = 1
+            config.sandwichNorms = true
+            config.activation = .geluTanh
+            config.embeddingScale = Float(Double(hidden).squareRoot())
+            config.attentionScale = Float(Foundation.pow(256.0, -0.5))   // query_pre_attn_scalar's default
+            config.slidingWindow = optional("attention.sliding_window")?.int ?? 4096
+            config.layerTypes = (0..<config.numHiddenLayers).map { ($0 + 1) % 6 == 0 ? .full : .sliding }
+            config.localRope = RoPEParameters(theta: 10_000, scaling: nil)
+            if let cap = optional("final_logit_softcapping")?.double { config.finalLogitSoftcap = Float(cap) }
+            if optional("attn_logit_softcapping") != nil {
+                throw ModelError.unsupported(path: path, reason: "gemma3.attn_logit_softcapping (soft-capped attention scores are not implemented)")
+            }
+        } else if arch == "mistral" || arch == "llama", let window = optional("attention.sliding_window")?.int, window > 0 {
+            config.slidingWindow = window
+            config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
         }
         config.bosTokenID = file["tokenizer.ggml.bos_token_id"]?.int
         config.eosTokenIDs = file["tokenizer.ggml.eos_token_id"]?.int.map { [$0] } ?? []
@@ -115,15 +138,19 @@ public enum GGUFModelLoader {
         let config = try config(file)
         let c = config.hiddenSize
 
-        func vector(_ name: String, count: Int) throws -> UnsafeMutableBufferPointer<Float> {
+        func vector(_ name: String, count: Int, minus offset: Float = 0) throws -> UnsafeMutableBufferPointer<Float> {
             let info = try file.info(name)
             guard info.elementCount == count else {
                 throw ModelError.wrongShape(path: path, tensor: name, expected: [count], actual: info.shape)
             }
             let values = try file.floats(name)
             let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-            _ = buffer.initialize(from: values)
+            _ = buffer.initialize(from: values.map { $0 - offset })
             return buffer
+        }
+        /// A norm: llama.cpp stores Gemma's scale 1 + w, we keep w (as transformers' GGUF loader does).
+        func norm(_ name: String, count: Int) throws -> UnsafeMutableBufferPointer<Float> {
+            try vector(name, count: count, minus: config.normWeightOffset)
         }
         /// A matrix as a frozen weight in `format` (`.stored`: its blocks in place).
         func weight(_ name: String, outFeatures: Int, inFeatures: Int, storedRows: [Int32]?, format: BaseWeightFormat) throws -> any FrozenWeight {
@@ -162,21 +189,18 @@ public enum GGUFModelLoader {
                 }
                 linears.append(BaseLinear(weight: w, bias: bias, precision: precision))
             }
-            var weights = LlamaModel.Layer(inputLayernorm: try vector("blk.\(layer).attn_norm.weight", count: c),
-                                           postAttentionLayernorm: try vector("blk.\(layer).ffn_norm.weight", count: c),
-                                           linears: linears)
-            if config.qkNorm {
-                weights.qNorm = try vector("blk.\(layer).attn_q_norm.weight", count: config.headDim)
-                weights.kNorm = try vector("blk.\(layer).attn_k_norm.weight", count: config.headDim)
+            var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
+            for kind in config.layerNorms {
+                norms[kind] = try norm("blk.\(layer).\(kind.ggufName).weight", count: config.width(of: kind))
             }
-            layers.append(weights)
+            layers.append(LlamaModel.Layer(norms: norms, linears: linears))
         }
-        let norm = try vector("output_norm.weight", count: c)
+        let finalNorm = try norm("output_norm.weight", count: c)
         var lmHead: BaseLinear?
         if !config.tieWordEmbeddings {
             let w = try table("output.weight")
             lmHead = BaseLinear(weight: w, precision: LlamaModel.headPrecision(w, model: precision))
         }
-        return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: norm, lmHead: lmHead, precision: precision)
+        return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: finalNorm, lmHead: lmHead, precision: precision)
     }
 }

@@ -44,15 +44,12 @@ public enum GGUFModelWriter {
         }
         let tableType: GGMLType = type == .q4_0 || type == .q8_0 ? .q8_0 : type
         matrix("token_embd.weight", model.embedTokens, storedRows: nil, as: tableType)
-        vector("output_norm.weight", Array(model.norm))
+        // llama.cpp stores Gemma's norms as the scale itself, 1 + w (convert_hf_to_gguf's norm_shift).
+        func norm(_ values: UnsafeMutableBufferPointer<Float>) -> [Float] { values.map { $0 + config.normWeightOffset } }
+        vector("output_norm.weight", norm(model.norm))
         if !config.tieWordEmbeddings { matrix("output.weight", model.lmHead.weight, storedRows: nil, as: tableType) }
         for (index, layer) in model.layers.enumerated() {
-            vector("blk.\(index).attn_norm.weight", Array(layer.inputLayernorm))
-            vector("blk.\(index).ffn_norm.weight", Array(layer.postAttentionLayernorm))
-            if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
-                vector("blk.\(index).attn_q_norm.weight", Array(qNorm))
-                vector("blk.\(index).attn_k_norm.weight", Array(kNorm))
-            }
+            for kind in config.layerNorms { vector("blk.\(index).\(kind.ggufName).weight", norm(layer.norm(kind)!)) }
             for projection in Projection.allCases {
                 let name = GGUFModelLoader.tensorName(layer: index, projection)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)

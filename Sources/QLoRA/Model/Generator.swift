@@ -13,7 +13,9 @@ public final class IncrementalDecoder {
     public let cache: KVCache
     public let chunkRows: Int
     public let tileRows: Int
-    private let rope: RoPETable
+    /// One table per distinct RoPE of the layers (Gemma 3: global and local), and each layer's.
+    private let ropes: [RoPETable]
+    private let ropeOfLayer: [Int]
     private let scratch: UnsafeMutableBufferPointer<Float>
     private let positions: UnsafeMutablePointer<Int32>   /// (M)
     private let ids: UnsafeMutablePointer<Int32>         /// (M)
@@ -68,7 +70,9 @@ public final class IncrementalDecoder {
         self.tileRows = tileRows
         let c = model.config
         cache = KVCache(config: c, maxSeqLen: maxSeqLen)
-        rope = RoPETable(headDim: c.headDim, maxPositions: max(maxSeqLen, 1), theta: c.ropeTheta, scaling: c.ropeScaling)
+        let tables = c.ropeTables
+        ropes = tables.map { RoPETable(headDim: c.headDim, maxPositions: max(maxSeqLen, 1), theta: $0.theta, scaling: $0.scaling) }
+        ropeOfLayer = (0..<c.numHiddenLayers).map { layer in tables.firstIndex(of: c.rope(layer: layer))! }
         loraRankCapacity = max(lora?.config.r ?? 0, loraRank, 1)
         layout = ScratchLayout(config: c, maxSeqLen: maxSeqLen, chunkRows: self.chunkRows, tileRows: tileRows, loraRank: loraRankCapacity)
         scratch = .allocate(capacity: layout.total)
@@ -86,7 +90,7 @@ public final class IncrementalDecoder {
                              tileRows: Int = IncrementalDecoder.defaultTileRows, loraRank: Int) -> (cache: Int, working: Int) {
         let m = chunkRows(asked, maxSeqLen: maxSeqLen)
         let layout = ScratchLayout(config: config, maxSeqLen: maxSeqLen, chunkRows: m, tileRows: tileRows, loraRank: max(loraRank, 1))
-        let ropeBytes = RoPETable.bytes(headDim: config.headDim, maxPositions: max(maxSeqLen, 1))
+        let ropeBytes = config.ropeTables.count * RoPETable.bytes(headDim: config.headDim, maxPositions: max(maxSeqLen, 1))
         return (KVCache.bytes(config: config, maxSeqLen: maxSeqLen), layout.total * 4 + m * 12 + ropeBytes)
     }
 
@@ -98,7 +102,7 @@ public final class IncrementalDecoder {
     }
 
     /// Bytes held: the KV cache plus the working buffers (scratch, index buffers, RoPE tables).
-    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes }
+    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + ropes.reduce(0) { $0 + $1.bytes } }
 
     /// Positions filled so far.
     public var position: Int { cache.length }
@@ -137,9 +141,9 @@ public final class IncrementalDecoder {
         // Final norm + lm_head of the last row only.
         let c = config.hiddenSize
         let last = p(x) + (lastChunkRows - 1) * c
-        RMSNorm.forward(out: p(h), rstd: rstd, x: last, weight: UnsafePointer(model.norm.baseAddress!), rows: 1, dim: c,
-                        eps: config.rmsNormEps)
+        model.rmsNorm(out: p(h), rstd: rstd, x: last, weight: model.norm, rows: 1)
         model.lmHead.forward(y: p(logits), x: p(h), rows: 1, workspace: workspace)
+        model.softcapLogits(p(logits), count: config.vocabSize)
         return Array(UnsafeBufferPointer(start: p(logits), count: config.vocabSize))
     }
 
@@ -154,9 +158,9 @@ public final class IncrementalDecoder {
             guard sequence.model === model else {
                 throw ModelError.badBatch("sequence \(index) runs another model (an adapter with modules_to_save brings its own embeddings or lm_head); decode it on its own")
             }
-            guard sequence.cache.length < sequence.cache.maxSeqLen, sequence.cache.length < rope.maxPositions else {
+            guard sequence.cache.length < sequence.cache.maxSeqLen, sequence.cache.length < ropes[0].maxPositions else {
                 throw ModelError.batchTooLarge(rows: 1, seqLen: sequence.cache.length + 1, maxRows: 1,
-                                               maxSeqLen: min(sequence.cache.maxSeqLen, rope.maxPositions))
+                                               maxSeqLen: min(sequence.cache.maxSeqLen, ropes[0].maxPositions))
             }
             guard (sequence.lora?.config.r ?? 0) <= loraRankCapacity else {
                 throw ModelError.badBatch("sequence \(index)'s adapter has rank \(sequence.lora!.config.r), more than this decoder was built for (\(loraRankCapacity))")
@@ -174,10 +178,10 @@ public final class IncrementalDecoder {
                 Segment(cache: sequences[i].cache, lora: sequences[i].lora, rows: (i - g0)..<(i - g0 + 1), start: sequences[i].cache.length)
             }
             run(Array(tokens[g0..<g1]), segments: segments)
-            RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(model.norm.baseAddress!), rows: m, dim: c,
-                            eps: config.rmsNormEps)
+            model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: model.norm, rows: m)
             precondition(m * v <= layout.logitsCapacity, "logits buffer too small")
             model.lmHead.forward(y: p(logits), x: p(h), rows: m, workspace: workspace)
+            model.softcapLogits(p(logits), count: m * v)
             for row in 0..<m { result.append(Array(UnsafeBufferPointer(start: p(logits) + row * v, count: v))) }
             g0 = g1
         }
@@ -211,22 +215,21 @@ public final class IncrementalDecoder {
             }
         }
         model.embedTokens.gather(out: p(x), ids: ids, rows: m)
+        model.scaleEmbeddings(p(x), rows: m)
         for layer in 0..<config.numHiddenLayers {
             let weights = model.layers[layer]
             let kvDim = config.keyValueDim, qDim = config.queryDim
-            RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
-                            rows: m, dim: c, eps: config.rmsNormEps)
+            model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: weights.inputLayernorm, rows: m)
             project(layer, .q, y: p(q), x: p(h), rows: m, segments: segments)
             project(layer, .k, y: p(k), x: p(h), rows: m, segments: segments)
             project(layer, .v, y: p(v), x: p(h), rows: m, segments: segments)
             if config.qkNorm {
-                // Qwen3's per-head norms, in place, before RoPE: the cache holds normed, rotated keys.
+                // The per-head norms, in place, before RoPE: the cache holds normed, rotated keys.
                 let rstd = p(layout.headRstd)
-                RMSNorm.forward(out: p(q), rstd: rstd, x: p(q), weight: UnsafePointer(weights.qNorm!.baseAddress!),
-                                rows: m * config.numAttentionHeads, dim: config.headDim, eps: config.rmsNormEps)
-                RMSNorm.forward(out: p(k), rstd: rstd, x: p(k), weight: UnsafePointer(weights.kNorm!.baseAddress!),
-                                rows: m * config.numKeyValueHeads, dim: config.headDim, eps: config.rmsNormEps)
+                model.rmsNorm(out: p(q), rstd: rstd, x: p(q), weight: weights.qNorm!, rows: m * config.numAttentionHeads)
+                model.rmsNorm(out: p(k), rstd: rstd, x: p(k), weight: weights.kNorm!, rows: m * config.numKeyValueHeads)
             }
+            let rope = ropes[ropeOfLayer[layer]]
             rope.apply(p(q), positions: positions, rows: m, heads: config.numAttentionHeads)
             rope.apply(p(k), positions: positions, rows: m, heads: config.numKeyValueHeads)
             for segment in segments {
@@ -236,17 +239,19 @@ public final class IncrementalDecoder {
                 (values + segment.start * kvDim).update(from: p(v) + r0 * kvDim, count: count * kvDim)
                 CachedAttention.forward(out: p(attn) + r0 * qDim, q: p(q) + r0 * qDim, keys: keys, values: values, rows: count,
                                         start: segment.start, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
-                                        headDim: config.headDim, scratch: p(attentionScratch))
+                                        headDim: config.headDim, scale: config.attentionScale,
+                                        window: config.attentionWindow(layer: layer), scratch: p(attentionScratch))
             }
-            // o_proj into h (free now), then the residual.
+            // o_proj into h (free now), [its sandwich norm in place], then the residual.
             project(layer, .o, y: p(h), x: p(attn), rows: m, segments: segments)
+            if let post = weights.norm(.postAttention) { model.rmsNorm(out: p(h), rstd: rstd, x: p(h), weight: post, rows: m) }
             add(p(x), p(h), count: m * c)
-            RMSNorm.forward(out: p(h), rstd: rstd, x: p(x), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
-                            rows: m, dim: c, eps: config.rmsNormEps)
+            model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: weights.preMLPNorm, rows: m)
             project(layer, .gate, y: p(gate), x: p(h), rows: m, segments: segments)
             project(layer, .up, y: p(up), x: p(h), rows: m, segments: segments)
-            SwiGLU.forward(out: p(gate), gate: p(gate), up: p(up), count: m * config.intermediateSize)
+            config.activation.forward(out: p(gate), gate: p(gate), up: p(up), count: m * config.intermediateSize)
             project(layer, .down, y: p(attn), x: p(gate), rows: m, segments: segments)
+            if let post = weights.norm(.postMLP) { model.rmsNorm(out: p(attn), rstd: rstd, x: p(attn), weight: post, rows: m) }
             add(p(x), p(attn), count: m * c)
         }
         for segment in segments { segment.cache.length = segment.start + segment.rows.count }

@@ -56,8 +56,9 @@ public final class KVCache {
 }
 
 /// Causal attention of M new query rows at positions start..<start+M over cached keys / values of
-/// positions 0..<start+M (their own keys already written): row i sees positions 0...start+i.
-/// Same math as `Attention.forward` (softmax(q k^T D^-1/2) v in fp32), one (batch 1) sequence.
+/// positions 0..<start+M (their own keys already written): row i sees positions 0...start+i, or the
+/// last `window` of them. Same math as `Attention.forward` (softmax(q k^T scale) v in fp32), one
+/// (batch 1) sequence.
 public enum CachedAttention {
     /// Floats of scratch `forward` needs for M rows over up to P positions: one (M, P) block per thread.
     public static func scratchCount(rows: Int, maxSeqLen: Int) -> Int { Parallel.maxThreads * rows * maxSeqLen }
@@ -66,9 +67,10 @@ public enum CachedAttention {
     public static func forward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
                                keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                rows M: Int, start: Int, heads H: Int, kvHeads KV: Int, headDim D: Int,
-                               scratch: UnsafeMutablePointer<Float>) {
+                               scale: Float? = nil, window: Int? = nil, scratch: UnsafeMutablePointer<Float>) {
         let G = H / KV, ldq = H * D, ldk = KV * D, S = start + M
-        let scale = Float(1 / Double(D).squareRoot())
+        let scale = scale ?? Attention.defaultScale(headDim: D)
+        let window = window ?? Int.max
         let chunks = H * M * S * D < Attention.minimumWorkToSplit ? 1 : min(Parallel.threads, H)
         Parallel.forEachCallingBLAS(chunks) { chunk in
             let scores = scratch + chunk * M * S   // (M, S)
@@ -78,11 +80,13 @@ public enum CachedAttention {
                 Blas.sgemm(scores, ldc: S, q + h * D, lda: ldq, keys + kvHead * D, ldb: ldk, transB: true,
                            m: M, n: S, k: D, alpha: scale)
                 for i in 0..<M {
-                    let row = scores + i * S, length = start + i + 1
-                    let maxScore = VectorMath.maximum(row, length)
-                    let total = VectorMath.expShifted(row, row, length, shift: maxScore)
-                    VectorMath.scale(row, length, by: 1 / total)
-                    (row + length).update(repeating: 0, count: S - length)
+                    let first = Attention.firstKey(row: start + i, window: window)
+                    let row = scores + i * S, seen = row + first, length = start + i + 1 - first
+                    let maxScore = VectorMath.maximum(seen, length)
+                    let total = VectorMath.expShifted(seen, seen, length, shift: maxScore)
+                    VectorMath.scale(seen, length, by: 1 / total)
+                    row.update(repeating: 0, count: first)
+                    (row + start + i + 1).update(repeating: 0, count: S - start - i - 1)
                 }
                 // out_h (M, D) = probs (M, S) v (S, D)
                 Blas.sgemm(out + h * D, ldc: ldq, scores, lda: S, values + kvHead * D, ldb: ldk, m: M, n: D, k: S)
@@ -94,26 +98,28 @@ public enum CachedAttention {
     public enum Reference {
         public static func forward(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
                                    keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                                   rows M: Int, start: Int, heads H: Int, kvHeads KV: Int, headDim D: Int) {
+                                   rows M: Int, start: Int, heads H: Int, kvHeads KV: Int, headDim D: Int,
+                                   scale: Float? = nil, window: Int? = nil) {
             let G = H / KV
-            let scale = 1 / Double(D).squareRoot()
+            let scale = scale.map(Double.init) ?? 1 / Double(D).squareRoot()
             var weights = [Double](repeating: 0, count: start + M)
             for i in 0..<M {
                 for h in 0..<H {
                     let kvHead = h / G, length = start + i + 1
+                    let first = window.map { max(0, start + i - $0 + 1) } ?? 0
                     let qRow = q + (i * H + h) * D
                     var maxScore = -Double.infinity
-                    for j in 0..<length {
+                    for j in first..<length {
                         var s = 0.0
                         for d in 0..<D { s += Double(qRow[d]) * Double(keys[(j * KV + kvHead) * D + d]) }
                         weights[j] = s * scale
                         maxScore = max(maxScore, weights[j])
                     }
                     var total = 0.0
-                    for j in 0..<length { weights[j] = Foundation.exp(weights[j] - maxScore); total += weights[j] }
+                    for j in first..<length { weights[j] = Foundation.exp(weights[j] - maxScore); total += weights[j] }
                     for d in 0..<D {
                         var acc = 0.0
-                        for j in 0..<length { acc += weights[j] / total * Double(values[(j * KV + kvHead) * D + d]) }
+                        for j in first..<length { acc += weights[j] / total * Double(values[(j * KV + kvHead) * D + d]) }
                         out[(i * H + h) * D + d] = Float(acc)
                     }
                 }

@@ -3,8 +3,9 @@ import SafeTensors
 import GGUF
 
 /// A Llama-family architecture read from Hugging Face `config.json` (Llama 2/3, SmolLM2, TinyLlama,
-/// Mistral-style, Qwen2 with q/k/v biases, Qwen3 with per-head q/k norms). Property names are camelCase
-/// of the HF keys; the families differ only by the switches below, read by the one decoder block.
+/// Mistral with its sliding window, Qwen2 with q/k/v biases, Qwen3 with per-head q/k norms, Gemma 3 with
+/// (1 + w) norms, GeGLU, sandwich norms, a scaled embedding and local/global layers). Property names are
+/// camelCase of the HF keys; the families differ only by the switches below, read by the one decoder block.
 public struct LlamaConfig: Sendable, Equatable {
     public var modelType: String
     public var vocabSize: Int
@@ -26,6 +27,24 @@ public struct LlamaConfig: Sendable, Equatable {
     /// Qwen3: an RMSNorm over each head of q and of k (weights `self_attn.q_norm` / `k_norm`, head_dim
     /// wide, eps `rms_norm_eps`) between the projection and RoPE.
     public var qkNorm: Bool
+    /// Gemma: every RMSNorm scales by (1 + w) instead of w (the stored weight is centred on 0).
+    public var normWeightOffset: Float
+    /// The MLP's gate activation: SiLU (SwiGLU) or GELU with the tanh approximation (GeGLU, Gemma).
+    public var activation: GatedActivation
+    /// Gemma 3: RMSNorms on the attention and MLP outputs before their residual adds.
+    public var sandwichNorms: Bool
+    /// Gemma: the embedding rows are multiplied by this (sqrt(hidden_size)) on lookup; nil = 1.
+    public var embeddingScale: Float?
+    /// Attention scores are q k^T times this: `query_pre_attn_scalar`^-1/2 (Gemma), else head_dim^-1/2.
+    public var attentionScale: Float
+    /// Per layer: every position, or a window of `slidingWindow` positions (itself and the ones before).
+    public var layerTypes: [LayerAttention]
+    public var slidingWindow: Int?
+    /// RoPE of the sliding-window layers when it differs from the global one (Gemma 3's
+    /// `rope_local_base_freq`); nil = every layer uses `ropeTheta` / `ropeScaling`.
+    public var localRope: RoPEParameters?
+    /// Final logits become cap * tanh(logits / cap) (`final_logit_softcapping`); nil = off.
+    public var finalLogitSoftcap: Float?
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
     public var padTokenID: Int?
@@ -55,6 +74,15 @@ public struct LlamaConfig: Sendable, Equatable {
         self.qkvBiasOnly = false
         self.mlpBias = false
         self.qkNorm = false
+        self.normWeightOffset = 0
+        self.activation = .silu
+        self.sandwichNorms = false
+        self.embeddingScale = nil
+        self.attentionScale = Float(1 / Double(self.headDim).squareRoot())
+        self.layerTypes = Array(repeating: .full, count: numHiddenLayers)
+        self.slidingWindow = nil
+        self.localRope = nil
+        self.finalLogitSoftcap = nil
         self.bosTokenID = nil
         self.eosTokenIDs = []
         self.padTokenID = nil
@@ -91,9 +119,43 @@ public struct LlamaConfig: Sendable, Equatable {
     }
 
     /// The `model_type` values of the families this decoder runs, as listed to users.
-    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3"]
+    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text"]
+    /// Gemma 3's text decoder, and the multimodal config whose text_config holds it.
+    static let gemmaModelTypes: Set<String> = ["gemma3_text", "gemma3"]
     /// Those and the aliases some Llama checkpoints write.
-    static let supportedModelTypes = modelTypes + ["smollm", "smollm2", "tinyllama"]
+    static let supportedModelTypes = modelTypes + ["gemma3", "smollm", "smollm2", "tinyllama"]
+
+    /// The norms of one decoder layer, in checkpoint order.
+    public var layerNorms: [LayerNorm] {
+        [.input] + (sandwichNorms ? [.postAttention, .preMLP, .postMLP] : [.preMLP]) + (qkNorm ? [.query, .key] : [])
+    }
+
+    /// Elements of one of a layer's norms: head_dim for the per-head q/k norms, else hidden.
+    public func width(of norm: LayerNorm) -> Int { norm == .query || norm == .key ? headDim : hiddenSize }
+
+    /// `model.layers.3.post_attention_layernorm.weight`, as this family names the norm.
+    public func normTensorName(layer: Int, _ norm: LayerNorm) -> String {
+        "model.layers.\(layer).\(norm.huggingFaceName(sandwich: sandwichNorms)).weight"
+    }
+
+    /// The RoPE a layer rotates with: the local one on a sliding layer when the family has one.
+    public func rope(layer: Int) -> RoPEParameters {
+        if layerType(layer) == .sliding, let localRope { return localRope }
+        return RoPEParameters(theta: ropeTheta, scaling: ropeScaling)
+    }
+
+    /// The distinct RoPE tables the layers use (one, or Gemma's global and local).
+    public var ropeTables: [RoPEParameters] {
+        var tables: [RoPEParameters] = []
+        for layer in 0..<numHiddenLayers where !tables.contains(rope(layer: layer)) { tables.append(rope(layer: layer)) }
+        return tables
+    }
+
+    /// How many earlier positions (itself included) a layer's queries see; nil = all.
+    public func attentionWindow(layer: Int) -> Int? { layerType(layer) == .sliding ? slidingWindow : nil }
+
+    /// A layer's attention type; layers past `layerTypes` (a config edited in code) attend fully.
+    public func layerType(_ layer: Int) -> LayerAttention { layer < layerTypes.count ? layerTypes[layer] : .full }
 
     /// The seven projections of a decoder layer, in PEFT's usual order.
     public static let layerLinears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -147,43 +209,95 @@ public struct LlamaConfig: Sendable, Equatable {
         // Qwen2/Qwen3 attend over a window only when use_sliding_window is set; no released checkpoint
         // does, and this decoder attends over every position, so such a config is refused, not run wrongly.
         if try bool("use_sliding_window") == true {
-            throw ModelError.unsupported(path: path, reason: "'use_sliding_window': true in config.json (sliding-window attention is not implemented; every layer attends over all positions)")
+            throw ModelError.unsupported(path: path, reason: "'use_sliding_window': true in config.json (Qwen's sliding-window layers are not implemented; every layer would attend over all positions)")
         }
-        if let act = json["hidden_act"] as? String, act != "silu" {
-            throw ModelError.unsupported(path: path, reason: "hidden_act '\(act)' (only silu / SwiGLU)")
+        let gemma = Self.gemmaModelTypes.contains(modelType)
+        if try bool("use_bidirectional_attention") == true {
+            throw ModelError.unsupported(path: path, reason: "'use_bidirectional_attention': true in config.json (an encoder such as EmbeddingGemma; only causal decoders run)")
+        }
+        let activationKey = json["hidden_activation"] != nil ? "hidden_activation" : "hidden_act"
+        var activation = GatedActivation.silu
+        if let value = json[activationKey], !(value is NSNull) {
+            guard let name = value as? String, let parsed = GatedActivation(configValue: name) else {
+                throw ModelError.unsupported(path: path, reason: "\(activationKey) '\(value)' in config.json (supported: silu, gelu_pytorch_tanh)")
+            }
+            activation = parsed
         }
         let heads = try int("num_attention_heads")
         var config = LlamaConfig(
             vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
             intermediateSize: try int("intermediate_size"), numHiddenLayers: try int("num_hidden_layers"),
             numAttentionHeads: heads, numKeyValueHeads: optionalInt("num_key_value_heads") ?? heads,
-            // Qwen3Config's default head_dim is 128, not hidden / heads.
-            headDim: optionalInt("head_dim") ?? (modelType == "qwen3" ? 128 : nil),
+            // Qwen3Config's default head_dim is 128 and Gemma3TextConfig's 256, not hidden / heads.
+            headDim: optionalInt("head_dim") ?? (modelType == "qwen3" ? 128 : gemma ? 256 : nil),
             rmsNormEps: Float((json["rms_norm_eps"] as? NSNumber)?.doubleValue ?? 1e-6),
             maxPositionEmbeddings: optionalInt("max_position_embeddings") ?? 2048,
-            tieWordEmbeddings: try bool("tie_word_embeddings") ?? false, modelType: modelType)
-        // RoPE: transformers 5 writes rope_parameters; older configs rope_theta + rope_scaling.
+            tieWordEmbeddings: try bool("tie_word_embeddings") ?? gemma, modelType: modelType)
+        config.activation = activation
+        // RoPE: transformers 5 writes rope_parameters (Gemma 3: one per layer type); older configs
+        // rope_theta + rope_scaling (+ Gemma's rope_local_base_freq for the sliding layers).
         let ropeParameters = json["rope_parameters"] as? [String: Any]
-        let scaling = ropeParameters ?? (json["rope_scaling"] as? [String: Any])
-        config.ropeTheta = ((ropeParameters?["rope_theta"] ?? json["rope_theta"]) as? NSNumber)?.doubleValue ?? 10000
-        if let scaling {
-            let type = (scaling["rope_type"] ?? scaling["type"]) as? String ?? "default"
-            switch type {
-            case "default": break
-            case "linear", "llama3":
-                config.ropeScaling = RoPEScaling(
-                    type: type, factor: (scaling["factor"] as? NSNumber)?.doubleValue ?? 1,
-                    lowFreqFactor: (scaling["low_freq_factor"] as? NSNumber)?.doubleValue ?? 1,
-                    highFreqFactor: (scaling["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
-                    originalMaxPositions: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
-            default:
-                throw ModelError.unsupported(path: path, reason: "rope type '\(type)' (supported: default, linear, llama3)")
+        if gemma {
+            let global = ropeParameters?["full_attention"] as? [String: Any]
+            let local = ropeParameters?["sliding_attention"] as? [String: Any]
+            let globalRoPE = try Self.rope(global ?? (json["rope_scaling"] as? [String: Any]),
+                                           theta: global?["rope_theta"] ?? json["rope_theta"], defaultTheta: 1_000_000, path: path)
+            config.ropeTheta = globalRoPE.theta
+            config.ropeScaling = globalRoPE.scaling
+            config.localRope = try Self.rope(local, theta: local?["rope_theta"] ?? json["rope_local_base_freq"], defaultTheta: 10_000, path: path)
+        } else {
+            let rope = try Self.rope(ropeParameters ?? (json["rope_scaling"] as? [String: Any]),
+                                     theta: ropeParameters?["rope_theta"] ?? json["rope_theta"], defaultTheta: 10000, path: path)
+            config.ropeTheta = rope.theta
+            config.ropeScaling = rope.scaling
+        }
+        // Attention windows: Gemma 3 per layer (layer_types, or every 6th layer global); Mistral on every
+        // layer when sliding_window is set.
+        let window = optionalInt("sliding_window")
+        if gemma {
+            config.slidingWindow = window ?? 4096
+            if let types = json["layer_types"] as? [Any] {
+                config.layerTypes = try types.enumerated().map { index, value in
+                    guard let name = value as? String, let type = LayerAttention(rawValue: name) else {
+                        throw ModelError.unsupported(path: path, reason: "layer_types[\(index)] '\(value)' in config.json (supported: full_attention, sliding_attention)")
+                    }
+                    return type
+                }
+            } else {
+                let pattern = optionalInt("sliding_window_pattern") ?? 6
+                config.layerTypes = (0..<config.numHiddenLayers).map { (pattern > 0 && ($0 + 1) % pattern == 0) ? .full : .sliding }
             }
+            guard config.layerTypes.count == config.numHiddenLayers else {
+                throw ModelError.badConfig(path: path, reason: "config.json: layer_types has \(config.layerTypes.count) entries for \(config.numHiddenLayers) layers")
+            }
+        } else if modelType == "mistral", let window {
+            config.slidingWindow = window
+            config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
+        }
+        if let window = config.slidingWindow, window <= 0, config.layerTypes.contains(.sliding) {
+            throw ModelError.badConfig(path: path, reason: "config.json: sliding_window (\(window)) must be positive")
+        }
+        if gemma {
+            config.normWeightOffset = 1
+            config.sandwichNorms = true
+            config.embeddingScale = Float(Double(config.hiddenSize).squareRoot())
+            let scalar = (json["query_pre_attn_scalar"] as? NSNumber)?.doubleValue ?? 256
+            guard scalar > 0 else { throw ModelError.badConfig(path: path, reason: "config.json: query_pre_attn_scalar must be positive") }
+            config.attentionScale = Float(Foundation.pow(scalar, -0.5))
+        }
+        if let cap = json["attn_logit_softcapping"], !(cap is NSNull) {
+            throw ModelError.unsupported(path: path, reason: "attn_logit_softcapping \(cap) in config.json (soft-capped attention scores are not implemented)")
+        }
+        if let cap = json["final_logit_softcapping"], !(cap is NSNull) {
+            guard let value = (cap as? NSNumber)?.floatValue, value > 0 else {
+                throw ModelError.badConfig(path: path, reason: "config.json: final_logit_softcapping must be a positive number (got \(cap))")
+            }
+            config.finalLogitSoftcap = value
         }
         config.attentionBias = try bool("attention_bias") ?? false
         config.qkvBiasOnly = modelType == "qwen2"
         config.mlpBias = try bool("mlp_bias") ?? false
-        config.qkNorm = modelType == "qwen3"
+        config.qkNorm = modelType == "qwen3" || gemma
         config.bosTokenID = optionalInt("bos_token_id")
         if let eos = json["eos_token_id"] as? NSNumber {
             config.eosTokenIDs = [eos.intValue]
@@ -202,12 +316,32 @@ public struct LlamaConfig: Sendable, Equatable {
         return config
     }
 
+    /// One RoPE table's parameters from a `rope_parameters` / `rope_scaling` object (nil = plain RoPE).
+    static func rope(_ scaling: [String: Any]?, theta: Any?, defaultTheta: Double, path: String) throws -> RoPEParameters {
+        var result = RoPEParameters(theta: (theta as? NSNumber)?.doubleValue ?? defaultTheta, scaling: nil)
+        guard let scaling else { return result }
+        let type = (scaling["rope_type"] ?? scaling["type"]) as? String ?? "default"
+        switch type {
+        case "default": break
+        case "linear", "llama3":
+            result.scaling = RoPEScaling(
+                type: type, factor: (scaling["factor"] as? NSNumber)?.doubleValue ?? 1,
+                lowFreqFactor: (scaling["low_freq_factor"] as? NSNumber)?.doubleValue ?? 1,
+                highFreqFactor: (scaling["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
+                originalMaxPositions: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
+        default:
+            throw ModelError.unsupported(path: path, reason: "rope type '\(type)' in config.json (supported: default, linear, llama3)")
+        }
+        return result
+    }
+
     public func validate(path: String) throws {
         let checks: [(Bool, String)] = [
             (vocabSize > 0 && hiddenSize > 0 && intermediateSize > 0 && numHiddenLayers > 0, "sizes must be positive"),
             (numAttentionHeads > 0 && numKeyValueHeads > 0, "head counts must be positive"),
             (numAttentionHeads % numKeyValueHeads == 0, "num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))"),
             (headDim > 0 && headDim % 2 == 0, "head_dim (\(headDim)) must be even for RoPE"),
+            (!layerTypes.contains(.sliding) || (slidingWindow ?? 0) > 0, "sliding_window must be set and positive for sliding_attention layers"),
         ]
         for (ok, reason) in checks where !ok {
             throw ModelError.badConfig(path: path, reason: "config.json: \(reason)")
@@ -230,14 +364,25 @@ public struct LlamaConfig: Sendable, Equatable {
         var parts = ["\(numHiddenLayers) layers", "hidden \(hiddenSize)", "intermediate \(intermediateSize)",
                      "\(numAttentionHeads) / \(numKeyValueHeads) kv heads", "head_dim \(headDim)", "vocab \(vocabSize)"]
         if qkNorm { parts.append("q/k norm") }
+        if normWeightOffset != 0 { parts.append("(1 + w) norms") }
+        if sandwichNorms { parts.append("sandwich norms") }
+        if activation == .geluTanh { parts.append("GeGLU") }
+        if embeddingScale != nil { parts.append("scaled embeddings") }
+        if let slidingWindow, layerTypes.contains(.sliding) {
+            let sliding = layerTypes.filter { $0 == .sliding }.count
+            parts.append("sliding window \(slidingWindow) on \(sliding) of \(numHiddenLayers) layers")
+        }
+        if localRope != nil { parts.append("local RoPE base \(localRope!.theta)") }
+        if let finalLogitSoftcap { parts.append("logit softcap \(finalLogitSoftcap)") }
         if attentionBias { parts.append("q/k/v/o bias") } else if qkvBiasOnly { parts.append("q/k/v bias") }
         if mlpBias { parts.append("mlp bias") }
         if tieWordEmbeddings { parts.append("tied embeddings") }
         return "\(modelType): " + parts.joined(separator: ", ")
     }
 
-    /// Norm weights of one decoder layer: input and post-attention (C each), q_norm and k_norm (D each).
-    public var layerNormParameterCount: Int { 2 * hiddenSize + (qkNorm ? 2 * headDim : 0) }
+    /// Norm weights of one decoder layer: input and pre-MLP (C each), q_norm and k_norm (D each), the
+    /// sandwich norms (C each).
+    public var layerNormParameterCount: Int { layerNorms.reduce(0) { $0 + width(of: $1) } }
 
     /// Every parameter of the model (tied lm_head counted once, as HF does).
     public var totalParameterCount: Int {

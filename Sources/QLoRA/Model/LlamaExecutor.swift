@@ -14,7 +14,9 @@ public final class LlamaExecutor {
     private let positions: UnsafeMutablePointer<Int32>
     private let targets: UnsafeMutablePointer<Int32>
     private let ids: UnsafeMutablePointer<Int32>
-    private let rope: RoPETable
+    /// One table per distinct RoPE of the layers (Gemma 3: global and local), and each layer's.
+    private let ropes: [RoPETable]
+    private let ropeOfLayer: [Int]
     /// Seed of the current step's dropout masks (forward and recompute must agree).
     public var dropoutSeed: UInt64 = 0
     /// Batch of the last forward.
@@ -41,13 +43,17 @@ public final class LlamaExecutor {
         targets.initialize(repeating: -100, count: n)
         ids.initialize(repeating: 0, count: n)
         let c = model.config
-        rope = RoPETable(headDim: c.headDim, maxPositions: max(shape.seqLen, 1), theta: c.ropeTheta, scaling: c.ropeScaling)
+        let tables = c.ropeTables
+        ropes = tables.map { RoPETable(headDim: c.headDim, maxPositions: max(shape.seqLen, 1), theta: $0.theta, scaling: $0.scaling) }
+        ropeOfLayer = (0..<c.numHiddenLayers).map { layer in tables.firstIndex(of: c.rope(layer: layer))! }
     }
 
     /// Bytes the executor holds outside its arena: 3 Int32 per row (ids, positions, shifted targets) and
-    /// the RoPE tables (cos and sin, T x D/2 each, plus D/2 inverse frequencies). Shared with the plan.
+    /// the RoPE tables (cos and sin, T x D/2 each, plus D/2 inverse frequencies; one set per distinct
+    /// RoPE of the layers). Shared with the plan.
     public static func auxiliaryBytes(config: LlamaConfig, shape: ActivationLayout.Shape) -> Int {
-        3 * shape.batch * shape.seqLen * 4 + RoPETable.bytes(headDim: config.headDim, maxPositions: max(shape.seqLen, 1))
+        3 * shape.batch * shape.seqLen * 4
+            + config.ropeTables.count * RoPETable.bytes(headDim: config.headDim, maxPositions: max(shape.seqLen, 1))
     }
 
     deinit {
@@ -79,12 +85,12 @@ public final class LlamaExecutor {
             positions[i] = Int32(i % t)
         }
         model.embedTokens.gather(out: p(layout.layers[0].x), ids: ids, rows: n)
+        model.scaleEmbeddings(p(layout.layers[0].x), rows: n)
         for layer in 0..<config.numHiddenLayers {
             let output = layer + 1 < config.numHiddenLayers ? layout.layers[layer + 1].x : layout.xFinal
             forwardLayer(layer, output: p(output))
         }
-        RMSNorm.forward(out: p(layout.hFinal), rstd: p(layout.rstdFinal), x: p(layout.xFinal),
-                        weight: UnsafePointer(model.norm.baseAddress!), rows: n, dim: config.hiddenSize, eps: config.rmsNormEps)
+        model.rmsNorm(out: p(layout.hFinal), rstd: p(layout.rstdFinal), x: p(layout.xFinal), weight: model.norm, rows: n)
     }
 
     /// Base linear + LoRA branch of one projection. Without `baseNeeded` (a recompute whose output is
@@ -103,44 +109,53 @@ public final class LlamaExecutor {
     }
 
     /// One decoder layer from its saved input. `recompute` (checkpointing's backward) stops short of the
-    /// layer's output, which backward never reads: no base down_proj GEMM, no residual add.
+    /// layer's output, which backward never reads: no base down_proj GEMM, no residual add (with sandwich
+    /// norms the down_proj output is the post-MLP norm's input, so that GEMM and norm still run).
     private func forwardLayer(_ layer: Int, output: UnsafeMutablePointer<Float>, recompute: Bool = false) {
         let config = model.config
         let s = layout.layers[layer]
         let n = batch * seqLen
         let c = config.hiddenSize
         let weights = model.layers[layer]
-        RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
-                        rows: n, dim: c, eps: config.rmsNormEps)
+        model.rmsNorm(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: weights.inputLayernorm, rows: n)
         project(layer, .q, y: p(s.qProj), x: p(s.h1), slots: s, rows: n)
         project(layer, .k, y: p(s.kProj), x: p(s.h1), slots: s, rows: n)
         project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
         normAndRotate(layer, s)
         StepProfiler.measure(.attention) { Attention.forward(out: p(s.attn), rowStats: p(s.rowStats), q: p(s.q), k: p(s.k), v: p(s.v),
                           batch: batch, seqLen: seqLen, heads: config.numAttentionHeads,
-                          kvHeads: config.numKeyValueHeads, headDim: config.headDim, scratch: p(layout.attentionScratch)) }
-        project(layer, .o, y: p(s.xMid), x: p(s.attn), slots: s, rows: n)
+                          kvHeads: config.numKeyValueHeads, headDim: config.headDim, scale: config.attentionScale,
+                          window: config.attentionWindow(layer: layer), scratch: p(layout.attentionScratch)) }
+        if config.sandwichNorms {
+            project(layer, .o, y: p(s.attnOut), x: p(s.attn), slots: s, rows: n)
+            model.rmsNorm(out: p(s.xMid), rstd: p(s.rstdPostAttention), x: p(s.attnOut), weight: weights.norm(.postAttention)!, rows: n)
+        } else {
+            project(layer, .o, y: p(s.xMid), x: p(s.attn), slots: s, rows: n)
+        }
         add(p(s.xMid), p(s.x), count: n * c)
-        RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
-                        rows: n, dim: c, eps: config.rmsNormEps)
+        model.rmsNorm(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: weights.preMLPNorm, rows: n)
         project(layer, .gate, y: p(s.gate), x: p(s.h2), slots: s, rows: n)
         project(layer, .up, y: p(s.up), x: p(s.h2), slots: s, rows: n)
-        SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * config.intermediateSize)
-        project(layer, .down, y: output, x: p(s.act), slots: s, rows: n, baseNeeded: !recompute)
+        config.activation.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * config.intermediateSize)
+        if config.sandwichNorms {
+            project(layer, .down, y: p(s.mlpOut), x: p(s.act), slots: s, rows: n)
+            model.rmsNorm(out: output, rstd: p(s.rstdPostMLP), x: p(s.mlpOut), weight: weights.norm(.postMLP)!, rows: n)
+        } else {
+            project(layer, .down, y: output, x: p(s.act), slots: s, rows: n, baseNeeded: !recompute)
+        }
         if !recompute { add(output, p(s.xMid), count: n * c) }
     }
 
-    /// q and k as attention reads them: RoPE of the projections, after Qwen3's per-head RMSNorm when the
+    /// q and k as attention reads them: RoPE of the projections, after the per-head RMSNorm when the
     /// config has it (qProj / kProj -> q / k, rstd saved), in place otherwise (qProj is q).
     private func normAndRotate(_ layer: Int, _ s: ActivationLayout.LayerSlots) {
         let config = model.config, n = batch * seqLen
         if config.qkNorm {
             let weights = model.layers[layer]
-            RMSNorm.forward(out: p(s.q), rstd: p(s.qNormRstd), x: p(s.qProj), weight: UnsafePointer(weights.qNorm!.baseAddress!),
-                            rows: n * config.numAttentionHeads, dim: config.headDim, eps: config.rmsNormEps)
-            RMSNorm.forward(out: p(s.k), rstd: p(s.kNormRstd), x: p(s.kProj), weight: UnsafePointer(weights.kNorm!.baseAddress!),
-                            rows: n * config.numKeyValueHeads, dim: config.headDim, eps: config.rmsNormEps)
+            model.rmsNorm(out: p(s.q), rstd: p(s.qNormRstd), x: p(s.qProj), weight: weights.qNorm!, rows: n * config.numAttentionHeads)
+            model.rmsNorm(out: p(s.k), rstd: p(s.kNormRstd), x: p(s.kProj), weight: weights.kNorm!, rows: n * config.numKeyValueHeads)
         }
+        let rope = ropes[ropeOfLayer[layer]]
         rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
     }
@@ -155,12 +170,14 @@ public final class LlamaExecutor {
     /// Full logits (B*T, V) of the last forward into `out` (for evaluation, generation and tests).
     public func logits(into out: UnsafeMutablePointer<Float>) {
         model.lmHead.forward(y: out, x: p(layout.hFinal), rows: batch * seqLen, workspace: workspace)
+        model.softcapLogits(out, count: batch * seqLen * model.config.vocabSize)
     }
 
     /// Logits (V) of the last position of the last forward (batch 1): what generation needs.
     public func lastRowLogits(into out: UnsafeMutablePointer<Float>) {
         let c = model.config.hiddenSize
         model.lmHead.forward(y: out, x: p(layout.hFinal) + (batch * seqLen - 1) * c, rows: 1, workspace: workspace)
+        model.softcapLogits(out, count: model.config.vocabSize)
     }
 
     /// Hidden states as transformers reports them: index 0 = embeddings, i = output of layer i-1, and the
@@ -199,9 +216,17 @@ public final class LlamaExecutor {
             // Rows without a target contribute nothing: skip their lm_head entirely.
             if (r0..<r1).contains(where: { targets[$0] != -100 }) {
                 model.lmHead.forward(y: logits, x: p(layout.hFinal) + r0 * c, rows: r1 - r0, workspace: workspace)
+                let chunkCount = (r1 - r0) * v
+                model.softcapLogits(logits, count: chunkCount)
+                if gradScale != nil && layout.cappedLogits >= 0 { p(layout.cappedLogits).update(from: logits, count: chunkCount) }
                 let result = StepProfiler.measure(.loss) {
                     CrossEntropy.forwardBackward(dlogits: gradScale == nil ? nil : logits, logits: logits, targets: targets + r0,
                                                  rows: r1 - r0, vocab: v, gradScale: gradScale ?? 0)
+                }
+                if gradScale != nil, let cap = model.config.finalLogitSoftcap {
+                    // d(cap tanh(z / cap)) / dz = 1 - tanh^2 = 1 - (capped / cap)^2.
+                    let capped = p(layout.cappedLogits)
+                    for i in 0..<chunkCount { let t = capped[i] / cap; logits[i] *= 1 - t * t }
                 }
                 total += result.lossSum
                 count += result.count
@@ -245,8 +270,8 @@ public final class LlamaExecutor {
         let n = batch * seqLen, c = config.hiddenSize
         let dResidual = p(layout.dResidual)
         dResidual.update(repeating: 0, count: n * c)
-        RMSNorm.backward(dx: dResidual, dWeight: gradients?.norm, dy: p(layout.dHidden), x: p(layout.xFinal),
-                         weight: UnsafePointer(model.norm.baseAddress!), rstd: p(layout.rstdFinal), rows: n, dim: c)
+        model.rmsNormBackward(dx: dResidual, dWeight: gradients?.norm, dy: p(layout.dHidden), x: p(layout.xFinal),
+                              weight: model.norm, rstd: p(layout.rstdFinal), rows: n)
         for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
             if shape.gradientCheckpointing {
                 // Recompute this layer's internals from its saved input; its output is not needed.
@@ -255,6 +280,7 @@ public final class LlamaExecutor {
             backwardLayer(layer, sharedFresh: shape.gradientCheckpointing)
         }
         if let dEmbed = gradients?.embedTokens {
+            model.scaleEmbeddings(dResidual, rows: n)
             Embedding.backward(dtable: dEmbed, dout: dResidual, ids: ids, rows: n, dim: c)
         }
     }
@@ -284,40 +310,57 @@ public final class LlamaExecutor {
     }
 
     /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input). `sharedFresh`: the shared
-    /// h2, SwiGLU product and normed q/k buffers still hold this layer's values (checkpointing just
+    /// h2, gate product and normed q/k buffers still hold this layer's values (checkpointing just
     /// recomputed the layer), so they need not be recomputed again.
     private func backwardLayer(_ layer: Int, sharedFresh: Bool) {
         let config = model.config
         let s = layout.layers[layer]
-        let n = batch * seqLen, c = config.hiddenSize, f = config.intermediateSize
+        let n = batch * seqLen, f = config.intermediateSize
         let weights = model.layers[layer]
+        let normGradient = { (kind: LayerNorm) in self.gradients?.layer(layer)?.norm(kind) }
         let dResidual = p(layout.dResidual), dHidden = p(layout.dHidden)
 
-        // MLP: out = xMid + down(silu(gate(h2)) * up(h2)). h2 and the product share workspace across
-        // layers; they are recomputed only where a LoRA or weight gradient reads them.
+        // MLP: out = xMid + [postMLP](down(act(gate(h2)) * up(h2))). h2 and the product share workspace
+        // across layers; they are recomputed only where a LoRA or weight gradient reads them.
         if !sharedFresh && (readsInput(layer, .gate) || readsInput(layer, .up)) {
-            RMSNorm.forward(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!),
-                            rows: n, dim: c, eps: config.rmsNormEps)
+            model.rmsNorm(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: weights.preMLPNorm, rows: n)
         }
         if !sharedFresh && readsInput(layer, .down) {
-            SwiGLU.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * f)
+            config.activation.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * f)
+        }
+        // dL/d(down output): through the post-MLP norm (into dHidden, free until the gate/up inputs), or
+        // the residual's gradient itself.
+        var dDown = UnsafePointer(dResidual)
+        if config.sandwichNorms {
+            dHidden.update(repeating: 0, count: n * config.hiddenSize)
+            model.rmsNormBackward(dx: dHidden, dWeight: normGradient(.postMLP), dy: dResidual, x: p(s.mlpOut),
+                                  weight: weights.norm(.postMLP)!, rstd: p(s.rstdPostMLP), rows: n)
+            dDown = UnsafePointer(dHidden)
         }
         let dAct = p(layout.dAct), dGate = p(layout.dGate), dUp = p(layout.dUp)
         dAct.update(repeating: 0, count: n * f)
-        projectBackward(layer, .down, dx: dAct, dy: dResidual, x: p(s.act), slots: s, rows: n)
+        projectBackward(layer, .down, dx: dAct, dy: dDown, x: p(s.act), slots: s, rows: n)
         dGate.update(repeating: 0, count: n * f)
         dUp.update(repeating: 0, count: n * f)
-        SwiGLU.backward(dgate: dGate, dup: dUp, dout: dAct, gate: p(s.gate), up: p(s.up), count: n * f)
-        dHidden.update(repeating: 0, count: n * c)
+        config.activation.backward(dgate: dGate, dup: dUp, dout: dAct, gate: p(s.gate), up: p(s.up), count: n * f)
+        dHidden.update(repeating: 0, count: n * config.hiddenSize)
         projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
         projectBackward(layer, .up, dx: dHidden, dy: dUp, x: p(s.h2), slots: s, rows: n)
-        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layer(layer)?.postAttentionLayernorm, dy: dHidden, x: p(s.xMid),
-                         weight: UnsafePointer(weights.postAttentionLayernorm.baseAddress!), rstd: p(s.rstd2), rows: n, dim: c)
+        model.rmsNormBackward(dx: dResidual, dWeight: normGradient(.preMLP), dy: dHidden, x: p(s.xMid),
+                              weight: weights.preMLPNorm, rstd: p(s.rstd2), rows: n)
 
-        // Attention: xMid = x + o(attn(rope(qNorm(q(h1))), rope(kNorm(k(h1))), v(h1))), the norms only with qkNorm.
+        // Attention: xMid = x + [postAttention](o(attn(rope(qNorm(q(h1))), rope(kNorm(k(h1))), v(h1)))),
+        // the norms only where the family has them.
+        var dO = UnsafePointer(dResidual)
+        if config.sandwichNorms {
+            dHidden.update(repeating: 0, count: n * config.hiddenSize)
+            model.rmsNormBackward(dx: dHidden, dWeight: normGradient(.postAttention), dy: dResidual, x: p(s.attnOut),
+                                  weight: weights.norm(.postAttention)!, rstd: p(s.rstdPostAttention), rows: n)
+            dO = UnsafePointer(dHidden)
+        }
         let dAttn = p(layout.dAttn), dQ = p(layout.dQ), dK = p(layout.dK), dV = p(layout.dV)
         dAttn.update(repeating: 0, count: n * config.queryDim)
-        projectBackward(layer, .o, dx: dAttn, dy: dResidual, x: p(s.attn), slots: s, rows: n)
+        projectBackward(layer, .o, dx: dAttn, dy: dO, x: p(s.attn), slots: s, rows: n)
         dQ.update(repeating: 0, count: n * config.queryDim)
         dK.update(repeating: 0, count: n * config.keyValueDim)
         dV.update(repeating: 0, count: n * config.keyValueDim)
@@ -325,28 +368,27 @@ public final class LlamaExecutor {
         if config.qkNorm && !sharedFresh { normAndRotate(layer, s) }
         StepProfiler.measure(.attention) { Attention.backward(dq: dQ, dk: dK, dv: dV, dout: dAttn, q: p(s.q), k: p(s.k), v: p(s.v), rowStats: p(s.rowStats),
                            batch: batch, seqLen: seqLen, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
-                           headDim: config.headDim, scratch: p(layout.attentionScratch)) }
+                           headDim: config.headDim, scale: config.attentionScale, window: config.attentionWindow(layer: layer),
+                           scratch: p(layout.attentionScratch)) }
+        let rope = ropes[ropeOfLayer[layer]]
         rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
         if config.qkNorm {
             // dL/d(normed q) -> dL/d(q_proj output), in place; the norm weights' gradients for full fine-tuning.
-            RMSNorm.backwardInPlace(dy: dQ, dWeight: gradients?.layer(layer)?.qNorm, x: p(s.qProj),
-                                    weight: UnsafePointer(weights.qNorm!.baseAddress!), rstd: p(s.qNormRstd),
-                                    rows: n * config.numAttentionHeads, dim: config.headDim)
-            RMSNorm.backwardInPlace(dy: dK, dWeight: gradients?.layer(layer)?.kNorm, x: p(s.kProj),
-                                    weight: UnsafePointer(weights.kNorm!.baseAddress!), rstd: p(s.kNormRstd),
-                                    rows: n * config.numKeyValueHeads, dim: config.headDim)
+            model.rmsNormBackwardInPlace(dy: dQ, dWeight: normGradient(.query), x: p(s.qProj), weight: weights.qNorm!,
+                                         rstd: p(s.qNormRstd), rows: n * config.numAttentionHeads)
+            model.rmsNormBackwardInPlace(dy: dK, dWeight: normGradient(.key), x: p(s.kProj), weight: weights.kNorm!,
+                                         rstd: p(s.kNormRstd), rows: n * config.numKeyValueHeads)
         }
         // h1 shares its buffer with h2, so it is always stale here.
         if readsInput(layer, .q) || readsInput(layer, .k) || readsInput(layer, .v) {
-            RMSNorm.forward(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: UnsafePointer(weights.inputLayernorm.baseAddress!),
-                            rows: n, dim: c, eps: config.rmsNormEps)
+            model.rmsNorm(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: weights.inputLayernorm, rows: n)
         }
-        dHidden.update(repeating: 0, count: n * c)
+        dHidden.update(repeating: 0, count: n * config.hiddenSize)
         projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)
         projectBackward(layer, .v, dx: dHidden, dy: dV, x: p(s.h1), slots: s, rows: n)
-        RMSNorm.backward(dx: dResidual, dWeight: gradients?.layer(layer)?.inputLayernorm, dy: dHidden, x: p(s.x),
-                         weight: UnsafePointer(weights.inputLayernorm.baseAddress!), rstd: p(s.rstd1), rows: n, dim: c)
+        model.rmsNormBackward(dx: dResidual, dWeight: normGradient(.input), dy: dHidden, x: p(s.x),
+                              weight: weights.inputLayernorm, rstd: p(s.rstd1), rows: n)
     }
 }

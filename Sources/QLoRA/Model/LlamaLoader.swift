@@ -37,7 +37,11 @@ public enum LlamaLoader {
         let c = config.hiddenSize
         // q/k norms the config does not switch on would be silently skipped: refuse instead.
         if !config.qkNorm, let name = checkpoint.names.first(where: { $0.hasSuffix("self_attn.q_norm.weight") || $0.hasSuffix("self_attn.k_norm.weight") }) {
-            throw ModelError.unsupported(path: path, reason: "tensor '\(name)' (per-head q/k norm) with model_type '\(config.modelType)'; only model_type qwen3 applies q_norm / k_norm")
+            throw ModelError.unsupported(path: path, reason: "tensor '\(name)' (per-head q/k norm) with model_type '\(config.modelType)'; only model_types qwen3 and gemma3_text apply q_norm / k_norm")
+        }
+        if !checkpoint.contains("model.embed_tokens.weight"),
+           let name = checkpoint.names.first(where: { $0.contains("language_model.") && $0.hasSuffix("embed_tokens.weight") }) {
+            throw ModelError.unsupported(path: path, reason: "tensor '\(name)': a multimodal checkpoint (its language model under language_model.); only text-only decoders (e.g. Gemma3ForCausalLM) load")
         }
         let embed = EmbeddingTable(values: try dense("model.embed_tokens.weight", shape: [config.vocabSize, c]),
                                    rows: config.vocabSize, dim: c, storage: config.frozenTableStorage)
@@ -53,15 +57,11 @@ public enum LlamaLoader {
                 let bias = config.hasBias(projection.moduleName) ? try dense(module + ".bias", shape: [shape.outFeatures]) : nil
                 linears.append(BaseLinear(weight: weight, bias: bias, precision: precision))
             }
-            var weights = LlamaModel.Layer(
-                inputLayernorm: buffer(try dense(prefix + "input_layernorm.weight", shape: [c])),
-                postAttentionLayernorm: buffer(try dense(prefix + "post_attention_layernorm.weight", shape: [c])),
-                linears: linears)
-            if config.qkNorm {
-                weights.qNorm = buffer(try dense(prefix + "self_attn.q_norm.weight", shape: [config.headDim]))
-                weights.kNorm = buffer(try dense(prefix + "self_attn.k_norm.weight", shape: [config.headDim]))
+            var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
+            for norm in config.layerNorms {
+                norms[norm] = buffer(try dense(config.normTensorName(layer: layer, norm), shape: [config.width(of: norm)]))
             }
-            layers.append(weights)
+            layers.append(LlamaModel.Layer(norms: norms, linears: linears))
         }
         let norm = buffer(try dense("model.norm.weight", shape: [c]))
         var lmHead: BaseLinear?
@@ -122,8 +122,9 @@ public enum LlamaLoader {
         func normal(_ count: Int) -> [Float] { (0..<count).map { _ in generator.normal() * std } }
         return try build(config: config, format: format, precision: precision,
                          embed: { normal(config.vocabSize * config.hiddenSize) },
-                         norm: { _ in [Float](repeating: 1, count: config.hiddenSize) },
-                         headNorm: { _, _ in [Float](repeating: 1, count: config.headDim) },
+                         // Unit scales: w = 1, or w = 0 where the family scales by (1 + w).
+                         norm: { _, kind in [Float](repeating: 1 - config.normWeightOffset, count: config.width(of: kind)) },
+                         finalNorm: { [Float](repeating: 1 - config.normWeightOffset, count: config.hiddenSize) },
                          linear: { _, _, count in normal(count) },
                          bias: { _, _, count in normal(count) },
                          lmHead: { normal(config.vocabSize * config.hiddenSize) })
@@ -140,17 +141,17 @@ public enum LlamaLoader {
         }
         return try build(config: config, format: format, precision: precision,
                          embed: { model.embedTokens.floats() },
-                         norm: { index in index < 0 ? Array(model.norm) : Array(index % 2 == 0 ? model.layers[index / 2].inputLayernorm : model.layers[index / 2].postAttentionLayernorm) },
-                         headNorm: { layer, projection in Array((projection == .q ? model.layers[layer].qNorm : model.layers[layer].kNorm)!) },
+                         norm: { layer, kind in Array(model.layers[layer].norm(kind)!) },
+                         finalNorm: { Array(model.norm) },
                          linear: { layer, projection, _ in dense(model.layers[layer].linears[projection.rawValue]) },
                          bias: { layer, projection, _ in Array(model.layers[layer].linears[projection.rawValue].bias!) },
                          lmHead: { dense(model.lmHead) })
     }
 
-    /// Assembles a model from value providers. `norm(2*layer)` / `norm(2*layer+1)` are a layer's input /
-    /// post-attention norms, `norm(-1)` the final norm; `headNorm(layer, .q / .k)` its q/k norms (if any).
+    /// Assembles a model from value providers: `norm(layer, kind)` for each of `config.layerNorms`,
+    /// `finalNorm()` the final norm.
     private static func build(config: LlamaConfig, format: BaseWeightFormat, precision: ComputePrecision,
-                              embed: () -> [Float], norm: (Int) -> [Float], headNorm: (Int, Projection) -> [Float],
+                              embed: () -> [Float], norm: (Int, LayerNorm) -> [Float], finalNorm: () -> [Float],
                               linear: (Int, Projection, Int) -> [Float], bias: (Int, Projection, Int) -> [Float],
                               lmHead: () -> [Float]) throws -> LlamaModel {
         let c = config.hiddenSize
@@ -165,15 +166,11 @@ public enum LlamaLoader {
                 let biasValues = config.hasBias(projection.moduleName) ? bias(layer, projection, shape.outFeatures) : nil
                 linears.append(BaseLinear(weight: weight, bias: biasValues, precision: precision))
             }
-            var weights = LlamaModel.Layer(inputLayernorm: buffer(norm(2 * layer)), postAttentionLayernorm: buffer(norm(2 * layer + 1)),
-                                           linears: linears)
-            if config.qkNorm {
-                weights.qNorm = buffer(headNorm(layer, .q))
-                weights.kNorm = buffer(headNorm(layer, .k))
-            }
-            layers.append(weights)
+            var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
+            for kind in config.layerNorms { norms[kind] = buffer(norm(layer, kind)) }
+            layers.append(LlamaModel.Layer(norms: norms, linears: linears))
         }
-        let normBuffer = buffer(norm(-1))
+        let normBuffer = buffer(finalNorm())
         var head: BaseLinear?
         if !config.tieWordEmbeddings {
             let weight = try makeWeight(lmHead(), outFeatures: config.vocabSize, inFeatures: c,

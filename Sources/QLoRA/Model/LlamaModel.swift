@@ -3,13 +3,22 @@
 /// (tied to the embeddings or its own weight). Immutable once built: training never writes here.
 public final class LlamaModel {
     public struct Layer {
-        public var inputLayernorm: UnsafeMutableBufferPointer<Float>          /// (C)
-        public var postAttentionLayernorm: UnsafeMutableBufferPointer<Float>  /// (C)
+        /// Indexed by `LayerNorm.rawValue`: (C), or (D) for the q/k norms; nil where the family has no
+        /// such norm (`LlamaConfig.layerNorms`).
+        public var norms: [UnsafeMutableBufferPointer<Float>?]
         /// Indexed by `Projection.rawValue`.
         public var linears: [BaseLinear]
-        /// (D) each, with `LlamaConfig.qkNorm` (Qwen3), else nil.
-        public var qNorm: UnsafeMutableBufferPointer<Float>? = nil
-        public var kNorm: UnsafeMutableBufferPointer<Float>? = nil
+
+        public init(norms: [LayerNorm: UnsafeMutableBufferPointer<Float>], linears: [BaseLinear]) {
+            self.norms = LayerNorm.allCases.map { norms[$0] }
+            self.linears = linears
+        }
+
+        public func norm(_ kind: LayerNorm) -> UnsafeMutableBufferPointer<Float>? { norms[kind.rawValue] }
+        public var inputLayernorm: UnsafeMutableBufferPointer<Float> { norms[LayerNorm.input.rawValue]! }
+        public var preMLPNorm: UnsafeMutableBufferPointer<Float> { norms[LayerNorm.preMLP.rawValue]! }
+        public var qNorm: UnsafeMutableBufferPointer<Float>? { norms[LayerNorm.query.rawValue] }
+        public var kNorm: UnsafeMutableBufferPointer<Float>? { norms[LayerNorm.key.rawValue] }
     }
 
     public let config: LlamaConfig
@@ -70,12 +79,7 @@ public final class LlamaModel {
     deinit {
         guard ownsBuffers else { return }
         norm.deallocate()
-        for layer in layers {
-            layer.inputLayernorm.deallocate()
-            layer.postAttentionLayernorm.deallocate()
-            layer.qNorm?.deallocate()
-            layer.kNorm?.deallocate()
-        }
+        for layer in layers { for norm in layer.norms { norm?.deallocate() } }
     }
 
     /// Largest in-features of any base linear (sizes the dequant tile).
@@ -96,8 +100,7 @@ public final class LlamaModel {
                 other += (linear.bias?.count ?? 0) * 4
             }
             // Counted from the buffers themselves, so that the plan (LlamaConfig.layerNormParameterCount) is checked.
-            other += (layer.inputLayernorm.count + layer.postAttentionLayernorm.count
-                      + (layer.qNorm?.count ?? 0) + (layer.kNorm?.count ?? 0)) * 4
+            other += layer.norms.reduce(0) { $0 + ($1?.count ?? 0) } * 4
         }
         other += embedTokens.storageBytes + norm.count * 4
         if !config.tieWordEmbeddings { other += lmHead.weight.storageBytes }

@@ -30,11 +30,8 @@ public enum LlamaWriter {
         }
         model.embedTokens.floats().withUnsafeBufferPointer { add("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize], $0) }
         for (index, layer) in model.layers.enumerated() {
-            add("model.layers.\(index).input_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.inputLayernorm))
-            add("model.layers.\(index).post_attention_layernorm.weight", [config.hiddenSize], UnsafeBufferPointer(layer.postAttentionLayernorm))
-            if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
-                add("model.layers.\(index).self_attn.q_norm.weight", [config.headDim], UnsafeBufferPointer(qNorm))
-                add("model.layers.\(index).self_attn.k_norm.weight", [config.headDim], UnsafeBufferPointer(kNorm))
+            for norm in config.layerNorms {
+                add(config.normTensorName(layer: index, norm), [config.width(of: norm)], UnsafeBufferPointer(layer.norm(norm)!))
             }
             for projection in Projection.allCases {
                 addLinear(LlamaConfig.modulePath(layer: index, linear: projection.moduleName), layer.linears[projection.rawValue])
@@ -73,16 +70,34 @@ public enum LlamaWriter {
             "rms_norm_eps": .number(Double(c.rmsNormEps)), "tie_word_embeddings": .bool(c.tieWordEmbeddings),
             "vocab_size": .int(c.vocabSize), "use_cache": .bool(true),
         ]
-        var rope: [String: JSONValue] = ["rope_theta": .number(c.ropeTheta), "rope_type": .string(c.ropeScaling?.type ?? "default")]
-        if let s = c.ropeScaling {
-            rope["factor"] = .number(s.factor)
-            if s.type == "llama3" {
-                rope["low_freq_factor"] = .number(s.lowFreqFactor)
-                rope["high_freq_factor"] = .number(s.highFreqFactor)
-                rope["original_max_position_embeddings"] = .int(s.originalMaxPositions)
+        func rope(_ parameters: RoPEParameters) -> JSONValue {
+            var rope: [String: JSONValue] = ["rope_theta": .number(parameters.theta), "rope_type": .string(parameters.scaling?.type ?? "default")]
+            if let s = parameters.scaling {
+                rope["factor"] = .number(s.factor)
+                if s.type == "llama3" {
+                    rope["low_freq_factor"] = .number(s.lowFreqFactor)
+                    rope["high_freq_factor"] = .number(s.highFreqFactor)
+                    rope["original_max_position_embeddings"] = .int(s.originalMaxPositions)
+                }
             }
+            return .dictionary(rope)
         }
-        fields["rope_parameters"] = .dictionary(rope)
+        let global = rope(RoPEParameters(theta: c.ropeTheta, scaling: c.ropeScaling))
+        if LlamaConfig.gemmaModelTypes.contains(c.modelType) {
+            // Gemma3TextConfig: one RoPE per layer type, hidden_activation, the attention scalar, the windows.
+            fields["hidden_activation"] = .string(c.activation.rawValue)
+            fields.removeValue(forKey: "hidden_act")
+            fields["rope_parameters"] = .dictionary(["full_attention": global,
+                                                     "sliding_attention": rope(c.localRope ?? RoPEParameters(theta: c.ropeTheta, scaling: c.ropeScaling))])
+            fields["query_pre_attn_scalar"] = .number(Double(1 / (c.attentionScale * c.attentionScale)).rounded())
+            fields["layer_types"] = .array(c.layerTypes.map { .string($0.rawValue) })
+            fields["sliding_window"] = c.slidingWindow.map(JSONValue.int) ?? .null
+            fields["final_logit_softcapping"] = c.finalLogitSoftcap.map { .number(Double($0)) } ?? .null
+            fields["attn_logit_softcapping"] = .null
+        } else {
+            fields["rope_parameters"] = global
+            if let window = c.slidingWindow { fields["sliding_window"] = .int(window) }
+        }
         if let bos = c.bosTokenID { fields["bos_token_id"] = .int(bos) }
         if let eos = c.eosTokenIDs.first { fields["eos_token_id"] = c.eosTokenIDs.count == 1 ? .int(eos) : .array(c.eosTokenIDs.map(JSONValue.int)) }
         if let pad = c.padTokenID { fields["pad_token_id"] = .int(pad) }
@@ -95,6 +110,7 @@ public enum LlamaWriter {
         case "qwen2": return "Qwen2ForCausalLM"
         case "qwen3": return "Qwen3ForCausalLM"
         case "mistral": return "MistralForCausalLM"
+        case "gemma3_text", "gemma3": return "Gemma3ForCausalLM"
         default: return "LlamaForCausalLM"
         }
     }

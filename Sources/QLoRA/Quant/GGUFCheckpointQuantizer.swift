@@ -22,23 +22,22 @@ public enum GGUFCheckpointQuantizer {
         // A file without tokenizer metadata (rare) gets no tokenizer files.
         let tokenizer = file["tokenizer.ggml.model"] == nil ? nil : try Tokenizer.huggingFaceFiles(gguf: file)
 
-        // (HF name, GGUF name, stored-row order if permuted) of every tensor, in HF's sorted order.
-        var names: [(hf: String, gguf: String, rows: [Int32]?)] = [("model.embed_tokens.weight", "token_embd.weight", nil),
-                                                                   ("model.norm.weight", "output_norm.weight", nil)]
-        if !config.tieWordEmbeddings { names.append(("lm_head.weight", "output.weight", nil)) }
+        // (HF name, GGUF name, stored-row order if permuted, what llama.cpp added to it) of every tensor,
+        // in HF's sorted order. Gemma's norms are stored as 1 + w.
+        let shift = config.normWeightOffset
+        var names: [(hf: String, gguf: String, rows: [Int32]?, offset: Float)] = [("model.embed_tokens.weight", "token_embd.weight", nil, 0),
+                                                                                  ("model.norm.weight", "output_norm.weight", nil, shift)]
+        if !config.tieWordEmbeddings { names.append(("lm_head.weight", "output.weight", nil, 0)) }
         for layer in 0..<config.numHiddenLayers {
-            names.append(("model.layers.\(layer).input_layernorm.weight", "blk.\(layer).attn_norm.weight", nil))
-            names.append(("model.layers.\(layer).post_attention_layernorm.weight", "blk.\(layer).ffn_norm.weight", nil))
-            if config.qkNorm {
-                names.append(("model.layers.\(layer).self_attn.q_norm.weight", "blk.\(layer).attn_q_norm.weight", nil))
-                names.append(("model.layers.\(layer).self_attn.k_norm.weight", "blk.\(layer).attn_k_norm.weight", nil))
+            for norm in config.layerNorms {
+                names.append((config.normTensorName(layer: layer, norm), "blk.\(layer).\(norm.ggufName).weight", nil, shift))
             }
             for projection in Projection.allCases {
                 let module = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)
                 let name = GGUFModelLoader.tensorName(layer: layer, projection)
-                names.append((module + ".weight", name + ".weight", rows))
-                if config.hasBias(projection.moduleName) { names.append((module + ".bias", name + ".bias", rows)) }
+                names.append((module + ".weight", name + ".weight", rows, 0))
+                if config.hasBias(projection.moduleName) { names.append((module + ".bias", name + ".bias", rows, 0)) }
             }
         }
         names.sort { $0.hf < $1.hf }
@@ -61,7 +60,7 @@ public enum GGUFCheckpointQuantizer {
                     count = info.elementCount
                 }
             } else {
-                let stored = try file.floats(t.gguf)
+                let stored = try file.floats(t.gguf).map { $0 - t.offset }
                 values = t.rows.map { order in order.map { stored[Int($0)] } } ?? stored
             }
             if CheckpointQuantizer.isQuantizable(t.hf, shape: info.shape, skipModules: options.skipModules) {

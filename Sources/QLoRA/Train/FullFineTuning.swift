@@ -4,13 +4,12 @@ import SafeTensors
 /// TrainableParameters arena; `lmHead` is nil when the head is tied (its gradient goes to `embedTokens`).
 public struct ModelGradients {
     public struct Layer {
-        public var inputLayernorm: UnsafeMutablePointer<Float>
-        public var postAttentionLayernorm: UnsafeMutablePointer<Float>
+        /// Indexed by `LayerNorm.rawValue`, nil where the family has no such norm.
+        public var norms: [UnsafeMutablePointer<Float>?]
         /// Indexed by Projection.rawValue; (out, in) each.
         public var linears: [UnsafeMutablePointer<Float>]
-        /// (D) each, with q/k norms (Qwen3).
-        public var qNorm: UnsafeMutablePointer<Float>? = nil
-        public var kNorm: UnsafeMutablePointer<Float>? = nil
+
+        public func norm(_ kind: LayerNorm) -> UnsafeMutablePointer<Float>? { norms[kind.rawValue] }
     }
     public var embedTokens: UnsafeMutablePointer<Float>?
     /// Empty when only the embeddings / lm_head train (modules_to_save beside LoRA).
@@ -74,12 +73,7 @@ public final class FullFineTuning {
         let config = source.config
         var tensors: [(key: String, shape: [Int])] = [("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize])]
         for layer in 0..<config.numHiddenLayers {
-            tensors.append(("model.layers.\(layer).input_layernorm.weight", [config.hiddenSize]))
-            tensors.append(("model.layers.\(layer).post_attention_layernorm.weight", [config.hiddenSize]))
-            if config.qkNorm {
-                tensors.append(("model.layers.\(layer).self_attn.q_norm.weight", [config.headDim]))
-                tensors.append(("model.layers.\(layer).self_attn.k_norm.weight", [config.headDim]))
-            }
+            for norm in config.layerNorms { tensors.append((config.normTensorName(layer: layer, norm), [config.width(of: norm)])) }
             for projection in Projection.allCases {
                 let shape = config.linearShape(projection.moduleName)!
                 tensors.append((LlamaConfig.modulePath(layer: layer, linear: projection.moduleName) + ".weight",
@@ -117,10 +111,15 @@ public final class FullFineTuning {
         }
         var gradientLayers: [ModelGradients.Layer] = []
         for layer in 0..<config.numHiddenLayers {
-            let input = slot("model.layers.\(layer).input_layernorm.weight")
-            let post = slot("model.layers.\(layer).post_attention_layernorm.weight")
-            _ = input.value.update(fromContentsOf: source.layers[layer].inputLayernorm)
-            _ = post.value.update(fromContentsOf: source.layers[layer].postAttentionLayernorm)
+            // Norms are fp32 and read in place in both precisions.
+            var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
+            var normGradients = [UnsafeMutablePointer<Float>?](repeating: nil, count: LayerNorm.allCases.count)
+            for norm in config.layerNorms {
+                let entry = slot(config.normTensorName(layer: layer, norm))
+                _ = entry.value.update(fromContentsOf: source.layers[layer].norm(norm)!)
+                norms[norm] = entry.value
+                normGradients[norm.rawValue] = entry.grad
+            }
             var linears: [BaseLinear] = [], workingLinears: [BaseLinear] = []
             var linearGradients: [UnsafeMutablePointer<Float>] = []
             for projection in Projection.allCases {
@@ -134,18 +133,8 @@ public final class FullFineTuning {
                 workingLinears.append(working(linears.last!, values: weight.value))
                 linearGradients.append(weight.grad)
             }
-            var weights = LlamaModel.Layer(inputLayernorm: input.value, postAttentionLayernorm: post.value, linears: linears)
-            var gradients = ModelGradients.Layer(inputLayernorm: input.grad, postAttentionLayernorm: post.grad, linears: linearGradients)
-            if config.qkNorm {
-                // fp32 and read in place in both precisions, like the other norms.
-                let q = slot("model.layers.\(layer).self_attn.q_norm.weight"), k = slot("model.layers.\(layer).self_attn.k_norm.weight")
-                _ = q.value.update(fromContentsOf: source.layers[layer].qNorm!)
-                _ = k.value.update(fromContentsOf: source.layers[layer].kNorm!)
-                weights.qNorm = q.value
-                weights.kNorm = k.value
-                gradients.qNorm = q.grad
-                gradients.kNorm = k.grad
-            }
+            let weights = LlamaModel.Layer(norms: norms, linears: linears)
+            let gradients = ModelGradients.Layer(norms: normGradients, linears: linearGradients)
             layers.append(weights)
             var workingWeights = weights
             workingWeights.linears = workingLinears

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Makes Fixtures/qwen3/: a tiny random Qwen3ForCausalLM and what transformers, PEFT and bitsandbytes
-compute with it (see Fixtures/qwen3/README.md for every file).
+"""Makes Fixtures/<family>/: a tiny random model of one family (qwen3: Qwen3ForCausalLM, gemma3:
+Gemma3ForCausalLM) and what transformers, PEFT and bitsandbytes compute with it (see
+Fixtures/<family>/README.md for every file).
 
 Not needed by the project or CI; run it to regenerate the fixtures (CPU only, deterministic: fixed
 seeds, 2 threads). Made with torch 2.13.0+cpu, transformers 5.23.0, peft 0.21.2, bitsandbytes 0.50.2,
@@ -8,12 +9,18 @@ safetensors 0.8.0, numpy 2.4.6:
 
     python3 -m venv ~/ref-venv && ~/ref-venv/bin/pip install torch transformers==5.23.0 peft==0.21.2 \
         bitsandbytes==0.50.2 safetensors numpy
-    ~/ref-venv/bin/python scripts/make-qwen3-fixtures.py
+    ~/ref-venv/bin/python scripts/make-family-fixtures.py qwen3
+    ~/ref-venv/bin/python scripts/make-family-fixtures.py gemma3
 
-The architecture exercises every Qwen3 switch: per-head q/k RMSNorm (weights jittered away from 1),
-an explicit head_dim (32) that is not hidden / heads (16), grouped-query attention, tied embeddings,
-no attention bias.
+qwen3 exercises every Qwen3 switch: per-head q/k RMSNorm (weights jittered away from 1), an explicit
+head_dim (32) that is not hidden / heads (16), grouped-query attention, tied embeddings, no attention bias.
+
+gemma3 exercises every Gemma 3 switch: (1 + w) norms (w jittered away from 0), GeGLU, sandwich norms,
+the sqrt(hidden) embedding scale, q/k norms, query_pre_attn_scalar (24, not head_dim), two sliding-window
+layers (window 5 < the 12-token batch) with their own RoPE base around one global layer with linear RoPE
+scaling, and a final logit soft-cap (5, small enough to bend these logits; Gemma 3's own configs leave it off).
 """
+import sys
 import json
 import math
 import os
@@ -22,19 +29,36 @@ import shutil
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Qwen3Config, Qwen3ForCausalLM
+from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config,
+                          Qwen3ForCausalLM)
 from peft import LoraConfig, get_peft_model
 
 torch.set_num_threads(2)
 torch.use_deterministic_algorithms(True)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-OUT = os.path.join(ROOT, "Fixtures", "qwen3")
-ARCH = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=32, max_position_embeddings=128, rms_norm_eps=1e-6,
-            rope_theta=1000000.0, tie_word_embeddings=True, attention_bias=False, use_sliding_window=False,
-            sliding_window=None, max_window_layers=2, bos_token_id=1, eos_token_id=2, hidden_act="silu",
-            attention_dropout=0.0, initializer_range=0.2)
+FAMILY = sys.argv[1] if len(sys.argv) > 1 else "qwen3"
+OUT = os.path.join(ROOT, "Fixtures", FAMILY)
+FAMILIES = {
+    "qwen3": dict(config=Qwen3Config, model=Qwen3ForCausalLM, norm_center=1.0, arch=dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=128, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True, attention_bias=False, use_sliding_window=False,
+        sliding_window=None, max_window_layers=2, bos_token_id=1, eos_token_id=2, hidden_act="silu",
+        attention_dropout=0.0, initializer_range=0.2)),
+    # Gemma's norm weights are centred on 0 (the scale is 1 + w).
+    "gemma3": dict(config=Gemma3TextConfig, model=Gemma3ForCausalLM, norm_center=0.0, arch=dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=128, rms_norm_eps=1e-6,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"], sliding_window=5,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        query_pre_attn_scalar=24, final_logit_softcapping=5.0, attn_logit_softcapping=None,
+        hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, attention_bias=False,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0, attention_dropout=0.0, initializer_range=0.2)),
+}
+SPEC = FAMILIES[FAMILY]
+ARCH = SPEC["arch"]
 MODEL_SEED, NORM_SEED, BATCH_SEED, LORA_SEED = 0, 1, 2, 3
 NORM_JITTER = 0.1
 BATCH, SEQ = 2, 12
@@ -46,14 +70,14 @@ NEW_TOKENS = 8
 
 def build_model():
     torch.manual_seed(MODEL_SEED)
-    model = Qwen3ForCausalLM(Qwen3Config(**ARCH)).eval()
+    model = SPEC["model"](SPEC["config"](**ARCH)).eval()
     g = torch.Generator().manual_seed(NORM_SEED)
     with torch.no_grad():
-        # Every norm (input, post-attention, q_norm, k_norm, final) away from 1, so that a weight that is
-        # not applied, or applied to the wrong axis, shows.
+        # Every norm (input, post-attention, q_norm, k_norm, the sandwich norms, final) away from a unit
+        # scale, so that a weight that is not applied, or applied to the wrong axis, shows.
         for name, p in sorted(model.named_parameters()):
             if name.endswith("norm.weight"):
-                p.copy_(1.0 + NORM_JITTER * torch.randn(p.shape, generator=g))
+                p.copy_(SPEC["norm_center"] + NORM_JITTER * torch.randn(p.shape, generator=g))
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     return model
 
@@ -135,9 +159,12 @@ def greedy(model, prompt):
 
 
 def main():
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
+    # Everything but the hand-written README.md is regenerated.
+    os.makedirs(OUT, exist_ok=True)
+    for entry in os.listdir(OUT):
+        if entry != "README.md":
+            path = os.path.join(OUT, entry)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     model_dir, nf4_dir, adapter_dir = (os.path.join(OUT, d) for d in ("model", "model-nf4", "adapter"))
     build_model().save_pretrained(model_dir, safe_serialization=True)
     ids, labels = make_batch()

@@ -2,28 +2,9 @@ import Foundation
 import Testing
 @testable import QLoRA
 
-/// Gemma's GeGLU: against its Double twin, finite differences, and torch's gelu(approximate="tanh")
-/// values (printed by torch 2.13 in fp32).
+/// Gemma's GeGLU against finite differences and torch's gelu(approximate="tanh") values (printed by
+/// torch 2.13 in fp32); against its Double twin in KernelSwiGLUTests.
 @Suite struct KernelGeGLUTests {
-    @Test(arguments: [1, 7, 33, 100_003])
-    func matchesReference(count: Int) {
-        var random = KernelRandom(seed: UInt64(count) + 5)
-        var gate = random.floats(count, -8, 8)
-        if count > 4 { gate[0] = -100; gate[1] = 100; gate[2] = -9; gate[3] = 0 }   // saturated ends stay finite
-        let up = random.floats(count, -2, 2), dout = random.floats(count)
-        var out = [Float](repeating: .nan, count: count), outRef = out
-        GeGLU.forward(out: &out, gate: gate, up: up, count: count)
-        GeGLU.Reference.forward(out: &outRef, gate: gate, up: up, count: count)
-        expectClose(out, outRef, tolerance: 1e-5, "GeGLU out")
-        #expect(out.allSatisfy { $0.isFinite })
-        let dgate0 = random.floats(count), dup0 = random.floats(count)
-        var dgate = dgate0, dup = dup0, dgateRef = dgate0, dupRef = dup0
-        GeGLU.backward(dgate: &dgate, dup: &dup, dout: dout, gate: gate, up: up, count: count)
-        GeGLU.Reference.backward(dgate: &dgateRef, dup: &dupRef, dout: dout, gate: gate, up: up, count: count)
-        expectClose(dgate, dgateRef, tolerance: 1e-5, "GeGLU dgate")
-        expectClose(dup, dupRef, tolerance: 1e-5, "GeGLU dup")
-    }
-
     @Test func backwardMatchesFiniteDifferences() {
         let count = 24
         var random = KernelRandom(seed: 4)
@@ -52,23 +33,27 @@ import Testing
 }
 
 @Suite struct KernelSwiGLUTests {
-    @Test(arguments: [1, 7, 33, 100_003])
-    func matchesReference(count: Int) {
+    /// The kernel of each gated activation against its Double twin.
+    @Test(arguments: [GatedActivation.silu, .geluTanh], [1, 7, 33, 100_003])
+    func matchesReference(activation: GatedActivation, count: Int) {
+        let reference: (forward: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void,
+                        backward: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) =
+            activation == .silu ? (SwiGLU.Reference.forward, SwiGLU.Reference.backward) : (GeGLU.Reference.forward, GeGLU.Reference.backward)
         var random = KernelRandom(seed: UInt64(count))
         var gate = random.floats(count, -8, 8)
         if count > 4 { gate[0] = -100; gate[1] = 100; gate[2] = -90; gate[3] = 0 }   // saturated ends stay finite
         let up = random.floats(count, -2, 2), dout = random.floats(count)
         var out = [Float](repeating: .nan, count: count), outRef = out
-        SwiGLU.forward(out: &out, gate: gate, up: up, count: count)
-        SwiGLU.Reference.forward(out: &outRef, gate: gate, up: up, count: count)
-        expectClose(out, outRef, tolerance: 1e-5, "SwiGLU out")
+        activation.forward(out: &out, gate: gate, up: up, count: count)
+        reference.forward(&outRef, gate, up, count)
+        expectClose(out, outRef, tolerance: 1e-5, "\(activation) out")
         #expect(out.allSatisfy { $0.isFinite })
         let dgate0 = random.floats(count), dup0 = random.floats(count)
         var dgate = dgate0, dup = dup0, dgateRef = dgate0, dupRef = dup0
-        SwiGLU.backward(dgate: &dgate, dup: &dup, dout: dout, gate: gate, up: up, count: count)
-        SwiGLU.Reference.backward(dgate: &dgateRef, dup: &dupRef, dout: dout, gate: gate, up: up, count: count)
-        expectClose(dgate, dgateRef, tolerance: 1e-5, "SwiGLU dgate")
-        expectClose(dup, dupRef, tolerance: 1e-5, "SwiGLU dup")
+        activation.backward(dgate: &dgate, dup: &dup, dout: dout, gate: gate, up: up, count: count)
+        reference.backward(&dgateRef, &dupRef, dout, gate, up, count)
+        expectClose(dgate, dgateRef, tolerance: 1e-5, "\(activation) dgate")
+        expectClose(dup, dupRef, tolerance: 1e-5, "\(activation) dup")
     }
 
     @Test func backwardMatchesFiniteDifferences() {

@@ -309,6 +309,19 @@ public final class LlamaExecutor {
         lora?.adapters[layer][projection.rawValue] != nil || gradients?.layer(layer) != nil
     }
 
+    /// The gradient of a branch's output before its sandwich norm (Gemma 3): through the norm from the
+    /// residual's gradient into dHidden (zeroed first; free there), whose norm input `x` and `rstd` the
+    /// forward saved. Without sandwich norms the residual's gradient itself.
+    private func sandwichBackward(_ layer: Int, _ kind: LayerNorm, x: Int, rstd: Int) -> UnsafePointer<Float> {
+        let dResidual = p(layout.dResidual)
+        guard let weight = model.layers[layer].norm(kind) else { return UnsafePointer(dResidual) }
+        let n = batch * seqLen, dHidden = p(layout.dHidden)
+        dHidden.update(repeating: 0, count: n * model.config.hiddenSize)
+        model.rmsNormBackward(dx: dHidden, dWeight: gradients?.layer(layer)?.norm(kind), dy: dResidual, x: p(x),
+                              weight: weight, rstd: p(rstd), rows: n)
+        return UnsafePointer(dHidden)
+    }
+
     /// On entry dResidual = dL/d(layer output); on exit dL/d(layer input). `sharedFresh`: the shared
     /// h2, gate product and normed q/k buffers still hold this layer's values (checkpointing just
     /// recomputed the layer), so they need not be recomputed again.
@@ -330,13 +343,7 @@ public final class LlamaExecutor {
         }
         // dL/d(down output): through the post-MLP norm (into dHidden, free until the gate/up inputs), or
         // the residual's gradient itself.
-        var dDown = UnsafePointer(dResidual)
-        if config.sandwichNorms {
-            dHidden.update(repeating: 0, count: n * config.hiddenSize)
-            model.rmsNormBackward(dx: dHidden, dWeight: normGradient(.postMLP), dy: dResidual, x: p(s.mlpOut),
-                                  weight: weights.norm(.postMLP)!, rstd: p(s.rstdPostMLP), rows: n)
-            dDown = UnsafePointer(dHidden)
-        }
+        let dDown = sandwichBackward(layer, .postMLP, x: s.mlpOut, rstd: s.rstdPostMLP)
         let dAct = p(layout.dAct), dGate = p(layout.dGate), dUp = p(layout.dUp)
         dAct.update(repeating: 0, count: n * f)
         projectBackward(layer, .down, dx: dAct, dy: dDown, x: p(s.act), slots: s, rows: n)
@@ -351,13 +358,7 @@ public final class LlamaExecutor {
 
         // Attention: xMid = x + [postAttention](o(attn(rope(qNorm(q(h1))), rope(kNorm(k(h1))), v(h1)))),
         // the norms only where the family has them.
-        var dO = UnsafePointer(dResidual)
-        if config.sandwichNorms {
-            dHidden.update(repeating: 0, count: n * config.hiddenSize)
-            model.rmsNormBackward(dx: dHidden, dWeight: normGradient(.postAttention), dy: dResidual, x: p(s.attnOut),
-                                  weight: weights.norm(.postAttention)!, rstd: p(s.rstdPostAttention), rows: n)
-            dO = UnsafePointer(dHidden)
-        }
+        let dO = sandwichBackward(layer, .postAttention, x: s.attnOut, rstd: s.rstdPostAttention)
         let dAttn = p(layout.dAttn), dQ = p(layout.dQ), dK = p(layout.dK), dV = p(layout.dV)
         dAttn.update(repeating: 0, count: n * config.queryDim)
         projectBackward(layer, .o, dx: dAttn, dy: dO, x: p(s.attn), slots: s, rows: n)

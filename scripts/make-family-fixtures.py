@@ -11,6 +11,7 @@ safetensors 0.8.0, numpy 2.4.6:
         bitsandbytes==0.50.2 safetensors numpy
     ~/ref-venv/bin/python scripts/make-family-fixtures.py qwen3
     ~/ref-venv/bin/python scripts/make-family-fixtures.py gemma3
+    ~/ref-venv/bin/python scripts/make-family-fixtures.py smollm3
 
 qwen3 exercises every Qwen3 switch: per-head q/k RMSNorm (weights jittered away from 1), an explicit
 head_dim (32) that is not hidden / heads (16), grouped-query attention, tied embeddings, no attention bias.
@@ -30,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config,
-                          Qwen3ForCausalLM)
+                          Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 from peft import LoraConfig, get_peft_model
 
 torch.set_num_threads(2)
@@ -56,6 +57,13 @@ FAMILIES = {
         query_pre_attn_scalar=24, final_logit_softcapping=5.0, attn_logit_softcapping=None,
         hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, attention_bias=False,
         bos_token_id=2, eos_token_id=1, pad_token_id=0, attention_dropout=0.0, initializer_range=0.2)),
+    # SmolLM3: the middle layer has no RoPE (NoPE).
+    "smollm3": dict(config=SmolLM3Config, model=SmolLM3ForCausalLM, norm_center=1.0, arch=dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, rope_theta=5000000.0,
+        no_rope_layers=[1, 0, 1], use_sliding_window=False, tie_word_embeddings=True, attention_bias=False,
+        mlp_bias=False, bos_token_id=1, eos_token_id=2, pad_token_id=0, hidden_act="silu", attention_dropout=0.0,
+        initializer_range=0.2)),
 }
 SPEC = FAMILIES[FAMILY]
 ARCH = SPEC["arch"]

@@ -229,9 +229,11 @@ public final class IncrementalDecoder {
                 model.rmsNorm(out: p(q), rstd: rstd, x: p(q), weight: weights.qNorm!, rows: m * config.numAttentionHeads)
                 model.rmsNorm(out: p(k), rstd: rstd, x: p(k), weight: weights.kNorm!, rows: m * config.numKeyValueHeads)
             }
-            let rope = ropes[ropeOfLayer[layer]]
-            rope.apply(p(q), positions: positions, rows: m, heads: config.numAttentionHeads)
-            rope.apply(p(k), positions: positions, rows: m, heads: config.numKeyValueHeads)
+            if config.usesRoPE(layer: layer) {
+                let rope = ropes[ropeOfLayer[layer]]
+                rope.apply(p(q), positions: positions, rows: m, heads: config.numAttentionHeads)
+                rope.apply(p(k), positions: positions, rows: m, heads: config.numKeyValueHeads)
+            }
             for segment in segments {
                 let r0 = segment.rows.lowerBound, count = segment.rows.count
                 let keys = segment.cache.keys(layer: layer), values = segment.cache.values(layer: layer)

@@ -45,6 +45,8 @@ public struct LlamaConfig: Sendable, Equatable {
     public var localRope: RoPEParameters?
     /// Final logits become cap * tanh(logits / cap) (`final_logit_softcapping`); nil = off.
     public var finalLogitSoftcap: Float?
+    /// SmolLM3: per layer, whether q and k are rotated (`no_rope_layers`: 1 = RoPE, 0 = none); empty = all.
+    public var ropeLayers: [Bool]
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
     public var padTokenID: Int?
@@ -83,6 +85,7 @@ public struct LlamaConfig: Sendable, Equatable {
         self.slidingWindow = nil
         self.localRope = nil
         self.finalLogitSoftcap = nil
+        self.ropeLayers = []
         self.bosTokenID = nil
         self.eosTokenIDs = []
         self.padTokenID = nil
@@ -119,7 +122,7 @@ public struct LlamaConfig: Sendable, Equatable {
     }
 
     /// The `model_type` values of the families this decoder runs, as listed to users.
-    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text"]
+    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3"]
     /// Gemma 3's text decoder, and the multimodal config whose text_config holds it.
     static let gemmaModelTypes: Set<String> = ["gemma3_text", "gemma3"]
     /// Those and the aliases some Llama checkpoints write.
@@ -150,6 +153,9 @@ public struct LlamaConfig: Sendable, Equatable {
         for layer in 0..<numHiddenLayers where !tables.contains(rope(layer: layer)) { tables.append(rope(layer: layer)) }
         return tables
     }
+
+    /// Whether a layer rotates q and k (every layer but SmolLM3's NoPE ones).
+    public func usesRoPE(layer: Int) -> Bool { layer >= ropeLayers.count || ropeLayers[layer] }
 
     /// How many earlier positions (itself included) a layer's queries see; nil = all.
     public func attentionWindow(layer: Int) -> Int? { layerType(layer) == .sliding ? slidingWindow : nil }
@@ -285,6 +291,23 @@ public struct LlamaConfig: Sendable, Equatable {
             guard scalar > 0 else { throw ModelError.badConfig(path: path, reason: "config.json: query_pre_attn_scalar must be positive") }
             config.attentionScale = Float(Foundation.pow(scalar, -0.5))
         }
+        if modelType == "smollm3" {
+            // SmolLM3Config: no_rope_layers, or a NoPE layer every no_rope_layer_interval layers.
+            if let flags = json["no_rope_layers"] as? [Any] {
+                config.ropeLayers = try flags.enumerated().map { index, value in
+                    guard let flag = (value as? NSNumber)?.intValue, flag == 0 || flag == 1 else {
+                        throw ModelError.badConfig(path: path, reason: "config.json: no_rope_layers[\(index)] must be 0 or 1 (got \(value))")
+                    }
+                    return flag == 1
+                }
+                guard config.ropeLayers.count == config.numHiddenLayers else {
+                    throw ModelError.badConfig(path: path, reason: "config.json: no_rope_layers has \(config.ropeLayers.count) entries for \(config.numHiddenLayers) layers")
+                }
+            } else {
+                let interval = optionalInt("no_rope_layer_interval") ?? 4
+                config.ropeLayers = (0..<config.numHiddenLayers).map { interval <= 0 || ($0 + 1) % interval != 0 }
+            }
+        }
         if let cap = json["attn_logit_softcapping"], !(cap is NSNull) {
             throw ModelError.unsupported(path: path, reason: "attn_logit_softcapping \(cap) in config.json (soft-capped attention scores are not implemented)")
         }
@@ -374,6 +397,7 @@ public struct LlamaConfig: Sendable, Equatable {
         }
         if localRope != nil { parts.append("local RoPE base \(localRope!.theta)") }
         if let finalLogitSoftcap { parts.append("logit softcap \(finalLogitSoftcap)") }
+        if ropeLayers.contains(false) { parts.append("no RoPE on \(ropeLayers.filter { !$0 }.count) of \(numHiddenLayers) layers") }
         if attentionBias { parts.append("q/k/v/o bias") } else if qkvBiasOnly { parts.append("q/k/v bias") }
         if mlpBias { parts.append("mlp bias") }
         if tieWordEmbeddings { parts.append("tied embeddings") }

@@ -155,6 +155,7 @@ public final class LlamaExecutor {
             model.rmsNorm(out: p(s.q), rstd: p(s.qNormRstd), x: p(s.qProj), weight: weights.qNorm!, rows: n * config.numAttentionHeads)
             model.rmsNorm(out: p(s.k), rstd: p(s.kNormRstd), x: p(s.kProj), weight: weights.kNorm!, rows: n * config.numKeyValueHeads)
         }
+        guard config.usesRoPE(layer: layer) else { return }
         let rope = ropes[ropeOfLayer[layer]]
         rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
         rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
@@ -371,9 +372,11 @@ public final class LlamaExecutor {
                            batch: batch, seqLen: seqLen, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
                            headDim: config.headDim, scale: config.attentionScale, window: config.attentionWindow(layer: layer),
                            scratch: p(layout.attentionScratch)) }
-        let rope = ropes[ropeOfLayer[layer]]
-        rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
-        rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
+        if config.usesRoPE(layer: layer) {
+            let rope = ropes[ropeOfLayer[layer]]
+            rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
+            rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
+        }
         if config.qkNorm {
             // dL/d(normed q) -> dL/d(q_proj output), in place; the norm weights' gradients for full fine-tuning.
             model.rmsNormBackwardInPlace(dy: dQ, dWeight: normGradient(.query), x: p(s.qProj), weight: weights.qNorm!,

@@ -97,6 +97,7 @@ public enum LlamaWriter {
         } else {
             fields["rope_parameters"] = global
             if let window = c.slidingWindow { fields["sliding_window"] = .int(window) }
+            if c.modelType == "smollm3" { fields["no_rope_layers"] = .array((0..<c.numHiddenLayers).map { .int(c.usesRoPE(layer: $0) ? 1 : 0) }) }
         }
         if let bos = c.bosTokenID { fields["bos_token_id"] = .int(bos) }
         if let eos = c.eosTokenIDs.first { fields["eos_token_id"] = c.eosTokenIDs.count == 1 ? .int(eos) : .array(c.eosTokenIDs.map(JSONValue.int)) }
@@ -111,6 +112,7 @@ public enum LlamaWriter {
         case "qwen3": return "Qwen3ForCausalLM"
         case "mistral": return "MistralForCausalLM"
         case "gemma3_text", "gemma3": return "Gemma3ForCausalLM"
+        case "smollm3": return "SmolLM3ForCausalLM"
         default: return "LlamaForCausalLM"
         }
     }

@@ -2,64 +2,31 @@
 #include "BF16Rounding.h"
 #include "CQLoRAKernels.h"
 #include "DotBF16.h"
+#include "GGMLGroups.h"
 #include "NibbleLookup.h"
 #include <immintrin.h>
 #include <string.h>
 
-/* ---- the blocks ---- */
+/* ---- which types ---- */
 
-
-int qlora_ggml_fused(int type) { return type == QLORA_GGML_Q8_0 || type == QLORA_GGML_Q4_0 || type == QLORA_GGML_Q4_1; }
-
-static inline size_t block_bytes(int type) { return type == QLORA_GGML_Q8_0 ? 34 : type == QLORA_GGML_Q4_1 ? 20 : 18; }
-
-/* IEEE half -> float, exact, a NaN's payload and quiet bit kept as they are (GGMLBlocks.fp16). */
-static inline float half_at(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 31u, mantissa = h & 0x3ffu;
-    if (exponent == 0) {
-        const float magnitude = (float)mantissa * 0x1p-24f;   /* zero or subnormal: exact */
-        return sign ? -magnitude : magnitude;
-    }
-    const uint32_t bits = exponent == 31 ? sign | 0x7f800000u | mantissa << 13 : sign | (exponent + 112) << 23 | mantissa << 13;
-    return f32_from_bits(bits);
-}
-
-static inline const uint8_t *row_at(const uint8_t *data, size_t row_bytes, const int32_t *stored_rows, size_t row) {
-    return data + (stored_rows ? (size_t)stored_rows[row] : row) * row_bytes;
-}
-
-/* The 32 weights of one block, one at a time: the arithmetic every level reproduces. */
-static inline void block_values(int type, const uint8_t *b, float *w) {
-    const float d = half_at(b);
-    if (type == QLORA_GGML_Q8_0) {
-        for (int j = 0; j < 32; j++) w[j] = (float)(int8_t)b[2 + j] * d;
-    } else if (type == QLORA_GGML_Q4_0) {
-        for (int j = 0; j < 16; j++) {
-            w[j] = (float)((int)(b[2 + j] & 15) - 8) * d;
-            w[j + 16] = (float)((int)(b[2 + j] >> 4) - 8) * d;
-        }
-    } else {
-        const float m = half_at(b + 2);
-        for (int j = 0; j < 16; j++) {
-            const float lo = (float)(b[4 + j] & 15) * d, hi = (float)(b[4 + j] >> 4) * d;
-            w[j] = lo + m;
-            w[j + 16] = hi + m;
-        }
+int qlora_ggml_fused(int type) {
+    switch (type) {
+    case QLORA_GGML_Q8_0: case QLORA_GGML_Q4_0: case QLORA_GGML_Q4_1: case QLORA_GGML_Q5_0:
+    case QLORA_GGML_Q4_K: case QLORA_GGML_Q5_K: case QLORA_GGML_Q6_K: return 1;
+    default: return 0;
     }
 }
 
-/* ---- the scalar twins ---- */
+/* ---- the scalar twins: every type, one 32-element group at a time (GGMLGroups.h) ---- */
 
 static void gemv_ggml_f32_scalar(int type, float *y, const float *x, size_t rows, size_t cols, const uint8_t *data,
                                  size_t row_bytes, const int32_t *stored_rows, size_t first_row, int rounding) {
-    const size_t bb = block_bytes(type);
+    const size_t bb = ggml_block_bytes(type), per_block = ggml_block_groups(type);
     for (size_t r = 0; r < rows; r++) {
         float a[16] = { 0 }, b[16] = { 0 }, w[32];
         const uint8_t *row = row_at(data, row_bytes, stored_rows, first_row + r);
         for (size_t g = 0; g < cols / 32; g++) {
-            block_values(type, row + g * bb, w);
+            group_values(type, row + g / per_block * bb, (int)(g % per_block), w);
             if (rounding == 1)
                 for (int j = 0; j < 32; j++) w[j] = f32_from_bits(bf16_round_bits(w[j]) << 16);
             for (int l = 0; l < 16; l++) {
@@ -73,13 +40,13 @@ static void gemv_ggml_f32_scalar(int type, float *y, const float *x, size_t rows
 
 static void gemv_ggml_bf16dot_scalar(int type, float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec, size_t rows,
                                      size_t cols, const uint8_t *data, size_t row_bytes, const int32_t *stored_rows, size_t first_row) {
-    const size_t bb = block_bytes(type);
+    const size_t bb = ggml_block_bytes(type), per_block = ggml_block_groups(type);
     for (size_t v = 0; v < nvec; v++)
         for (size_t r = 0; r < rows; r++) {
             float a[16] = { 0 }, b[16] = { 0 }, w[32];
             const uint8_t *row = row_at(data, row_bytes, stored_rows, first_row + r);
             for (size_t g = 0; g < cols / 32; g++) {
-                block_values(type, row + g * bb, w);
+                group_values(type, row + g / per_block * bb, (int)(g % per_block), w);
                 float *acc = g % 2 == 0 ? a : b;
                 for (int l = 0; l < 16; l++) {
                     const uint32_t pair = bf16_round_bits(w[2 * l]) | bf16_round_bits(w[2 * l + 1]) << 16;
@@ -101,11 +68,20 @@ AVX2 static inline void block_avx2(int type, const uint8_t *b, __m256 *w) {
             w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + 8 * k)))), d);
         return;
     }
-    const __m128i raw = _mm_loadu_si128((const __m128i *)(b + (type == QLORA_GGML_Q4_1 ? 4 : 2)));
+    const __m128i raw = _mm_loadu_si128((const __m128i *)(b + (type == QLORA_GGML_Q4_1 ? 4 : type == QLORA_GGML_Q5_0 ? 6 : 2)));
     const __m256i q0 = _mm256_cvtepu8_epi32(raw), q1 = _mm256_cvtepu8_epi32(_mm_srli_si128(raw, 8));
     const __m256i mask = _mm256_set1_epi32(15);
     __m256i n[4] = { _mm256_and_si256(q0, mask), _mm256_and_si256(q1, mask), _mm256_srli_epi32(q0, 4), _mm256_srli_epi32(q1, 4) };
-    if (type == QLORA_GGML_Q4_0) {
+    if (type == QLORA_GGML_Q5_0) {   /* element 8k + i takes bit 8k + i of qh as its fifth bit */
+        uint32_t qh;
+        memcpy(&qh, b + 2, 4);
+        const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+        for (int k = 0; k < 4; k++) {
+            const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(qh >> (8 * k))), shifts), one);
+            const __m256i q = _mm256_sub_epi32(_mm256_or_si256(n[k], _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(16));
+            w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+        }
+    } else if (type == QLORA_GGML_Q4_0) {
         for (int k = 0; k < 4; k++) w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(n[k], _mm256_set1_epi32(8))), d);
     } else {
         const __m256 m = _mm256_set1_ps(half_at(b + 2));
@@ -115,7 +91,7 @@ AVX2 static inline void block_avx2(int type, const uint8_t *b, __m256 *w) {
 
 AVX2 static inline void gemv_ggml_f32_avx2_typed(int type, float *y, const float *x, size_t rows, size_t cols, const uint8_t *data,
                                                  size_t row_bytes, const int32_t *stored_rows, size_t first_row, int rounding) {
-    const size_t bb = block_bytes(type);
+    const size_t bb = ggml_block_bytes(type);
     for (size_t r = 0; r < rows; r++) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, w[4];
         const uint8_t *row = row_at(data, row_bytes, stored_rows, first_row + r);
@@ -138,6 +114,7 @@ AVX2 static void gemv_ggml_f32_avx2(int type, float *y, const float *x, size_t r
     switch (type) {   /* one specialized loop per type */
     case QLORA_GGML_Q8_0: gemv_ggml_f32_avx2_typed(QLORA_GGML_Q8_0, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
     case QLORA_GGML_Q4_0: gemv_ggml_f32_avx2_typed(QLORA_GGML_Q4_0, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
+    case QLORA_GGML_Q5_0: gemv_ggml_f32_avx2_typed(QLORA_GGML_Q5_0, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
     default: gemv_ggml_f32_avx2_typed(QLORA_GGML_Q4_1, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
     }
 }
@@ -153,9 +130,15 @@ AVX512 static inline void block_avx512(int type, const uint8_t *b, __m512 *lo, _
         *hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18)))), d);
         return;
     }
-    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + (type == QLORA_GGML_Q4_1 ? 4 : 2))));
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + (type == QLORA_GGML_Q4_1 ? 4 : type == QLORA_GGML_Q5_0 ? 6 : 2))));
     const __m512i n0 = _mm512_and_si512(q, _mm512_set1_epi32(15)), n1 = _mm512_srli_epi32(q, 4);
-    if (type == QLORA_GGML_Q4_0) {
+    if (type == QLORA_GGML_Q5_0) {   /* (q | 16 * bit) - 16: minus 16 where the element's qh bit is clear */
+        uint32_t qh;
+        memcpy(&qh, b + 2, 4);
+        const __m512i sixteen = _mm512_set1_epi32(16);
+        *lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_mask_sub_epi32(n0, (__mmask16)~qh, n0, sixteen)), d);
+        *hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_mask_sub_epi32(n1, (__mmask16)~(qh >> 16), n1, sixteen)), d);
+    } else if (type == QLORA_GGML_Q4_0) {
         *lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(n0, _mm512_set1_epi32(8))), d);
         *hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(n1, _mm512_set1_epi32(8))), d);
     } else {
@@ -167,7 +150,7 @@ AVX512 static inline void block_avx512(int type, const uint8_t *b, __m512 *lo, _
 
 AVX512 static inline void gemv_ggml_f32_avx512_typed(int type, float *y, const float *x, size_t rows, size_t cols, const uint8_t *data,
                                                      size_t row_bytes, const int32_t *stored_rows, size_t first_row, int rounding) {
-    const size_t bb = block_bytes(type);
+    const size_t bb = ggml_block_bytes(type);
     size_t r = 0;
     for (; r + 2 <= rows; r += 2) {
         __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, lo0, hi0, lo1, hi1;
@@ -199,6 +182,7 @@ AVX512 static void gemv_ggml_f32_avx512(int type, float *y, const float *x, size
     switch (type) {
     case QLORA_GGML_Q8_0: gemv_ggml_f32_avx512_typed(QLORA_GGML_Q8_0, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
     case QLORA_GGML_Q4_0: gemv_ggml_f32_avx512_typed(QLORA_GGML_Q4_0, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
+    case QLORA_GGML_Q5_0: gemv_ggml_f32_avx512_typed(QLORA_GGML_Q5_0, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
     default: gemv_ggml_f32_avx512_typed(QLORA_GGML_Q4_1, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding); break;
     }
 }
@@ -217,12 +201,12 @@ BF16 static inline __m512i block_bf16(int type, const uint8_t *b) {
 
 #define DP(acc, w, xv) _mm512_dpbf16_ps((acc), (__m512bh)(w), (__m512bh)(xv))
 
-enum { MAX_VECTORS = 8 };
+enum { MAX_VECTORS = GGML_MAX_VECTORS };
 
 BF16 static inline void gemv_ggml_bf16dot_avx512_typed(int type, float *y, size_t ldy, const uint32_t *x, size_t ldx, size_t nvec,
                                                        size_t rows, size_t cols, const uint8_t *data, size_t row_bytes,
                                                        const int32_t *stored_rows, size_t first_row) {
-    const size_t bb = block_bytes(type), groups = cols / 32;
+    const size_t bb = ggml_block_bytes(type), groups = cols / 32;
     size_t r = 0;
     if (nvec == 1)   /* two rows at a time: four independent chains */
         for (; r + 2 <= rows; r += 2) {
@@ -267,6 +251,8 @@ BF16 static void gemv_ggml_bf16dot_avx512(int type, float *y, size_t ldy, const 
         gemv_ggml_bf16dot_avx512_typed(QLORA_GGML_Q8_0, y, ldy, x, ldx, nvec, rows, cols, data, row_bytes, stored_rows, first_row); break;
     case QLORA_GGML_Q4_0:
         gemv_ggml_bf16dot_avx512_typed(QLORA_GGML_Q4_0, y, ldy, x, ldx, nvec, rows, cols, data, row_bytes, stored_rows, first_row); break;
+    case QLORA_GGML_Q5_0:
+        gemv_ggml_bf16dot_avx512_typed(QLORA_GGML_Q5_0, y, ldy, x, ldx, nvec, rows, cols, data, row_bytes, stored_rows, first_row); break;
     default:
         gemv_ggml_bf16dot_avx512_typed(QLORA_GGML_Q4_1, y, ldy, x, ldx, nvec, rows, cols, data, row_bytes, stored_rows, first_row); break;
     }
@@ -278,8 +264,8 @@ void qlora_gemv_ggml_f32(int level, int type, float *y, const float *x, size_t r
                          size_t row_bytes, const int32_t *stored_rows, size_t first_row, int rounding) {
     if (rows == 0) return;
     const int best = qlora_kernels_best_level(), use = level < 0 ? 0 : level > best ? best : level;
-    if (use == 2) gemv_ggml_f32_avx512(type, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding);
-    else if (use == 1) gemv_ggml_f32_avx2(type, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding);
+    if (use == 2) (ggml_is_k(type) ? qlora_ggml_k_f32_avx512 : gemv_ggml_f32_avx512)(type, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding);
+    else if (use == 1) (ggml_is_k(type) ? qlora_ggml_k_f32_avx2 : gemv_ggml_f32_avx2)(type, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding);
     else gemv_ggml_f32_scalar(type, y, x, rows, cols, data, row_bytes, stored_rows, first_row, rounding);
 }
 
@@ -290,7 +276,7 @@ void qlora_gemv_ggml_bf16dot(int level, int type, float *y, size_t ldy, const ui
     for (size_t v0 = 0; v0 < nvec; v0 += MAX_VECTORS) {
         const size_t n = nvec - v0 < MAX_VECTORS ? nvec - v0 : MAX_VECTORS;
         if (level == 1 && qlora_bf16_best_level() >= 1)
-            gemv_ggml_bf16dot_avx512(type, y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, data, row_bytes, stored_rows, first_row);
+            (ggml_is_k(type) ? qlora_ggml_k_bf16dot_avx512 : gemv_ggml_bf16dot_avx512)(type, y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, data, row_bytes, stored_rows, first_row);
         else
             gemv_ggml_bf16dot_scalar(type, y + v0 * ldy, ldy, x + v0 * ldx, ldx, n, rows, cols, data, row_bytes, stored_rows, first_row);
     }

@@ -32,6 +32,46 @@ import Testing
         }
     }
 
+    /// A K-quant GGUF (Q4_K, Q5_K, Q6_K and Q5_0 linears, Q4_K embeddings, Q6_K output; q/k permuted,
+    /// Fixtures/gguf-model/tiny-kquant.gguf): transformers' logits, and its greedy continuation from
+    /// KV-cache decoding, whose one-row products run the fused K-quant kernels.
+    @Test(arguments: [BaseWeightFormat.stored, .dense32])
+    func kQuantModelEqualsTransformers(_ format: BaseWeightFormat) throws {
+        let reference = try SafeTensorsFile(path: FixturePaths.url("gguf-model/kquant-reference.safetensors").path)
+        let model = try LlamaLoader.load(directory: FixturePaths.url("gguf-model/tiny-kquant.gguf"), format: format, precision: .fp32)
+        let ids = try reference.integers("ids").map { Int32($0) }
+        let result = compare(try Self.logits(model, ids: ids), try reference.floats("logits"), tolerance: 1e-4)
+        #expect(result.maxDiff <= 1e-4, "\(format): \(result.report)")
+        if format == .stored {
+            let weights = model.layers.flatMap { $0.linears.map(\.weight) } + [model.lmHead.weight]
+            let types = Set(weights.compactMap { ($0 as? GGUFWeight)?.type })
+            #expect(types == [.q4_K, .q5_K, .q6_K, .q5_0])
+            #expect(weights.allSatisfy { ($0 as? GGUFWeight)?.usesFusedKernel == true })
+        }
+        // Greedy decoding: the top two logits differ by at least min_gap at every step, far above 1e-4.
+        #expect(try reference.floats("min_gap")[0] > 1e-2)
+        let generator = Generator(model: model, lora: nil, maxSeqLen: 32)
+        let output = try generator.generate(prompt: try reference.integers("prompt").map { Int32($0) }, maxNewTokens: 12)
+        #expect(output.map(Int.init) == (try reference.integers("greedy")))
+    }
+
+    /// Decoding a K-quant GGUF through the fused kernels gives the bits of the row-group path it
+    /// replaces (dequantize rows, then the dense kernels): every step's logits, fp32 and bf16 compute.
+    @Test(arguments: [ComputePrecision.fp32, .bf16])
+    func kQuantFusedDecodingEqualsRowGroups(_ precision: ComputePrecision) throws {
+        func decode(fused: Bool) throws -> [[Float]] {
+            let model = try LlamaLoader.load(directory: FixturePaths.url("gguf-model/tiny-kquant.gguf"), format: .stored, precision: precision)
+            for weight in model.layers.flatMap({ $0.linears.map(\.weight) }) + [model.lmHead.weight] {
+                try #require(weight as? GGUFWeight).usesFusedKernel = fused
+            }
+            var steps: [[Float]] = []
+            _ = try Generator(model: model, lora: nil, maxSeqLen: 32).generate(prompt: [1, 37, 312, 9], maxNewTokens: 10) { steps.append($1) }
+            return steps
+        }
+        let fused = try decode(fused: true), rowGroups = try decode(fused: false)
+        #expect(fused.count == 10 && fused.map { $0.map(\.bitPattern) } == rowGroups.map { $0.map(\.bitPattern) })
+    }
+
     /// `qlora quantize x.gguf` writes the bitsandbytes directory of exactly the NF4 weights the GGUF
     /// quantizes to on load (`--quant nf4`): the two models give bit-identical logits.
     @Test func quantizeWritesTheBitsAndBytesDirectoryOfTheGGUF() throws {
@@ -105,11 +145,14 @@ import Testing
 
     /// The decode products of a GGUF weight: the tile values' dot products (fp32), and on the bf16 kernel
     /// bit for bit what the dense bf16 kernel gives on writeBFloat16's values; any row range, permuted rows.
-    @Test(arguments: ["blk.0.attn_q.weight", "blk.1.ffn_down.weight", "blk.0.ffn_gate.weight"])
-    func matrixVectorEqualsTheTiles(_ name: String) throws {
-        let file = try GGUFFile(path: FixturePaths.url("gguf-model/tiny-untied.gguf").path)
+    @Test(arguments: [("tiny-untied", "blk.0.attn_q.weight"), ("tiny-untied", "blk.1.ffn_down.weight"), ("tiny-untied", "blk.0.ffn_gate.weight"),
+                      ("tiny-kquant", "blk.0.attn_q.weight"), ("tiny-kquant", "blk.0.attn_k.weight"), ("tiny-kquant", "blk.0.ffn_down.weight"),
+                      ("tiny-kquant", "blk.1.attn_k.weight")])
+    func matrixVectorEqualsTheTiles(_ fixture: String, _ name: String) throws {
+        let file = try GGUFFile(path: FixturePaths.url("gguf-model/\(fixture).gguf").path)
         let config = try GGUFModelLoader.config(file)
-        let weight = try GGUFWeight(file: file, tensor: name, storedRow: name.contains("attn_q") ? GGUFModelLoader.storedRows(config: config, projection: .q) : nil)
+        let projection: Projection? = name.contains("attn_q") ? .q : name.contains("attn_k") ? .k : nil
+        let weight = try GGUFWeight(file: file, tensor: name, storedRow: projection.flatMap { GGUFModelLoader.storedRows(config: config, projection: $0) })
         let o = weight.outFeatures, i = weight.inFeatures, rows = 3..<(o - 5)
         var generator = SeededGenerator(seed: 9)
         let x = (0..<i).map { _ in generator.normal() }

@@ -38,6 +38,7 @@ public final class GGUFWeight: FrozenWeight {
         data = try file.data(name).baseAddress!
         self.storedRow = storedRow
         self.file = file
+        fused = hasFusedKernel
     }
 
     public var isQuantized: Bool { type.blockGeometry.elements > 1 }
@@ -86,14 +87,23 @@ public final class GGUFWeight: FrozenWeight {
     /// Rows dequantized at a time by the matrix-vector products (into a temporary buffer).
     static let groupRows = 8
 
-    /// Decoding reads each row's blocks once. Q8_0, Q4_0 and Q4_1 go through fused kernels that decode
-    /// each block in registers (CQLoRAKernels/GemvGGML.c); the other types dequantize a group of rows
-    /// into a small buffer (fp32, then bf16 for the bf16 kernel) for the dense kernels. Either way the
-    /// arithmetic is that of a dense weight holding the tile values.
+    /// Decoding reads each row's blocks once. Q8_0, Q4_0, Q4_1, Q5_0 and the K-quants Q4_K, Q5_K, Q6_K go
+    /// through fused kernels that decode each block in registers (CQLoRAKernels/GemvGGML.c, GemvGGMLK.c);
+    /// the other types dequantize a group of rows into a small buffer (fp32, then bf16 for the bf16
+    /// kernel) for the dense kernels. Either way the arithmetic is that of a dense weight holding the
+    /// tile values, so the two paths give the same bits.
     public func hasMatrixVector(precision: ComputePrecision) -> Bool { precision != .fp16 }
 
     /// Whether the fused kernels take this type.
-    var isFused: Bool { qlora_ggml_fused(Int32(type.rawValue)) == 1 }
+    public var hasFusedKernel: Bool { qlora_ggml_fused(Int32(type.rawValue)) == 1 }
+
+    /// Whether decoding uses the fused kernels (the default where the type has one); false takes the
+    /// row-group path, for benchmarks and tests that compare the two.
+    public var usesFusedKernel: Bool {
+        get { fused }
+        set { precondition(!newValue || hasFusedKernel, "GGUF type \(type) has no fused decode kernel"); fused = newValue }
+    }
+    private var fused = false
 
     /// Calls `body` with the stored-row table (nil when rows are in order) as the kernels take it.
     private func withStoredRows<R>(_ body: (UnsafePointer<Int32>?) -> R) -> R {
@@ -116,7 +126,7 @@ public final class GGUFWeight: FrozenWeight {
 
     public func matrixVector(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Range<Int>, precision: ComputePrecision) {
         let level = qlora_kernels_level(), i = inFeatures
-        if isFused {
+        if fused {
             withStoredRows { stored in
                 qlora_gemv_ggml_f32(level, Int32(type.rawValue), y, x, rows.count, i, data.assumingMemoryBound(to: UInt8.self), rowBytes,
                                     stored, rows.lowerBound, precision == .bf16 ? 1 : 0)
@@ -132,7 +142,7 @@ public final class GGUFWeight: FrozenWeight {
     public func matrixVectorBF16(y: UnsafeMutablePointer<Float>, ldy: Int, x: UnsafePointer<UInt32>, ldx: Int, vectors: Int,
                                  rows: Range<Int>, level: Int32) {
         let i = inFeatures, ld = (i + 1) / 2 * 2
-        if isFused {
+        if fused {
             withStoredRows { stored in
                 qlora_gemv_ggml_bf16dot(level, Int32(type.rawValue), y, ldy, x, ldx, vectors, rows.count, i,
                                         data.assumingMemoryBound(to: UInt8.self), rowBytes, stored, rows.lowerBound)

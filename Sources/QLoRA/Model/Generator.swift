@@ -170,7 +170,7 @@ public final class IncrementalDecoder {
             }
         }
         var result: [[Float]] = []
-        let c = config.hiddenSize, v = config.vocabSize, group = min(BaseLinear.matrixVectorRows, chunkRows)
+        let v = config.vocabSize, group = min(BaseLinear.matrixVectorRows, chunkRows)
         var g0 = 0
         while g0 < tokens.count {
             let g1 = min(tokens.count, g0 + group), m = g1 - g0

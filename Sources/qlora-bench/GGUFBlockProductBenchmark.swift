@@ -54,6 +54,9 @@ enum GGUFBlockProductBenchmark {
         let file = try GGUFFile(path: path)
 
         print("qlora-bench gemv --types — \(GemmKernel.summary); fp32 kernels \(DequantKernels.name); CPU \(CPUFeatures.current.modelName); threads \(Parallel.threads)")
+        // Wake the pool's workers (and the clocks) first: the first case of a run measured 2 threads as 1.
+        let warm = Bench.now() + 0.5
+        while Bench.now() < warm { Parallel.forEachRange(4096, minimumPerChunk: 64) { rows in _ = rows.count } }
         print("best of \(repeats) one-row products; GB/s = weight bytes / time")
         print("type   out x in      compute  fused µs   GB/s   row groups µs   GB/s   speed-up")
         for c in cases {

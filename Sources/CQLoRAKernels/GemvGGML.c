@@ -72,15 +72,21 @@ AVX2 static inline void block_avx2(int type, const uint8_t *b, __m256 *w) {
     const __m256i q0 = _mm256_cvtepu8_epi32(raw), q1 = _mm256_cvtepu8_epi32(_mm_srli_si128(raw, 8));
     const __m256i mask = _mm256_set1_epi32(15);
     __m256i n[4] = { _mm256_and_si256(q0, mask), _mm256_and_si256(q1, mask), _mm256_srli_epi32(q0, 4), _mm256_srli_epi32(q1, 4) };
-    if (type == QLORA_GGML_Q5_0) {   /* element 8k + i takes bit 8k + i of qh as its fifth bit */
+    if (type == QLORA_GGML_Q5_0) {
+        /* In bytes: the 32 nibbles in element order, qh's bits spread to bytes (0xff where set, as
+         * llama.cpp's bytes_from_bits_32), 16 subtracted where the fifth bit is clear, then widened. */
         uint32_t qh;
         memcpy(&qh, b + 2, 4);
-        const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
-        for (int k = 0; k < 4; k++) {
-            const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(qh >> (8 * k))), shifts), one);
-            const __m256i q = _mm256_sub_epi32(_mm256_or_si256(n[k], _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(16));
-            w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
-        }
+        const __m128i low4 = _mm_set1_epi8(15);
+        const __m256i nibbles = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(raw, low4)),
+                                                        _mm_and_si128(_mm_srli_epi16(raw, 4), low4), 1);
+        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                                   _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+        const __m256i bits = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
+        const __m256i codes = _mm256_sub_epi8(nibbles, _mm256_andnot_si256(bits, _mm256_set1_epi8(16)));
+        const __m128i c0 = _mm256_castsi256_si128(codes), c1 = _mm256_extracti128_si256(codes, 1);
+        const __m128i parts[4] = { c0, _mm_srli_si128(c0, 8), c1, _mm_srli_si128(c1, 8) };
+        for (int k = 0; k < 4; k++) w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k])), d);
     } else if (type == QLORA_GGML_Q4_0) {
         for (int k = 0; k < 4; k++) w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(n[k], _mm256_set1_epi32(8))), d);
     } else {

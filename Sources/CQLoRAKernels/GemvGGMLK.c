@@ -12,32 +12,37 @@
 #include "NibbleLookup.h"
 #include <immintrin.h>
 
-/* The scales of a super-block's groups: lanes 0-15 of group g are scaled by lo[g], lanes 16-31 by hi[g]
- * (equal but for Q6_K, whose scales cover 16 elements), then neg_min[g] is added (Q4_K, Q5_K). */
-typedef struct { float lo[8], hi[8], neg_min[8]; } kscales;
-
-static inline void kscales_of(int type, const uint8_t *b, kscales *s) {
-    if (type == QLORA_GGML_Q6_K) {
-        const float d = half_at(b + 208);
-        for (int g = 0; g < 8; g++) {
-            s->lo[g] = d * (float)(int8_t)b[192 + 2 * g];
-            s->hi[g] = d * (float)(int8_t)b[192 + 2 * g + 1];
-            s->neg_min[g] = 0.0f;
-        }
-        return;
-    }
-    const float d = half_at(b), dmin = half_at(b + 2);
-    for (int g = 0; g < 8; g++) {
-        int scale, min;
-        scale_min_k4(b + 4, g, &scale, &min);
-        s->lo[g] = s->hi[g] = d * (float)scale;
-        s->neg_min[g] = -(dmin * (float)min);
-    }
-}
-
 #define AVX2 __attribute__((target("avx2,fma")))
 #define AVX512 __attribute__((target("avx512f")))
 #define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* The scales of a super-block's groups. Q4_K, Q5_K: group g is scaled by scale[g], then neg_min[g] is
+ * added; Q6_K: lanes 0-15 of group g by scale[2 * g], lanes 16-31 by scale[2 * g + 1] (16-element
+ * sub-blocks). */
+typedef struct { float scale[16], neg_min[8]; } kscales;
+
+/* Computed in SIMD for the 8 (16) groups at once: a scalar loop here cost as much as the group loop.
+ * Q4_K/Q5_K's 6-bit fields unpacked as words (scale_min_k4 for all j: the low 6 bits of bytes 0-3 and
+ * 4-7 are scales and mins 0-3; 4-7 take their low 4 bits from bytes 8-11, their high 2 from the top of
+ * bytes 0-3 and 4-7). -(dmin * min) is computed as (-dmin) * min: the same bits (an exact product). */
+AVX2 static inline void kscales_of(int type, const uint8_t *b, kscales *s) {
+    if (type == QLORA_GGML_Q6_K) {
+        const __m256 d = _mm256_set1_ps(half_at(b + 208));
+        const __m128i sc = _mm_loadu_si128((const __m128i *)(b + 192));
+        _mm256_storeu_ps(s->scale, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+        _mm256_storeu_ps(s->scale + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
+        return;
+    }
+    uint32_t w[3];
+    memcpy(w, b + 4, 12);
+    const uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, top2 = 0x30303030u;
+    const uint64_t scales = (uint64_t)(w[0] & low6) | (uint64_t)((w[2] & low4) | ((w[0] >> 2) & top2)) << 32;
+    const uint64_t mins = (uint64_t)(w[1] & low6) | (uint64_t)(((w[2] >> 4) & low4) | ((w[1] >> 2) & top2)) << 32;
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)scales)));
+    const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mins)));
+    _mm256_storeu_ps(s->scale, _mm256_mul_ps(_mm256_set1_ps(half_at(b)), sc));
+    _mm256_storeu_ps(s->neg_min, _mm256_mul_ps(_mm256_set1_ps(-half_at(b + 2)), mn));
+}
 
 /* Group g's 32 codes, byte l = element l: Q4_K 0-15, Q5_K 0-31, Q6_K q - 32 (signed). Byte lanes, 16-bit
  * shifts: the masks drop what a shift brings over from the neighbouring byte. */
@@ -67,7 +72,8 @@ AVX2 static inline void kweights_avx2(int type, const uint8_t *b, int g, const k
     const __m256i c = kcodes(type, b, g);
     const __m128i c0 = _mm256_castsi256_si128(c), c1 = _mm256_extracti128_si256(c, 1);
     const __m128i parts[4] = { c0, _mm_srli_si128(c0, 8), c1, _mm_srli_si128(c1, 8) };
-    const __m256 lo = _mm256_set1_ps(s->lo[g]), hi = _mm256_set1_ps(s->hi[g]);
+    const __m256 lo = _mm256_set1_ps(s->scale[type == QLORA_GGML_Q6_K ? 2 * g : g]);
+    const __m256 hi = type == QLORA_GGML_Q6_K ? _mm256_set1_ps(s->scale[2 * g + 1]) : lo;
     for (int k = 0; k < 4; k++) {
         const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k]));
         if (type == QLORA_GGML_Q6_K) w[k] = _mm256_mul_ps(k < 2 ? lo : hi, q);
@@ -117,10 +123,10 @@ AVX512 static inline void kweights_avx512(int type, const uint8_t *b, int g, con
     const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(c)));
     const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(c, 1)));
     if (type == QLORA_GGML_Q6_K) {
-        *lo = _mm512_mul_ps(_mm512_set1_ps(s->lo[g]), q0);
-        *hi = _mm512_mul_ps(_mm512_set1_ps(s->hi[g]), q1);
+        *lo = _mm512_mul_ps(_mm512_set1_ps(s->scale[2 * g]), q0);
+        *hi = _mm512_mul_ps(_mm512_set1_ps(s->scale[2 * g + 1]), q1);
     } else {
-        const __m512 scale = _mm512_set1_ps(s->lo[g]), neg_min = _mm512_set1_ps(s->neg_min[g]);
+        const __m512 scale = _mm512_set1_ps(s->scale[g]), neg_min = _mm512_set1_ps(s->neg_min[g]);
         *lo = _mm512_fmadd_ps(scale, q0, neg_min);
         *hi = _mm512_fmadd_ps(scale, q1, neg_min);
     }

@@ -3,14 +3,17 @@ import QLoRA
 
 /// `qlora-bench gemv`: the one-row products a decoded token runs (BaseLinear.forward, 1 row), per frozen
 /// weight of one layer and the lm_head, on a real model (`--model DIR | x.gguf`, `--quant nf4|keep|...`):
-/// µs per product and GB/s of weight bytes read, the figure that decides decode speed.
+/// µs per product and GB/s of weight bytes read, the figure that decides decode speed. With `--types`
+/// instead, random GGUF blocks of those types and shapes (GGUFBlockProductBenchmark).
 enum DecodeProductBenchmark: Benchmark {
     static let name = "gemv"
-    static let summary = "one-row decode products per weight of a layer and the lm_head (--model x.gguf --quant nf4|keep), GB/s"
+    static let summary = "one-row decode products per weight of a layer and the lm_head (--model x.gguf --quant nf4|keep), GB/s; "
+        + "--types q4_K,q6_K,... [--shapes 576x1536,...]: fused GGUF kernels vs row groups"
 
     static func run(_ arguments: [String]) throws {
-        let o = try Bench.options(arguments, allowed: ["model", "quant", "threads", "repeats", "layer"])
-        guard let path = o["model"] else { throw BenchError("--model DIR or x.gguf is required") }
+        let o = try Bench.options(arguments, allowed: ["model", "quant", "threads", "repeats", "layer", "types", "shapes", "level"])
+        if o["types"] != nil { return try GGUFBlockProductBenchmark.run(o) }
+        guard let path = o["model"] else { throw BenchError("--model DIR or x.gguf (or --types) is required") }
         let repeats = Int(o["repeats"] ?? "200") ?? 200
         if let threads = o["threads"].flatMap(Int.init) { Parallel.threads = threads }
         let quant = o["quant"] ?? "nf4"

@@ -241,21 +241,24 @@ private struct Reader {
             guard depth < GGUFFile.maxArrayDepth else {
                 throw GGUFError.invalid(path: path, detail: "metadata '\(key)' nests arrays deeper than \(GGUFFile.maxArrayDepth)")
             }
-            let elementType = try u32("the element type of '\(key)'")
+            let rawType = try u32("the element type of '\(key)'")
+            guard let elementType = GGUFValue.TypeID(rawValue: rawType) else {
+                throw GGUFError.invalid(path: path, detail: "metadata '\(key)' is an array of unknown type \(rawType)")
+            }
             let minimum: Int
-            switch GGUFValue.TypeID(rawValue: elementType) {
+            switch elementType {
             case .uint8, .int8, .bool: minimum = 1
             case .uint16, .int16: minimum = 2
             case .uint32, .int32, .float32: minimum = 4
             case .uint64, .int64, .float64, .string: minimum = 8
             case .array: minimum = 12
-            case nil: throw GGUFError.invalid(path: path, detail: "metadata '\(key)' is an array of unknown type \(elementType)")
             }
             let n = try count("the length of '\(key)'", minimumBytesEach: minimum)
-            var items: [GGUFValue] = []
-            items.reserveCapacity(n)
-            for _ in 0..<n { items.append(try value(type: elementType, key: key, depth: depth + 1)) }
-            return .array(elementType: elementType, items)
+            // Read straight into one typed array (value(type:) returns the element type's own case).
+            guard let elements = try GGUFArray.collect(elementType, count: n, { _ in try value(type: rawType, key: key, depth: depth + 1) }) else {
+                throw GGUFError.invalid(path: path, detail: "metadata '\(key)': an array element is not of the array's type")
+            }
+            return .array(GGUFArray(elements))
         }
     }
 }

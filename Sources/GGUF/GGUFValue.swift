@@ -1,9 +1,17 @@
 /// One GGUF metadata value (gguf.md: `gguf_metadata_value_type`).
-public indirect enum GGUFValue: Sendable, Equatable {
+public enum GGUFValue: Sendable, Equatable {
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
     case uint64(UInt64), int64(Int64), float32(Float), float64(Double), bool(Bool), string(String)
-    /// Elements of one type (`elementType`, the raw type id); nested arrays are arrays of `.array`.
-    case array(elementType: UInt32, [GGUFValue])
+    /// Elements of one type, stored typed (GGUFArray); nested arrays are arrays of arrays.
+    case array(GGUFArray)
+
+    /// An array of `elementType` (the raw type id) from values that all have that type.
+    public static func array(elementType: UInt32, _ items: [GGUFValue]) -> GGUFValue {
+        guard let type = TypeID(rawValue: elementType), let array = GGUFArray(elementType: type, values: items) else {
+            preconditionFailure("GGUF array of type \(elementType) built from values of other types")
+        }
+        return .array(array)
+    }
 
     /// The value type ids of the format.
     public enum TypeID: UInt32, Sendable {
@@ -40,14 +48,16 @@ public indirect enum GGUFValue: Sendable, Equatable {
 
     public var string: String? { if case .string(let s) = self { s } else { nil } }
     public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
-    public var array: [GGUFValue]? { if case .array(_, let a) = self { a } else { nil } }
+    /// The elements of an array as values (a copy: for long arrays use `typedArray`'s accessors).
+    public var array: [GGUFValue]? { if case .array(let a) = self { a.values } else { nil } }
+    public var typedArray: GGUFArray? { if case .array(let a) = self { a } else { nil } }
 
     /// A short rendering for listings: arrays show their length and first elements.
     public var summary: String {
         switch self {
         case .string(let s): return s.count > 80 ? "\"\(s.prefix(77))...\" (\(s.utf8.count) bytes)" : "\"\(s)\""
-        case .array(_, let items):
-            let head = items.prefix(4).map(\.summary).joined(separator: ", ")
+        case .array(let items):
+            let head = (0..<min(4, items.count)).map { items[$0].summary }.joined(separator: ", ")
             return "[\(head)\(items.count > 4 ? ", ..." : "")] (\(items.count))"
         case .bool(let b): return String(b)
         case .float32(let v): return String(v)

@@ -49,10 +49,10 @@ public struct GGUFWriter {
             case .float64(let x): u64(x.bitPattern)
             case .bool(let x): out.append(x ? 1 : 0)
             case .string(let s): string(s)
-            case .array(let type, let items):
-                u32(type)
+            case .array(let items):
+                u32(items.elementType.rawValue)
                 u64(UInt64(items.count))
-                for item in items { value(item) }
+                for i in 0..<items.count { value(items[i]) }
             }
         }
         out.append(contentsOf: Array("GGUF".utf8))

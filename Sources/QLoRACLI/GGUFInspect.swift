@@ -46,10 +46,10 @@ struct GGUFInspectReport {
             case .bool(let b): return .bool(b)
             case .float32(let f): return .number(Double(f))
             case .float64(let d): return .number(d)
-            case .array(_, let items):
+            case .array(let items):
                 // Vocabularies are long: their length and first entries.
-                if items.count > 64 { return .object([("length", int(items.count)), ("first", .array(items.prefix(8).map(value)))]) }
-                return .array(items.map(value))
+                if items.count > 64 { return .object([("length", int(items.count)), ("first", .array((0..<8).map { value(items[$0]) }))]) }
+                return .array(items.values.map(value))
             default:
                 if let i = v.int { return i >= 0 ? int(i) : .number(Double(i)) }
                 if case .uint64(let u) = v { return .unsignedInteger(u) }

@@ -44,6 +44,28 @@ import Testing
         #expect(try file.floats("b") == (0..<32).map(Float.init))
     }
 
+    /// Arrays are read into one typed Swift array per key (a vocabulary is a [String], its scores a
+    /// [Float]): the typed accessors see the file's values, and a mixed array cannot be built.
+    @Test func readsArraysTyped() throws {
+        let path = Self.temporaryPath("arrays.gguf")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var w = GGUFWriter()
+        w.set("t.tokens", .array(elementType: GGUFValue.TypeID.string.rawValue, ["<s>", "▁a", "é", ""].map(GGUFValue.string)))
+        w.set("t.scores", .array(elementType: GGUFValue.TypeID.float32.rawValue, [0, -1.5, -2, .infinity].map(GGUFValue.float32)))
+        w.set("t.types", .array(elementType: GGUFValue.TypeID.int32.rawValue, [3, 1, 6, -4].map(GGUFValue.int32)))
+        w.set("t.big", .array(elementType: GGUFValue.TypeID.uint64.rawValue, [.uint64(1), .uint64(UInt64.max)]))
+        try w.write(to: path)
+        let file = try GGUFFile(path: path)
+        #expect(file["t.tokens"]?.typedArray?.strings == ["<s>", "▁a", "é", ""])
+        #expect(file["t.scores"]?.typedArray?.floats == [0, -1.5, -2, .infinity])
+        #expect(file["t.types"]?.typedArray?.ints == [3, 1, 6, -4])
+        #expect(file["t.types"]?.typedArray?.elementType == .int32)
+        #expect(file["t.big"]?.typedArray?.ints == nil)   // 2^64 - 1 does not fit in Int
+        #expect(file["t.tokens"]?.array == ["<s>", "▁a", "é", ""].map(GGUFValue.string))
+        #expect(file["t.scores"]?.typedArray?.strings == nil)
+        #expect(GGUFArray(elementType: .int32, values: [.int32(1), .uint32(2)]) == nil)
+    }
+
     /// Writes `bytes` and expects GGUFFile to refuse them with an error containing `fragment`.
     func expectRefusal(_ bytes: [UInt8], _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let path = Self.temporaryPath("bad.gguf")

@@ -253,7 +253,6 @@ public enum MemoryCommand: Command {
         if quant == "keep" {
             // A GGUF base as its blocks: the bytes come from the file's tensor infos.
             options.baseFormat = .stored
-            if gguf { options.storedWeights = try GGUFModelLoader.storedBytes(try GGUFFile(path: model), config: config) }
         } else if quant == "none" {
             options.baseFormat = baseDType == "fp32" ? .dense32 : .denseBF16
         } else {
@@ -261,6 +260,9 @@ public enum MemoryCommand: Command {
             options.baseFormat = .quantized(QuantizationOptions(quantType: quant == "fp4" ? .fp4 : .nf4, blocksize: blocksize,
                                                                 doubleQuant: args.flag("double-quant", default: checkpointDoubleQuant ?? true)))
         }
+        // A GGUF base keeps its blocks (`keep`), and its embedding table and output also under nf4 / fp4:
+        // the plan counts those bytes from the file's tensor infos.
+        if gguf { options.storedWeights = try GGUFModelLoader.storedBytes(try GGUFFile(path: model), config: config) }
         options.computePrecision = ComputePrecision(rawValue: try args.choice("compute-dtype", ["bf16", "fp16", "fp32"], default: "bf16"))!
         let rank = try args.int("rank", default: 16)
         guard rank > 0 else { throw CLIError.badValue(command: name, option: "rank", value: "\(rank)", expected: "a positive integer") }

@@ -32,6 +32,21 @@ import Testing
         }
     }
 
+    /// The memory plan of a GGUF base counts what the loader holds: linears in their blocks (`keep`) or
+    /// converted to NF4, and the embedding table and untied output in their blocks either way.
+    @Test(arguments: ["tiny-untied", "tiny-tied", "tiny-kquant"], [BaseWeightFormat.stored, .quantized(QuantizationOptions())])
+    func memoryPlanCountsTheLoadedFrozenBytes(_ name: String, _ format: BaseWeightFormat) throws {
+        let url = FixturePaths.url("gguf-model/\(name).gguf")
+        let file = try GGUFFile(path: url.path)
+        let config = try GGUFModelLoader.config(file)
+        var options = MemoryPlan.Options(baseFormat: format, lora: LoRAConfig(r: 4, loraAlpha: 8, targetModules: ["all-linear"]), seqLen: 8)
+        options.storedWeights = try GGUFModelLoader.storedBytes(file, config: config)
+        let plan = try MemoryPlan(config: config, options: options)
+        let model = try LlamaLoader.load(directory: url, format: format, precision: .bf16)
+        #expect(plan.breakdown[.quantizedWeights] == model.frozenBytes.quantized, "\(name) \(format)")
+        #expect(plan.breakdown[.otherFrozenWeights] == model.frozenBytes.other, "\(name) \(format)")
+    }
+
     /// A K-quant GGUF (Q4_K, Q5_K, Q6_K and Q5_0 linears, Q4_K embeddings, Q6_K output; q/k permuted,
     /// Fixtures/gguf-model/tiny-kquant.gguf): transformers' logits, and its greedy continuation from
     /// KV-cache decoding, whose one-row products run the fused K-quant kernels.

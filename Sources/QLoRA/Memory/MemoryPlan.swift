@@ -70,8 +70,9 @@ public struct MemoryPlan: Sendable {
         /// What the training data holds in memory (`Batcher.heldBytes` plus the token file's index);
         /// 0 when the data is not known.
         public var datasetBytes = 0
-        /// The frozen weights as a file stores them, for the `.stored` base format (a GGUF file's blocks:
-        /// `GGUFModelLoader.storedBytes`); nil = a dense checkpoint in its own precision.
+        /// The frozen weights as a file stores them (a GGUF file's blocks: `GGUFModelLoader.storedBytes`):
+        /// the linears for the `.stored` base format, the embedding table and output also for a 4-bit
+        /// base converted on load; nil = a safetensors checkpoint.
         public var storedWeights: StoredWeightBytes?
 
         public init(baseFormat: BaseWeightFormat = .quantized(QuantizationOptions()), computePrecision: ComputePrecision = .bf16,
@@ -131,6 +132,13 @@ public struct MemoryPlan: Sendable {
         if method == .lora {
             var quantized = 0, other = 0
             let stored = options.baseFormat == .stored ? options.storedWeights : nil
+            // A GGUF file's embedding table and output stay in their blocks unless the base is dense
+            // (GGUFModelLoader), also when its linears are converted to NF4 / FP4.
+            let storedTables: StoredWeightBytes?
+            switch options.baseFormat {
+            case .stored, .quantized: storedTables = options.storedWeights
+            case .dense32, .denseBF16: storedTables = nil
+            }
             // `.stored`: a GGUF file's linears are counted from the file (below), a dense checkpoint's in
             // its own precision.
             let linearFormat: BaseWeightFormat = options.baseFormat != .stored || stored != nil ? options.baseFormat
@@ -161,7 +169,10 @@ public struct MemoryPlan: Sendable {
                 quantized = stored.quantizedLinears
                 quantizedStorage = stored.quantizedLinears
                 quantizedCount = stored.quantizedElements
-                other += stored.denseLinears + stored.embedding + stored.output + config.hiddenSize * 4
+                other += stored.denseLinears
+            }
+            if let storedTables {
+                other += storedTables.embedding + storedTables.output + config.hiddenSize * 4
             } else {
                 other += table + config.hiddenSize * 4
                 if !config.tieWordEmbeddings { other += table }

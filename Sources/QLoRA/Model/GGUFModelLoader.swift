@@ -164,6 +164,8 @@ public enum GGUFModelLoader {
                 stored.writeTile(rows: 0..<outFeatures, into: out.baseAddress!, precision: .fp32)
                 count = outFeatures * inFeatures
             }
+            // Converted: the blocks' mapped pages are not read again, so they leave the resident set.
+            CheckpointQuantizer.releasePages(try file.data(name))
             return try LlamaLoader.makeWeight(values, outFeatures: outFeatures, inFeatures: inFeatures, format: format)
         }
         // The embedding table and an untied output: kept in their blocks unless a dense base is asked for.

@@ -4,10 +4,12 @@ import QLoRA
 /// Single-thread NF4 dequantization throughput into a tile that stays in L2 (default 256 x 576).
 enum DequantBenchmark: Benchmark {
     static let name = "dequant"
-    static let summary = "NF4 -> f32 / bf16 / bf16-in-f32 dequant throughput, one thread, tile in L2 (--rows 256 --columns 576)"
+    static let summary = "NF4 -> f32 / bf16 / bf16-in-f32 dequant throughput, one thread, tile in L2 (--rows 256 --columns 576); "
+        + "--types q4_K,...|all: GGUF block tiles"
 
     static func run(_ arguments: [String]) throws {
-        let options = try Bench.options(arguments, allowed: ["rows", "columns", "repeats"])
+        let options = try Bench.options(arguments, allowed: ["rows", "columns", "repeats", "types"])
+        if options["types"] != nil { return try GGUFTileBenchmark.run(options) }
         let rows = Int(options["rows"] ?? "256")!, columns = Int(options["columns"] ?? "576")!
         let repeats = Int(options["repeats"] ?? "200")!
         var rng = BenchGenerator(seed: 1)

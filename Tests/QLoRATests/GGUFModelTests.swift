@@ -32,6 +32,20 @@ import Testing
         }
     }
 
+    /// A `smollm3` GGUF (llama.cpp's converter: q/k permuted as for llama; no RoPE on every 4th layer,
+    /// which llama.cpp hard-codes; Q8_0 and F32 tensors; Fixtures/gguf-model/tiny-smollm3.gguf): the logits
+    /// and loss of transformers' SmolLM3ForCausalLM with the same weights, kept in blocks or dense.
+    @Test(arguments: [BaseWeightFormat.stored, .dense32])
+    func smolLM3ModelEqualsTransformers(_ format: BaseWeightFormat) throws {
+        let reference = try SafeTensorsFile(path: FixturePaths.url("gguf-model/smollm3-reference.safetensors").path)
+        let model = try LlamaLoader.load(directory: FixturePaths.url("gguf-model/tiny-smollm3.gguf"), format: format, precision: .fp32)
+        #expect(model.config.modelType == "smollm3")
+        #expect((0..<4).map(model.config.usesRoPE(layer:)) == [true, true, true, false])
+        let ids = try reference.integers("ids").map { Int32($0) }
+        let result = compare(try Self.logits(model, ids: ids), try reference.floats("logits"), tolerance: 1e-4)
+        #expect(result.maxDiff <= 1e-4, "\(format): \(result.report)")
+    }
+
     /// The memory plan of a GGUF base counts what the loader holds: linears in their blocks (`keep`) or
     /// converted to NF4, and the embedding table and untied output in their blocks either way.
     @Test(arguments: ["tiny-untied", "tiny-tied", "tiny-kquant"], [BaseWeightFormat.stored, .quantized(QuantizationOptions())])

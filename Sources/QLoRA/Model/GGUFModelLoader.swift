@@ -6,9 +6,12 @@ import GGUF
 /// converted on load like a safetensors checkpoint's.
 public enum GGUFModelLoader {
     /// Architectures whose block is our decoder block. llama.cpp's converter permutes q/k rows for its
-    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2, qwen3 and gemma3 keep Hugging
-    /// Face's order.
-    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3"]
+    /// rotary layout in `llama` (which SmolLM2 and Mistral use) and `smollm3`; qwen2, qwen3 and gemma3
+    /// keep Hugging Face's order.
+    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "smollm3"]
+    /// llama.cpp's `smollm3`: no RoPE on every 4th layer, hard-coded (n_no_rope_layer_step; no GGUF key),
+    /// which is transformers' default `no_rope_layer_interval`.
+    static let smolLM3NoRoPEInterval = 4
     static let unpermuted: Set<String> = ["qwen2", "qwen3", "gemma3_text"]
 
     /// Our model_type of a GGUF architecture (Gemma 3's text decoder is `gemma3_text` in transformers).
@@ -71,6 +74,8 @@ public enum GGUFModelLoader {
             if optional("attn_logit_softcapping") != nil {
                 throw ModelError.unsupported(path: path, reason: "gemma3.attn_logit_softcapping (soft-capped attention scores are not implemented)")
             }
+        } else if arch == "smollm3" {
+            config.ropeLayers = (0..<config.numHiddenLayers).map { ($0 + 1) % smolLM3NoRoPEInterval != 0 }
         } else if arch == "mistral" || arch == "llama", let window = optional("attention.sliding_window")?.int, window > 0 {
             config.slidingWindow = window
             config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)

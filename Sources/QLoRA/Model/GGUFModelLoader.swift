@@ -97,6 +97,9 @@ public enum GGUFModelLoader {
         case .gate: short = "ffn_gate"
         case .up: short = "ffn_up"
         case .down: short = "ffn_down"
+        // llama.cpp's phi3: the fused q/k/v, and gate + up fused under ffn_up.
+        case .qkv: short = "attn_qkv"
+        case .gateUp: short = "ffn_up"
         }
         return "blk.\(layer).\(short)"
     }
@@ -119,7 +122,7 @@ public enum GGUFModelLoader {
         var bytes = StoredWeightBytes(quantizedLinears: 0, quantizedElements: 0, denseLinears: 0,
                                       embedding: try file.info("token_embd.weight").byteCount, output: 0)
         for layer in 0..<config.numHiddenLayers {
-            for projection in Projection.allCases {
+            for projection in config.layerProjections {
                 let info = try file.info(tensorName(layer: layer, projection) + ".weight")
                 if (info.type?.blockGeometry.elements ?? 1) > 1 {
                     bytes.quantizedLinears += info.byteCount
@@ -176,10 +179,10 @@ public enum GGUFModelLoader {
 
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {
-            var linears: [BaseLinear] = []
-            for projection in Projection.allCases {
+            var linears: [Projection: BaseLinear] = [:]
+            for projection in config.layerProjections {
                 let name = tensorName(layer: layer, projection)
-                let shape = config.linearShape(projection.moduleName)!
+                let shape = config.shape(of: projection)
                 let rows = storedRows(config: config, projection: projection)
                 let w = try weight(name + ".weight", outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, storedRows: rows, format: format)
                 var bias: [Float]?
@@ -187,7 +190,7 @@ public enum GGUFModelLoader {
                     let stored = Array(try vector(name + ".bias", count: shape.outFeatures))
                     bias = rows.map { order in order.map { stored[Int($0)] } } ?? stored
                 }
-                linears.append(BaseLinear(weight: w, bias: bias, precision: precision))
+                linears[projection] = BaseLinear(weight: w, bias: bias, precision: precision)
             }
             var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
             for kind in config.layerNorms {

@@ -50,10 +50,10 @@ public enum GGUFModelWriter {
         if !config.tieWordEmbeddings { matrix("output.weight", model.lmHead.weight, storedRows: nil, as: tableType) }
         for (index, layer) in model.layers.enumerated() {
             for kind in config.layerNorms { vector("blk.\(index).\(kind.ggufName).weight", norm(layer.norm(kind)!)) }
-            for projection in Projection.allCases {
+            for projection in config.layerProjections {
                 let name = GGUFModelLoader.tensorName(layer: index, projection)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)
-                let linear = layer.linears[projection.rawValue]
+                let linear = layer.linear(projection)
                 matrix(name + ".weight", linear.weight, storedRows: rows, as: type)
                 if let bias = linear.bias {
                     var stored = Array(bias)

@@ -199,7 +199,7 @@ import Testing
         // fp32: weights 4 + grads 4 + AdamW 8 bytes; bf16 mixed: + 2 for each element of a linear (the
         // working copies the GEMMs read) and of an untied lm_head.
         #expect(fp32.breakdown[.trainableParameters] == section)
-        let linears = config.numHiddenLayers * LlamaConfig.layerLinears.reduce(0) { $0 + config.linearShape($1)!.outFeatures * config.linearShape($1)!.inFeatures }
+        let linears = config.numHiddenLayers * config.layerLinears.reduce(0) { $0 + config.linearShape($1)!.outFeatures * config.linearShape($1)!.inFeatures }
         let head = config.tieWordEmbeddings ? 0 : config.vocabSize * config.hiddenSize
         #expect(mixed.breakdown[.trainableParameters] == section + 2 * (linears + head))
         for plan in [fp32, mixed] {

@@ -111,7 +111,7 @@ public final class IncrementalDecoder {
     }
 
     /// Bytes held: the KV cache plus the working buffers (scratch, index buffers, RoPE tables).
-    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes + history.capacity * 4 }
+    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes + (keepsHistory ? cache.maxSeqLen * 4 : 0) }
 
     /// Positions filled so far.
     public var position: Int { cache.length }

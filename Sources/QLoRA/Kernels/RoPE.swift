@@ -38,6 +38,11 @@ public struct RoPEScaling: Sendable, Equatable {
     /// The rope types `RoPETable` implements; the config loader should reject others with its own error.
     public static let supportedTypes: Set<String> = ["default", "linear", "llama3", "longrope"]
 
+    /// transformers' default LongRoPE attention factor: sqrt(1 + ln(factor) / ln(original)), 1 without extension.
+    public static func longRoPEAttentionFactor(factor: Double, originalMaxPositions: Int) -> Double {
+        factor <= 1 ? 1 : (1 + Foundation.log(factor) / Foundation.log(Double(originalMaxPositions))).squareRoot()
+    }
+
     /// transformers' `longrope_frequency_update`: a forward whose largest position + 1 (`sequenceLength`)
     /// exceeds original_max_position_embeddings rotates every position with the long factors.
     public func usesLongFactors(sequenceLength: Int) -> Bool {

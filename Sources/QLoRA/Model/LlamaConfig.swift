@@ -436,7 +436,7 @@ public struct LlamaConfig: Sendable, Equatable {
             guard original > 0 else { throw ModelError.badConfig(path: path, reason: "config.json: original_max_position_embeddings must be positive") }
             let factor = (scaling["factor"] as? NSNumber)?.doubleValue ?? Double(context.maxPositions) / Double(original)
             let attention = (scaling["attention_factor"] as? NSNumber)?.doubleValue
-                ?? (factor <= 1 ? 1 : (1 + Foundation.log(factor) / Foundation.log(Double(original))).squareRoot())
+                ?? RoPEScaling.longRoPEAttentionFactor(factor: factor, originalMaxPositions: original)
             result.scaling = RoPEScaling(type: type, factor: factor, originalMaxPositions: original,
                                          shortFactor: try factors("short_factor"), longFactor: try factors("long_factor"),
                                          attentionFactor: attention)

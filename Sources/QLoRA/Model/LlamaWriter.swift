@@ -83,7 +83,10 @@ public enum LlamaWriter {
                     rope["short_factor"] = .array(s.shortFactor.map(JSONValue.number))
                     rope["long_factor"] = .array(s.longFactor.map(JSONValue.number))
                     rope["original_max_position_embeddings"] = .int(s.originalMaxPositions)
-                    rope["attention_factor"] = .number(s.attentionFactor)
+                    // Written only when it is not the one transformers derives from factor (as the source had it).
+                    if s.attentionFactor != RoPEScaling.longRoPEAttentionFactor(factor: s.factor, originalMaxPositions: s.originalMaxPositions) {
+                        rope["attention_factor"] = .number(s.attentionFactor)
+                    }
                 }
             }
             return .dictionary(rope)

@@ -1,7 +1,7 @@
 /// The RoPE tables one pass rotates with: one per distinct RoPE of the layers (Gemma 3: global and
 /// local), each over the config's rotary dims (Phi-3: a leading part of each head), and for LongRoPE also
-/// the long-factor set, which transformers uses for every position of a forward whose largest position
-/// is at or past original_max_position_embeddings (`longrope_frequency_update`).
+/// the long-factor set, which transformers uses for every position of a forward whose largest position + 1
+/// exceeds original_max_position_embeddings (`longrope_frequency_update`).
 struct LayerRoPE {
     private let short: [RoPETable]
     /// Built only when `maxPositions` reaches past the original length; nil otherwise.

@@ -164,6 +164,20 @@ def lora_case(prefix, model, init, ids, labels, tensors):
     return pm, float(out.loss)
 
 
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def merged_hashes(model, init):
+    """FNV-1a 64 of the fp32 bytes of every decoder linear after PEFT's merge_and_unload."""
+    merged = peft_model(model, init)[0].merge_and_unload()
+    return {name: fnv1a64(p.detach().float().contiguous().numpy().tobytes())
+            for name, p in sorted(merged.state_dict().items()) if name.startswith("model.layers.") and name.endswith("_proj.weight")}
+
+
 def greedy(model, prompt):
     """transformers' KV-cache greedy decode, checked against argmax of a full (no-cache) forward at every
     step; returns the tokens and the smallest top-1 / top-2 logit gap (how robust the choice is)."""
@@ -224,6 +238,7 @@ def main():
     with open(cfg_path, "w") as f:
         f.write(json.dumps(cfg, indent=2, sort_keys=True))
     os.remove(os.path.join(adapter_dir, "README.md"))        # PEFT's model card boilerplate
+    meta["merged_fnv1a64"] = merged_hashes(load(), init)
 
     # 3. Greedy decoding (KV cache) of the base and of the base with the adapter.
     tensors["greedy.prompt"] = torch.tensor(PROMPT)

@@ -280,6 +280,13 @@ import Testing
         let source = try SafeTensorsFile(path: family.url("model/model.safetensors").path)
         #expect(written.names.sorted() == source.names.sorted())
         for name in source.names where name.hasSuffix("norm.weight") { #expect(try written.floats(name) == source.floats(name), "\(name)") }
+        // Every merged linear (Phi-3's fused ones among them) is PEFT's merge_and_unload bit for bit.
+        let meta = try JSONValue.parse(data: Data(contentsOf: family.url("meta.json")))
+        let hashes = try #require(meta["merged_fnv1a64"]?.members)
+        #expect(hashes.count == merged.config.numHiddenLayers * merged.config.layerProjections.count)
+        for (name, hash) in hashes {
+            #expect(String(format: "%016llx", fnv1a64(try written.rawBytes(name))) == hash.stringValue, "\(name) differs from merge_and_unload")
+        }
         let reloaded = try LlamaLoader.load(directory: out, format: .dense32, precision: .fp32)
         let reference = try family.reference()
         let executor = LlamaExecutor(model: reloaded, lora: nil, shape: .init(batch: 2, seqLen: 12, training: false))

@@ -160,6 +160,20 @@ import Testing
         }
     }
 
+    /// The LoRA GGUF of a Phi-3 adapter: llama.cpp's phi3 names for the fused linears (attn_qkv, and
+    /// gate_up under ffn_up), nothing permuted (llama.cpp's phi3 rotates NeoX-style, as HF).
+    @Test func ggufAdapterUsesLlamaCppsPhi3Names() throws {
+        let model = try Self.family.model()
+        let adapters = try Self.family.adapter(for: model, training: false)
+        let writer = try GGUFAdapterExport.writer(adapters, architecture: "phi3")
+        let tensors = Dictionary(uniqueKeysWithValues: writer.tensors.map { ($0.name, $0) })
+        #expect(tensors.count == 2 * 4 * 2)
+        let b = try #require(tensors["blk.1.attn_qkv.weight.lora_b"])
+        #expect(b.dimensions == [4, 128] && tensors["blk.0.ffn_up.weight.lora_b"]?.dimensions == [4, 256])
+        let entry = adapters.parameters.entry("base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight")!
+        #expect(b.bytes == adapters.parameters.values(entry).withUnsafeBytes { Array($0) })
+    }
+
     /// A Llama-layout checkpoint under model_type phi3 (or the reverse) is refused by tensor name.
     @Test func splitCheckpointUnderPhi3IsRefused() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("phi3-as-llama-\(UUID().uuidString)")

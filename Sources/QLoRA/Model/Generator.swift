@@ -15,10 +15,10 @@ public final class IncrementalDecoder {
     public let tileRows: Int
     /// The RoPE tables of the layers (Gemma 3: global and local; LongRoPE: short and long factors).
     private let rope: LayerRoPE
-    /// LongRoPE only: the tokens of the cached positions, to run again with the long factors when the
-    /// sequence grows past original_max_position_embeddings (as Phi3ForCausalLM drops its cache then).
-    private var history: [Int32] = []
-    private let keepsHistory: Bool
+    /// LongRoPE only (else empty): (P) the token of each cached position, to run again with the long
+    /// factors when the sequence grows past original_max_position_embeddings (as Phi3ForCausalLM drops
+    /// its cache then).
+    private let history: UnsafeMutableBufferPointer<Int32>
     private let scratch: UnsafeMutableBufferPointer<Float>
     private let positions: UnsafeMutablePointer<Int32>   /// (M)
     private let ids: UnsafeMutablePointer<Int32>         /// (M)
@@ -76,8 +76,7 @@ public final class IncrementalDecoder {
         let c = model.config
         cache = KVCache(config: c, maxSeqLen: maxSeqLen)
         rope = LayerRoPE(config: c, maxPositions: max(maxSeqLen, 1))
-        keepsHistory = Self.keepsHistory(c)
-        if keepsHistory { history.reserveCapacity(maxSeqLen) }
+        history = .allocate(capacity: Self.keepsHistory(c) ? maxSeqLen : 0)
         loraRankCapacity = max(lora?.config.r ?? 0, loraRank, 1)
         layout = ScratchLayout(config: c, maxSeqLen: maxSeqLen, chunkRows: self.chunkRows, tileRows: tileRows, loraRank: loraRankCapacity)
         scratch = .allocate(capacity: layout.total)
@@ -108,18 +107,16 @@ public final class IncrementalDecoder {
         positions.deallocate()
         ids.deallocate()
         rstd.deallocate()
+        history.deallocate()
     }
 
     /// Bytes held: the KV cache plus the working buffers (scratch, index buffers, RoPE tables).
-    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes + (keepsHistory ? cache.maxSeqLen * 4 : 0) }
+    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes + history.count * 4 }
 
     /// Positions filled so far.
     public var position: Int { cache.length }
 
-    public func reset() {
-        cache.reset()
-        history.removeAll(keepingCapacity: true)
-    }
+    public func reset() { cache.reset() }
 
     @inline(__always) private func p(_ offset: Int) -> UnsafeMutablePointer<Float> { scratch.baseAddress! + offset }
     private var x: Int { layout.x }
@@ -148,7 +145,7 @@ public final class IncrementalDecoder {
         if cache.length > 0 && LayerRoPE.factorsDiffer(config: config, sequenceLength: length, shorter: cache.length) {
             // LongRoPE: the cached keys were rotated with the short factors; transformers then runs the whole
             // sequence again with the long ones (Phi3ForCausalLM.prepare_inputs_for_generation), and so does this.
-            let all = history + tokens
+            let all = Array(history[0..<cache.length]) + tokens
             reset()
             return try append(all)
         }
@@ -302,7 +299,8 @@ public final class IncrementalDecoder {
         }
         for segment in segments {
             segment.cache.length = segment.start + segment.rows.count
-            if segment.owner.keepsHistory { segment.owner.history += segment.rows.map { tokens[$0] } }
+            let history = segment.owner.history
+            if !history.isEmpty { for (offset, i) in segment.rows.enumerated() { history[segment.start + offset] = tokens[i] } }
         }
         lastChunkRows = m
     }

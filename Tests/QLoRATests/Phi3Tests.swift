@@ -1,5 +1,6 @@
 import Foundation
 import SafeTensors
+import GGUF
 import Testing
 @testable import QLoRA
 
@@ -172,6 +173,57 @@ import Testing
         #expect(b.dimensions == [4, 128] && tensors["blk.0.ffn_up.weight.lora_b"]?.dimensions == [4, 256])
         let entry = adapters.parameters.entry("base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight")!
         #expect(b.bytes == adapters.parameters.values(entry).withUnsafeBytes { Array($0) })
+    }
+
+    /// llama.cpp's `phi3` GGUF of the same model (Fixtures/gguf-model/tiny-phi3.gguf, F32) reads as the
+    /// same switches and computes the checkpoint's logits bit for bit, so transformers' within tolerance;
+    /// a merge written back to GGUF keeps the LongRoPE factor tensors; `qlora quantize` of the GGUF writes
+    /// a config.json that reads as the same switches.
+    @Test func llamaCppPhi3GGUFIsTheSameModel() throws {
+        let url = FixturePaths.url("gguf-model/tiny-phi3.gguf")
+        let gguf = try LlamaConfig.load(directory: url)
+        var expected = try Self.family.config()
+        expected.modelType = "phi3"
+        #expect(gguf.fusedProjections && gguf.rotaryDim == 12 && gguf.layerTypes == [.sliding, .sliding] && gguf.slidingWindow == 7)
+        let scaling = try #require(gguf.ropeScaling)
+        #expect(scaling.shortFactor == expected.ropeScaling!.shortFactor && scaling.longFactor == expected.ropeScaling!.longFactor)
+        #expect(scaling.originalMaxPositions == 8 && scaling.factor == 4)
+        // Stored as f32 by the converter; the tables use it as f32 either way.
+        #expect(Float(scaling.attentionFactor) == Float(expected.ropeScaling!.attentionFactor))
+        let fromGGUF = try LlamaLoader.load(directory: url, format: .dense32, precision: .fp32)
+        let fromSafeTensors = try Self.family.model()
+        let reference = try Self.family.reference()
+        let ids = try FamilyReferenceTests.Family.batch(reference).ids
+        func logits(_ model: LlamaModel) throws -> [Float] {
+            let executor = LlamaExecutor(model: model, lora: nil, shape: .init(batch: 2, seqLen: 12, training: false))
+            try executor.forward(inputIDs: ids, batch: 2, seqLen: 12)
+            var out = [Float](repeating: 0, count: 2 * 12 * model.config.vocabSize)
+            out.withUnsafeMutableBufferPointer { executor.logits(into: $0.baseAddress!) }
+            return out
+        }
+        let ggufLogits = try logits(fromGGUF)
+        #expect(ggufLogits == (try logits(fromSafeTensors)))
+        #expect(FamilyReferenceTests.Family.relativeError(ggufLogits, try reference.floats("base.logits")) <= FamilyReferenceTests.Family.tolerance)
+        let prompt = try reference.integers("greedy.prompt").map { Int32($0) }
+        #expect(try Generator(model: fromGGUF, lora: nil, maxSeqLen: 13).generate(prompt: prompt, maxNewTokens: 8)
+                == (try reference.integers("greedy.base").map { Int32($0) }))
+
+        let out = NSTemporaryDirectory() + "phi3-merged-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try GGUFModelWriter.write(fromGGUF, base: try GGUFFile(path: url.path), type: .f32, to: out)
+        let written = try GGUFFile(path: out)
+        #expect(try written.floats("rope_factors_long.weight") == (try GGUFFile(path: url.path).floats("rope_factors_long.weight")))
+        #expect(try LlamaConfig.load(directory: URL(fileURLWithPath: out)) == gguf)
+
+        let quantized = NSTemporaryDirectory() + "phi3-nf4-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: quantized) }
+        _ = try GGUFCheckpointQuantizer.quantize(input: url.path, output: quantized)
+        var reread = try LlamaConfig.load(directory: URL(fileURLWithPath: quantized))
+        reread.quantizationConfig = nil
+        reread.dtype = gguf.dtype
+        var ggufWithoutTokens = gguf
+        (ggufWithoutTokens.bosTokenID, ggufWithoutTokens.eosTokenIDs, ggufWithoutTokens.padTokenID) = (reread.bosTokenID, reread.eosTokenIDs, reread.padTokenID)
+        #expect(reread == ggufWithoutTokens)
     }
 
     /// A Llama-layout checkpoint under model_type phi3 (or the reverse) is refused by tensor name.

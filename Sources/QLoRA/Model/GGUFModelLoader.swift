@@ -6,10 +6,10 @@ import GGUF
 /// converted on load like a safetensors checkpoint's.
 public enum GGUFModelLoader {
     /// Architectures whose block is our decoder block. llama.cpp's converter permutes q/k rows for its
-    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2, qwen3 and gemma3 keep Hugging
-    /// Face's order.
-    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3"]
-    static let unpermuted: Set<String> = ["qwen2", "qwen3", "gemma3_text"]
+    /// rotary layout in `llama` (which SmolLM2 and Mistral use); qwen2, qwen3, gemma3 and phi3 keep Hugging
+    /// Face's order (phi3's q/k/v are fused in attn_qkv, gate/up in ffn_up, as in the checkpoint).
+    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3"]
+    static let unpermuted: Set<String> = ["qwen2", "qwen3", "gemma3_text", "phi3"]
 
     /// Our model_type of a GGUF architecture (Gemma 3's text decoder is `gemma3_text` in transformers).
     static func modelType(architecture: String) -> String { architecture == "gemma3" ? "gemma3_text" : architecture }
@@ -71,6 +71,8 @@ public enum GGUFModelLoader {
             if optional("attn_logit_softcapping") != nil {
                 throw ModelError.unsupported(path: path, reason: "gemma3.attn_logit_softcapping (soft-capped attention scores are not implemented)")
             }
+        } else if arch == "phi3" {
+            try readPhi3(file, into: &config)
         } else if arch == "mistral" || arch == "llama", let window = optional("attention.sliding_window")?.int, window > 0 {
             config.slidingWindow = window
             config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
@@ -84,6 +86,48 @@ public enum GGUFModelLoader {
         }
         try config.validate(path: path)
         return config
+    }
+
+    /// What convert_hf_to_gguf's Phi3MiniModel writes: fused linears, `rope.dimension_count` (the rotary
+    /// dims), LongRoPE as the tensors rope_factors_long / rope_factors_short with
+    /// `rope.scaling.original_context_length` and `rope.scaling.attn_factor`, `attention.sliding_window`
+    /// (0: none). The factors are applied as transformers applies them (the long set for a pass past the
+    /// original length).
+    static func readPhi3(_ file: GGUFFile, into config: inout LlamaConfig) throws {
+        let path = file.path
+        func optional(_ key: String) -> GGUFValue? { file["phi3.\(key)"] }
+        config.fusedProjections = true
+        let rotary = optional("rope.dimension_count")?.int ?? config.headDim
+        config.partialRotaryFactor = Double(rotary) / Double(config.headDim)
+        guard config.rotaryDim == rotary else {
+            throw ModelError.unsupported(path: path, reason: "phi3.rope.dimension_count \(rotary) of head_dim \(config.headDim) (not a factor this decoder reproduces)")
+        }
+        let hasLong = file.contains("rope_factors_long.weight"), hasShort = file.contains("rope_factors_short.weight")
+        if hasLong || hasShort {
+            guard hasLong && hasShort else {
+                throw ModelError.missingTensor(path: path, tensor: hasLong ? "rope_factors_short.weight" : "rope_factors_long.weight")
+            }
+            guard let original = optional("rope.scaling.original_context_length")?.int, original > 0 else {
+                throw GGUFError.missingKey(path: path, key: "phi3.rope.scaling.original_context_length")
+            }
+            func factors(_ name: String) throws -> [Double] {
+                let values = try file.floats(name)
+                guard values.count == rotary / 2, values.allSatisfy({ $0 > 0 }) else {
+                    throw ModelError.wrongShape(path: path, tensor: name, expected: [rotary / 2], actual: try file.info(name).shape)
+                }
+                return values.map(Double.init)
+            }
+            let factor = Double(config.maxPositionEmbeddings) / Double(original)
+            config.ropeScaling = RoPEScaling(
+                type: "longrope", factor: factor, originalMaxPositions: original,
+                shortFactor: try factors("rope_factors_short.weight"), longFactor: try factors("rope_factors_long.weight"),
+                attentionFactor: optional("rope.scaling.attn_factor")?.double
+                    ?? RoPEScaling.longRoPEAttentionFactor(factor: factor, originalMaxPositions: original))
+        }
+        if let window = optional("attention.sliding_window")?.int, window > 0 {
+            config.slidingWindow = window
+            config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
+        }
     }
 
     /// llama.cpp's name of a layer's projection.

@@ -12,6 +12,7 @@ safetensors 0.8.0, numpy 2.4.6:
     ~/ref-venv/bin/python scripts/make-family-fixtures.py qwen3
     ~/ref-venv/bin/python scripts/make-family-fixtures.py gemma3
     ~/ref-venv/bin/python scripts/make-family-fixtures.py smollm3
+    ~/ref-venv/bin/python scripts/make-family-fixtures.py phi3
 
 qwen3 exercises every Qwen3 switch: per-head q/k RMSNorm (weights jittered away from 1), an explicit
 head_dim (32) that is not hidden / heads (16), grouped-query attention, tied embeddings, no attention bias.
@@ -20,6 +21,11 @@ gemma3 exercises every Gemma 3 switch: (1 + w) norms (w jittered away from 0), G
 the sqrt(hidden) embedding scale, q/k norms, query_pre_attn_scalar (24, not head_dim), two sliding-window
 layers (window 5 < the 12-token batch) with their own RoPE base around one global layer with linear RoPE
 scaling, and a final logit soft-cap (5, small enough to bend these logits; Gemma 3's own configs leave it off).
+
+phi3 exercises every Phi-3 / Phi-4-mini switch: fused qkv_proj and gate_up_proj (one LoRA each, PEFT's phi3
+targets), partial rotary (0.75 of head_dim 16: 12 dims rotate, 4 pass through), LongRoPE (original length 8 <
+the 12-token batch, so the batch rotates with long_factor; greedy decoding crosses 8 and transformers re-runs
+the sequence with the long factors), a sliding window of 7 on every layer, tied embeddings as in Phi-4-mini.
 """
 import sys
 import json
@@ -30,8 +36,8 @@ import shutil
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Gemma3ForCausalLM, Gemma3TextConfig, Qwen3Config,
-                          Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
+from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config,
+                          Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 from peft import LoraConfig, get_peft_model
 
 torch.set_num_threads(2)
@@ -64,13 +70,23 @@ FAMILIES = {
         no_rope_layers=[1, 0, 1], use_sliding_window=False, tie_word_embeddings=True, attention_bias=False,
         mlp_bias=False, bos_token_id=1, eos_token_id=2, pad_token_id=0, hidden_act="silu", attention_dropout=0.0,
         initializer_range=0.2)),
+    # Phi-3: fused projections, partial rotary, LongRoPE from 8 positions, a window on every layer.
+    "phi3": dict(config=Phi3Config, model=Phi3ForCausalLM, norm_center=1.0,
+                 targets=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"], arch=dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32, original_max_position_embeddings=8, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.25, 1.5, 2.0, 2.5, 3.0],
+                         "long_factor": [1.5, 2.0, 4.0, 8.0, 16.0, 32.0]},
+        sliding_window=7, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        hidden_act="silu", attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0, initializer_range=0.2)),
 }
 SPEC = FAMILIES[FAMILY]
 ARCH = SPEC["arch"]
 MODEL_SEED, NORM_SEED, BATCH_SEED, LORA_SEED = 0, 1, 2, 3
 NORM_JITTER = 0.1
 BATCH, SEQ = 2, 12
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = SPEC.get("targets", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 R, ALPHA = 4, 8
 PROMPT = [1, 17, 200, 5, 99]
 NEW_TOKENS = 8
@@ -148,6 +164,20 @@ def lora_case(prefix, model, init, ids, labels, tensors):
     return pm, float(out.loss)
 
 
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def merged_hashes(model, init):
+    """FNV-1a 64 of the fp32 bytes of every decoder linear after PEFT's merge_and_unload."""
+    merged = peft_model(model, init)[0].merge_and_unload()
+    return {name: fnv1a64(p.detach().float().contiguous().numpy().tobytes())
+            for name, p in sorted(merged.state_dict().items()) if name.startswith("model.layers.") and name.endswith("_proj.weight")}
+
+
 def greedy(model, prompt):
     """transformers' KV-cache greedy decode, checked against argmax of a full (no-cache) forward at every
     step; returns the tokens and the smallest top-1 / top-2 logit gap (how robust the choice is)."""
@@ -208,6 +238,7 @@ def main():
     with open(cfg_path, "w") as f:
         f.write(json.dumps(cfg, indent=2, sort_keys=True))
     os.remove(os.path.join(adapter_dir, "README.md"))        # PEFT's model card boilerplate
+    meta["merged_fnv1a64"] = merged_hashes(load(), init)
 
     # 3. Greedy decoding (KV cache) of the base and of the base with the adapter.
     tensors["greedy.prompt"] = torch.tensor(PROMPT)

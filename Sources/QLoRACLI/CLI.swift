@@ -41,7 +41,7 @@ public enum CLI {
         Usage: qlora <command> [options]     (qlora <command> --help for each)
 
         Models: Llama-family decoders, Hugging Face directories or GGUF files whose model_type is
-        \(LlamaConfig.modelTypes.joined(separator: ", ")) (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2, Qwen3, Gemma 3, SmolLM3).
+        \(LlamaConfig.modelTypes.joined(separator: ", ")) (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2, Qwen3, Gemma 3, SmolLM3, Phi-3 / Phi-4-mini).
 
         Commands:
         \(lines.joined(separator: "\n"))

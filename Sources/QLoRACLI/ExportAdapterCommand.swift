@@ -38,7 +38,7 @@ public enum ExportAdapterCommand: Command {
         try PathChecks.readableFile((adapter as NSString).appendingPathComponent("adapter_config.json"), command: name, option: "adapter")
         let modelURL = URL(fileURLWithPath: model)
         let config = try LlamaConfig.load(directory: modelURL)
-        let architecture = GGUFModelLoader.isGGUF(modelURL) ? config.modelType : (["qwen2", "qwen3"].contains(config.modelType) ? config.modelType : "llama")
+        let architecture = GGUFModelLoader.isGGUF(modelURL) ? config.modelType : (["qwen2", "qwen3", "phi3"].contains(config.modelType) ? config.modelType : "llama")
         let adapters = try PEFTAdapterIO.load(directory: URL(fileURLWithPath: adapter), modelConfig: config)
         let writer = try GGUFAdapterExport.writer(adapters, architecture: architecture)
         try writer.write(to: output)

@@ -29,7 +29,7 @@ public enum MemoryCommand: Command {
       --rank R                 LoRA rank (default 16)
       --alpha A                LoRA alpha (default 2 x rank; does not change memory)
       --targets LIST           comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
-                               or all-linear (default all-linear)
+                               (Phi-3: qkv_proj,o_proj,gate_up_proj,down_proj) or all-linear (default)
       --dropout P              LoRA dropout; > 0 adds a dropout scratch buffer (default 0)
       --modules-to-save LIST   embed_tokens and/or lm_head trained in full beside the adapters
       --full                   full fine-tuning instead of LoRA, as `train --full`: fp32, or with

@@ -73,12 +73,13 @@ public enum TrainCommand: Command {
                 throw CLIError.failed("qlora train: --adapter \(adapter): \(error)")
             }
             // The adapter decides its shape; a flag that says otherwise is a mistake, not an override.
+            let modelConfig = try LlamaConfig.load(directory: URL(fileURLWithPath: model))
             let given: [(String, String, String)] = [
                 ("rank", args.string("rank") ?? "", "\(config.r)"), ("alpha", args.string("alpha") ?? "", "\(config.loraAlpha)"),
-                ("targets", args.string("targets") ?? "", config.resolvedTargets.joined(separator: ",")),
+                ("targets", args.string("targets") ?? "", config.targets(in: modelConfig).joined(separator: ",")),
             ]
             for (option, value, adapterValue) in given where !value.isEmpty {
-                let same = option == "targets" ? Set(LoRAConfig(targetModules: value.split(separator: ",").map(String.init)).resolvedTargets) == Set(config.resolvedTargets)
+                let same = option == "targets" ? Set(LoRAConfig(targetModules: value.split(separator: ",").map(String.init)).targets(in: modelConfig)) == Set(config.targets(in: modelConfig))
                     : Double(value) == Double(adapterValue)
                 guard same else {
                     throw CLIError.failed("qlora train: --\(option) \(value) conflicts with the adapter's \(adapterValue) (\(adapter)/adapter_config.json); drop --\(option) to continue that adapter.")

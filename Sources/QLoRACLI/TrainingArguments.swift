@@ -20,7 +20,8 @@ struct TrainingArguments {
         --rank R                 (default 16)
         --alpha A                lora_alpha (default 2 * rank)
         --dropout P              lora_dropout (default 0)
-        --targets LIST           comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default)
+        --targets LIST           comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (Phi-3:
+                                 qkv_proj,o_proj,gate_up_proj,down_proj) or all-linear (default)
         --layers LIST            layers_to_transform, e.g. 0,1,2 (default all)
         --rslora                 scale by alpha/sqrt(r) instead of alpha/r
         --init kaiming|gaussian  init_lora_weights (default kaiming: PEFT's default)

@@ -30,7 +30,7 @@ enum DecodeProductBenchmark: Benchmark {
         print("qlora-bench gemv — \(GemmKernel.summary); CPU \(CPUFeatures.current.modelName); threads \(Parallel.threads)")
         print("model \(path), --quant \(quant), layer \(layer); best of \(repeats) one-row products")
         print("weight        out x in       format                      µs    GB/s")
-        var linears: [(String, BaseLinear)] = Projection.allCases.map { ($0.moduleName, model.layers[layer].linears[$0.rawValue]) }
+        var linears: [(String, BaseLinear)] = model.config.layerProjections.map { ($0.moduleName, model.layers[layer].linear($0)) }
         linears.append(("lm_head", model.lmHead))
         var generator = SeededGenerator(seed: 3)
         var total = 0.0

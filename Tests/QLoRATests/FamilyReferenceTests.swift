@@ -9,7 +9,8 @@ import Testing
 /// memory plan, greedy KV-cache decoding, and the writers (PEFT adapter, bitsandbytes checkpoint, merge).
 /// qwen3: per-head q/k norms, explicit head_dim. gemma3: (1 + w) norms, GeGLU, sandwich norms, the
 /// embedding scale, query_pre_attn_scalar, sliding-window layers with a local RoPE, a logit soft-cap.
-/// smollm3: a layer without RoPE (no_rope_layers).
+/// smollm3: a layer without RoPE (no_rope_layers). phi3: fused qkv_proj / gate_up_proj (one adapter
+/// each), partial rotary, LongRoPE past its original length, a sliding window on every layer.
 @Suite struct FamilyReferenceTests {
     struct Family: CustomStringConvertible, Sendable {
         var name: String
@@ -43,7 +44,7 @@ import Testing
         }
     }
 
-    static let families = [Family(name: "qwen3"), Family(name: "gemma3"), Family(name: "smollm3")]
+    static let families = [Family(name: "qwen3"), Family(name: "gemma3"), Family(name: "smollm3"), Family(name: "phi3")]
     static let nf4 = BaseWeightFormat.quantized(QuantizationOptions())
 
     // MARK: - Forward
@@ -109,7 +110,7 @@ import Testing
         let lossError = abs(loss.sum / Double(loss.count) - expectedLoss) / expectedLoss
         #expect(lossError <= Family.tolerance, "\(c) loss \(loss.sum / Double(loss.count)) vs \(expectedLoss)")
         var worst = 0.0, worstKey = ""
-        #expect(lora.parameters.entries.count == model.config.numHiddenLayers * 7 * 2)
+        #expect(lora.parameters.entries.count == model.config.numHiddenLayers * model.config.layerProjections.count * 2)
         for entry in lora.parameters.entries {
             let expected = try reference.floats(c.prefix + "grad." + entry.key)
             #expect(expected.contains { $0 != 0 }, "\(entry.key): the reference gradient is zero")
@@ -233,7 +234,8 @@ import Testing
         let ourFile = try SafeTensorsFile(path: out.appendingPathComponent(PEFTAdapterIO.weightsFile).path)
         let theirFile = try SafeTensorsFile(path: theirs.appendingPathComponent(PEFTAdapterIO.weightsFile).path)
         #expect(ourFile.names.sorted() == theirFile.names.sorted())
-        #expect(theirFile.names.contains("base_model.model.model.layers.1.self_attn.k_proj.lora_A.weight"))
+        let firstLinear = LlamaConfig.modulePath(layer: 1, model.config.layerProjections[0])
+        #expect(theirFile.names.contains("base_model.model.\(firstLinear).lora_A.weight"))
         #expect(try Data(contentsOf: out.appendingPathComponent(PEFTAdapterIO.weightsFile))
                 == (try Data(contentsOf: theirs.appendingPathComponent(PEFTAdapterIO.weightsFile))))
         var ours = try JSONValue.parse(data: Data(contentsOf: out.appendingPathComponent(PEFTAdapterIO.configFile))).members!
@@ -252,7 +254,8 @@ import Testing
         var options = QuantizeOptions()
         options.computeDType = .F32   // the reference was quantized with bnb_4bit_compute_dtype float32
         let summary = try CheckpointQuantizer.quantize(input: family.url("model").path, output: output, options: options)
-        #expect(summary.tensorsQuantized == 7 * (try family.config()).numHiddenLayers)
+        let config = try family.config()
+        #expect(summary.tensorsQuantized == config.layerProjections.count * config.numHiddenLayers)
         let expected = family.url("model-nf4")
         let got = try SafeTensorsFile(path: output + "/model.safetensors")
         for name in got.names where name.hasSuffix("norm.weight") {
@@ -277,6 +280,13 @@ import Testing
         let source = try SafeTensorsFile(path: family.url("model/model.safetensors").path)
         #expect(written.names.sorted() == source.names.sorted())
         for name in source.names where name.hasSuffix("norm.weight") { #expect(try written.floats(name) == source.floats(name), "\(name)") }
+        // Every merged linear (Phi-3's fused ones among them) is PEFT's merge_and_unload bit for bit.
+        let meta = try JSONValue.parse(data: Data(contentsOf: family.url("meta.json")))
+        let hashes = try #require(meta["merged_fnv1a64"]?.members)
+        #expect(hashes.count == merged.config.numHiddenLayers * merged.config.layerProjections.count)
+        for (name, hash) in hashes {
+            #expect(String(format: "%016llx", fnv1a64(try written.rawBytes(name))) == hash.stringValue, "\(name) differs from merge_and_unload")
+        }
         let reloaded = try LlamaLoader.load(directory: out, format: .dense32, precision: .fp32)
         let reference = try family.reference()
         let executor = LlamaExecutor(model: reloaded, lora: nil, shape: .init(batch: 2, seqLen: 12, training: false))

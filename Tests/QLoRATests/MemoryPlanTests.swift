@@ -199,7 +199,7 @@ import Testing
         // fp32: weights 4 + grads 4 + AdamW 8 bytes; bf16 mixed: + 2 for each element of a linear (the
         // working copies the GEMMs read) and of an untied lm_head.
         #expect(fp32.breakdown[.trainableParameters] == section)
-        let linears = config.numHiddenLayers * LlamaConfig.layerLinears.reduce(0) { $0 + config.linearShape($1)!.outFeatures * config.linearShape($1)!.inFeatures }
+        let linears = config.numHiddenLayers * config.layerLinears.reduce(0) { $0 + config.linearShape($1)!.outFeatures * config.linearShape($1)!.inFeatures }
         let head = config.tieWordEmbeddings ? 0 : config.vocabSize * config.hiddenSize
         #expect(mixed.breakdown[.trainableParameters] == section + 2 * (linears + head))
         for plan in [fp32, mixed] {
@@ -220,14 +220,16 @@ import Testing
                       ("qwen3-8b", 8_190_735_360),
                       // Gemma 3 (four norms per layer, head_dim 256): 270M and 1B as published; 4B is its text decoder.
                       ("gemma3-270m", 268_098_176), ("gemma3-1b", 999_885_952), ("gemma3-4b", 3_880_263_168),
-                      ("smollm3-3b", 3_075_098_624)])
+                      ("smollm3-3b", 3_075_098_624),
+                      // Phi-4-mini (fused qkv / gate_up, tied): HF's 3,836,021,760.
+                      ("phi-4-mini", 3_836_021_760)])
     func publishedConfigsHaveTheirPublishedParameterCounts(_ name: String, _ parameters: Int) throws {
         let config = try LlamaConfig.load(directory: FixturePaths.url("configs/\(name).json"))
         #expect(config.totalParameterCount == parameters)
     }
 
     @Test(arguments: ["llama-2-7b", "llama-3-8b", "llama-3-70b", "smollm2-135m", "tinyllama-1.1b", "qwen3-0.6b", "qwen3-1.7b",
-                      "qwen3-4b", "qwen3-8b", "gemma3-270m", "gemma3-1b", "gemma3-4b", "smollm3-3b"])
+                      "qwen3-4b", "qwen3-8b", "gemma3-270m", "gemma3-1b", "gemma3-4b", "smollm3-3b", "phi-4-mini"])
     func largeConfigsPlanWithoutWeights(_ name: String) throws {
         let config = try LlamaConfig.load(directory: FixturePaths.url("configs/\(name).json"))
         let start = Date()

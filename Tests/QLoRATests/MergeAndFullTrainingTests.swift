@@ -92,7 +92,7 @@ func fnv1a64<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {
         #expect(abs(loss.sum / Double(loss.count) - 7.349911) < 1e-4)
         let s = Double(adapters.config.scaling)
         for layer in 0..<2 {
-            for projection in Projection.allCases {
+            for projection in model.config.layerProjections {
                 let prefix = LoRAAdapters.keyPrefix(layer: layer, projection: projection)
                 let adapter = adapters.adapters[layer][projection.rawValue]!
                 let g = full.parameters.values(full.parameters.entry(LlamaConfig.modulePath(layer: layer, linear: projection.moduleName) + ".weight")!, section: 1)

@@ -1,62 +1,95 @@
 import Foundation
 
-// N = rows (B*T), D = head dim, P = maxPositions, heads = heads per row (H for q, KV for k).
-// Layout: Hugging Face Llama "rotate_half": within a head, dims i and i + D/2 form a rotated pair.
+// N = rows (B*T), D = head dim, R = rotary dim (D, or Phi-3's partial D * partial_rotary_factor),
+// P = maxPositions, heads = heads per row (H for q, KV for k).
+// Layout: Hugging Face "rotate_half" over the first R dims of a head: dims i and i + R/2 form a rotated
+// pair; dims R..<D pass through.
 
 /// RoPE frequency scaling as in a Hugging Face config's `rope_scaling` / `rope_parameters`.
-/// Types: "default" (no scaling), "linear" (inv_freq / factor), "llama3" (all fields).
+/// Types: "default" (no scaling), "linear" (inv_freq / factor), "llama3" (factor, low/high freq factors,
+/// original max positions), "longrope" (Phi-3: per-frequency short / long factors and a cos/sin factor).
 public struct RoPEScaling: Sendable, Equatable {
     public var type: String
     public var factor: Double
     public var lowFreqFactor: Double
     public var highFreqFactor: Double
     public var originalMaxPositions: Int
+    /// LongRoPE: inv_freq is divided per frequency by these (R/2 each): `short_factor` while a call's
+    /// positions stay within `originalMaxPositions`, `long_factor` beyond.
+    public var shortFactor: [Double]
+    public var longFactor: [Double]
+    /// LongRoPE: cos and sin are multiplied by this (`attention_factor`, or transformers' default from the
+    /// context extension factor).
+    public var attentionFactor: Double
 
     public init(type: String, factor: Double = 1, lowFreqFactor: Double = 1, highFreqFactor: Double = 4,
-                originalMaxPositions: Int = 8192) {
+                originalMaxPositions: Int = 8192, shortFactor: [Double] = [], longFactor: [Double] = [],
+                attentionFactor: Double = 1) {
         self.type = type
         self.factor = factor
         self.lowFreqFactor = lowFreqFactor
         self.highFreqFactor = highFreqFactor
         self.originalMaxPositions = originalMaxPositions
+        self.shortFactor = shortFactor
+        self.longFactor = longFactor
+        self.attentionFactor = attentionFactor
     }
 
     /// The rope types `RoPETable` implements; the config loader should reject others with its own error.
-    public static let supportedTypes: Set<String> = ["default", "linear", "llama3"]
+    public static let supportedTypes: Set<String> = ["default", "linear", "llama3", "longrope"]
+
+    /// transformers' default LongRoPE attention factor: sqrt(1 + ln(factor) / ln(original)), 1 without extension.
+    public static func longRoPEAttentionFactor(factor: Double, originalMaxPositions: Int) -> Double {
+        factor <= 1 ? 1 : (1 + Foundation.log(factor) / Foundation.log(Double(originalMaxPositions))).squareRoot()
+    }
+
+    /// transformers' `longrope_frequency_update`: a forward whose largest position + 1 (`sequenceLength`)
+    /// exceeds original_max_position_embeddings rotates every position with the long factors.
+    public func usesLongFactors(sequenceLength: Int) -> Bool {
+        type == "longrope" && sequenceLength > originalMaxPositions
+    }
 }
 
 /// cos / sin tables for every position, computed the way transformers does in float32, and the rotation.
 public struct RoPETable: Sendable {
     public let headDim: Int
+    /// Leading dims of each head that rotate (R); the other D - R pass through.
+    public let rotaryDim: Int
     public let maxPositions: Int
-    /// (D/2) inverse frequencies after scaling, float32 as transformers computes them.
+    /// (R/2) inverse frequencies after scaling, float32 as transformers computes them.
     public let inverseFrequencies: [Float]
-    /// (P, D/2) cos(position * inv_freq), the fp32 angle as in transformers (fp32 product).
+    /// (P, R/2) cos(position * inv_freq) [* LongRoPE's attention factor], the fp32 angle as in
+    /// transformers (fp32 product).
     public let cos: [Float]
-    /// (P, D/2)
+    /// (P, R/2)
     public let sin: [Float]
 
-    /// Bytes of the tables: cos and sin (P, D/2) and the inverse frequencies (D/2), fp32.
-    public static func bytes(headDim: Int, maxPositions: Int) -> Int { (2 * maxPositions * (headDim / 2) + headDim / 2) * 4 }
-    public var bytes: Int { Self.bytes(headDim: headDim, maxPositions: maxPositions) }
+    /// Bytes of the tables: cos and sin (P, R/2) and the inverse frequencies (R/2), fp32.
+    public static func bytes(rotaryDim: Int, maxPositions: Int) -> Int { (2 * maxPositions * (rotaryDim / 2) + rotaryDim / 2) * 4 }
+    public var bytes: Int { Self.bytes(rotaryDim: rotaryDim, maxPositions: maxPositions) }
 
     /// `scaling` nil or type "default" = plain RoPE. The type must be in `RoPEScaling.supportedTypes`
-    /// (checked by the config loader; an unknown type here is a programming error).
-    public init(headDim: Int, maxPositions: Int, theta: Double, scaling: RoPEScaling?) {
-        precondition(headDim > 0 && headDim % 2 == 0, "RoPE head dim must be even, got \(headDim)")
+    /// (checked by the config loader; an unknown type here is a programming error). `rotaryDim` nil = D.
+    /// `longFactors`: LongRoPE's long-context set (see `RoPEScaling.usesLongFactors`).
+    public init(headDim: Int, rotaryDim: Int? = nil, maxPositions: Int, theta: Double, scaling: RoPEScaling?, longFactors: Bool = false) {
+        let rotaryDim = rotaryDim ?? headDim
+        precondition(rotaryDim > 0 && rotaryDim % 2 == 0 && rotaryDim <= headDim, "RoPE rotary dim must be even and at most head_dim, got \(rotaryDim) of \(headDim)")
         self.headDim = headDim
+        self.rotaryDim = rotaryDim
         self.maxPositions = maxPositions
-        let inverse = RoPETable.inverseFrequencies(headDim: headDim, theta: theta, scaling: scaling)
+        let inverse = RoPETable.inverseFrequencies(headDim: rotaryDim, theta: theta, scaling: scaling, longFactors: longFactors)
         inverseFrequencies = inverse
-        let half = headDim / 2
+        // torch: emb.cos() * attention_scaling, the Python float rounded to fp32, one fp32 product.
+        let attention = scaling?.type == "longrope" ? Float(scaling!.attentionFactor) : 1
+        let half = rotaryDim / 2
         var cosTable = [Float](repeating: 0, count: maxPositions * half)
         var sinTable = [Float](repeating: 0, count: maxPositions * half)
         for p in 0..<maxPositions {
             for i in 0..<half {
                 // transformers: (inv_freq @ position_ids) in fp32 (K = 1: one rounded product), then cos/sin in fp32.
                 let angle = Float(p) * inverse[i]
-                cosTable[p * half + i] = Float(Foundation.cos(Double(angle)))
-                sinTable[p * half + i] = Float(Foundation.sin(Double(angle)))
+                cosTable[p * half + i] = Float(Foundation.cos(Double(angle))) * attention
+                sinTable[p * half + i] = Float(Foundation.sin(Double(angle))) * attention
             }
         }
         cos = cosTable
@@ -66,15 +99,16 @@ public struct RoPETable: Sendable {
     /// transformers' `_compute_default_rope_parameters` (+ `_compute_linear_scaling_rope_parameters`,
     /// `_compute_llama3_parameters`), op by op in float32 as torch does:
     /// inv_freq = 1 / theta^(float(arange(0, D, 2)) / D). torch's float32 pow is Sleef (<= 1 ulp); here
-    /// the correctly rounded pow, so an element may differ by 1 ulp.
-    public static func inverseFrequencies(headDim: Int, theta: Double, scaling: RoPEScaling?) -> [Float] {
+    /// the correctly rounded pow, so an element may differ by 1 ulp. `headDim` is the rotary dim R.
+    public static func inverseFrequencies(headDim: Int, theta: Double, scaling: RoPEScaling?, longFactors: Bool = false) -> [Float] {
         let half = headDim / 2
         let base = Float(theta)
-        var inverse = (0..<half).map { i -> Float in
+        // base ** (arange(0, D, 2) / D), fp32.
+        let powers = (0..<half).map { i -> Float in
             let exponent = Float(2 * i) / Float(headDim)
-            let power = Float(Foundation.pow(Double(base), Double(exponent)))
-            return 1 / power
+            return Float(Foundation.pow(Double(base), Double(exponent)))
         }
+        var inverse = powers.map { 1 / $0 }
         guard let scaling, scaling.type != "default" else { return inverse }
         switch scaling.type {
         case "linear":
@@ -98,6 +132,11 @@ public struct RoPETable: Sendable {
                 let isMedium = !(wavelength < highFreqWavelength) && !(wavelength > lowFreqWavelength)
                 return isMedium ? smoothed : scaled
             }
+        case "longrope":
+            // `_compute_longrope_parameters`: 1.0 / (ext_factors * base**inv_freq_shape), fp32 tensors.
+            let factors = longFactors ? scaling.longFactor : scaling.shortFactor
+            precondition(factors.count == half, "longrope factors: \(factors.count) for \(half) frequencies")
+            inverse = powers.indices.map { i in 1 / (Float(factors[i]) * powers[i]) }
         default:
             preconditionFailure("unsupported rope type \(scaling.type); supported: \(RoPEScaling.supportedTypes.sorted())")
         }
@@ -118,7 +157,7 @@ public struct RoPETable: Sendable {
     }
 
     private func rotate(_ x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>, rows: Int, heads: Int, inverse: Bool) {
-        let D = headDim, half = D / 2
+        let D = headDim, half = rotaryDim / 2
         cos.withUnsafeBufferPointer { cosBuffer in
             sin.withUnsafeBufferPointer { sinBuffer in
                 let cosBase = cosBuffer.baseAddress!, sinBase = sinBuffer.baseAddress!
@@ -152,7 +191,7 @@ public struct RoPETable: Sendable {
     public enum Reference {
         public static func apply(_ x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>, rows: Int, heads: Int,
                                  headDim: Int, inverseFrequencies: [Float], inverse: Bool = false) {
-            let half = headDim / 2
+            let half = inverseFrequencies.count
             for n in 0..<rows {
                 for h in 0..<heads {
                     for i in 0..<half {

@@ -19,7 +19,7 @@ public enum GGUFAdapterExport {
         w.set("adapter.lora.alpha", .float32(adapters.config.scaling * Float(config.r)))
         func bytes(_ values: [Float]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
         for layer in 0..<model.numHiddenLayers {
-            for projection in Projection.allCases where config.adapts(layer: layer, linear: projection.moduleName) {
+            for projection in model.layerProjections where config.adapts(layer: layer, linear: projection.moduleName) {
                 let prefix = LoRAAdapters.keyPrefix(layer: layer, projection: projection)
                 guard let a = adapters.parameters.entry(prefix + ".lora_A.weight"), let b = adapters.parameters.entry(prefix + ".lora_B.weight") else {
                     continue

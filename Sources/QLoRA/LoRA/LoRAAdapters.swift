@@ -18,15 +18,15 @@ public final class LoRAAdapters {
         var adapters: [[LoRAAdapter?]] = []
         var stream: UInt64 = 0
         for layer in 0..<modelConfig.numHiddenLayers {
-            var row: [LoRAAdapter?] = []
-            for projection in Projection.allCases {
-                guard config.adapts(layer: layer, linear: projection.moduleName) else { row.append(nil); continue }
+            // Indexed by Projection.rawValue; a fused linear (Phi-3's qkv_proj) is one adapter, as in PEFT.
+            var row = [LoRAAdapter?](repeating: nil, count: Projection.allCases.count)
+            for projection in modelConfig.layerProjections where config.adapts(layer: layer, linear: projection.moduleName) {
                 let prefix = Self.keyPrefix(layer: layer, projection: projection)
                 let a = parameters.entry(prefix + ".lora_A.weight")!
                 let b = parameters.entry(prefix + ".lora_B.weight")!
-                let shape = modelConfig.linearShape(projection.moduleName)!
+                let shape = modelConfig.shape(of: projection)
                 stream += 1
-                row.append(LoRAAdapter(
+                row[projection.rawValue] = (LoRAAdapter(
                     rank: config.r, inFeatures: shape.inFeatures, outFeatures: shape.outFeatures,
                     scale: config.scaling, dropout: Float(config.loraDropout),
                     a: parameters.parameter(a), b: parameters.parameter(b),
@@ -46,6 +46,10 @@ public final class LoRAAdapters {
         if let layers = config.layersToTransform, let bad = layers.first(where: { $0 < 0 || $0 >= modelConfig.numHiddenLayers }) {
             throw LoRAError.badConfig("layers_to_transform has \(bad), but the model has layers 0..<\(modelConfig.numHiddenLayers)")
         }
+        // PEFT raises when a named target matches no module of the model; so does this.
+        if !config.targetModules.contains("all-linear"), let missing = config.resolvedTargets.first(where: { !modelConfig.layerLinears.contains($0) }) {
+            throw LoRAError.badConfig("target module '\(missing)' is not a linear of model_type \(modelConfig.modelType), whose layers have \(modelConfig.layerLinears.joined(separator: ", "))")
+        }
         if modelConfig.tieWordEmbeddings && !config.modulesToSave.isEmpty {
             throw LoRAError.badConfig("modules_to_save (\(config.modulesToSave.joined(separator: ", "))) on a model whose lm_head is tied to embed_tokens would untie them; not supported")
         }
@@ -56,8 +60,8 @@ public final class LoRAAdapters {
     public static func tensorShapes(modelConfig: LlamaConfig, config: LoRAConfig) -> [(key: String, shape: [Int])] {
         var tensors: [(key: String, shape: [Int])] = []
         for layer in 0..<modelConfig.numHiddenLayers {
-            for projection in Projection.allCases where config.adapts(layer: layer, linear: projection.moduleName) {
-                let shape = modelConfig.linearShape(projection.moduleName)!
+            for projection in modelConfig.layerProjections where config.adapts(layer: layer, linear: projection.moduleName) {
+                let shape = modelConfig.shape(of: projection)
                 let prefix = keyPrefix(layer: layer, projection: projection)
                 tensors.append((prefix + ".lora_A.weight", [config.r, shape.inFeatures]))
                 tensors.append((prefix + ".lora_B.weight", [shape.outFeatures, config.r]))
@@ -113,7 +117,7 @@ public final class LoRAAdapters {
     }
 
     public static func keyPrefix(layer: Int, projection: Projection) -> String {
-        "base_model.model." + LlamaConfig.modulePath(layer: layer, linear: projection.moduleName)
+        "base_model.model." + LlamaConfig.modulePath(layer: layer, projection)
     }
 
     /// PEFT's default init: A kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.

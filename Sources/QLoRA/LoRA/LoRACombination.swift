@@ -30,7 +30,7 @@ public enum LoRACombination: String, Sendable, CaseIterable {
         config.r = rank
         config.loraAlpha = Double(rank)
         let targets = Set(inputs.flatMap(\.adapters.config.resolvedTargets))
-        config.targetModules = LlamaConfig.layerLinears.filter { targets.contains($0) }
+        config.targetModules = modelConfig.layerLinears.filter { targets.contains($0) }
         let combined = try LoRAAdapters(modelConfig: modelConfig, config: config, training: false)
         for (layer, row) in combined.adapters.enumerated() {
             for (index, target) in row.enumerated() {

@@ -12,7 +12,8 @@ public struct LoRAConfig: Sendable, Equatable {
     public var r: Int
     public var loraAlpha: Double
     public var loraDropout: Double
-    /// Module names (`q_proj`, ...) or `["all-linear"]` (every decoder linear; lm_head excluded, as PEFT).
+    /// Module names (`q_proj`, ...; Phi-3's `qkv_proj`, `gate_up_proj`) or `["all-linear"]` (every decoder
+    /// linear the model has; lm_head excluded, as PEFT).
     public var targetModules: [String]
     public var layersToTransform: [Int]?
     public var useRSLoRA: Bool
@@ -21,7 +22,7 @@ public struct LoRAConfig: Sendable, Equatable {
     public var modulesToSave: [String]
     public var baseModelNameOrPath: String?
 
-    public init(r: Int = 8, loraAlpha: Double = 16, loraDropout: Double = 0, targetModules: [String] = LlamaConfig.layerLinears,
+    public init(r: Int = 8, loraAlpha: Double = 16, loraDropout: Double = 0, targetModules: [String] = ["all-linear"],
                 layersToTransform: [Int]? = nil, useRSLoRA: Bool = false, initLoRAWeights: Init = .kaiming,
                 modulesToSave: [String] = [], baseModelNameOrPath: String? = nil) {
         self.r = r
@@ -40,10 +41,16 @@ public struct LoRAConfig: Sendable, Equatable {
         Float(useRSLoRA ? loraAlpha / Double(r).squareRoot() : loraAlpha / Double(r))
     }
 
-    /// The decoder linears this config adapts (module names, deduplicated, in layer order).
+    /// The linear names this config adapts in any family (deduplicated, in `Projection` order; all-linear:
+    /// every name). What a given model gets is `targets(in:)`.
     public var resolvedTargets: [String] {
-        if targetModules.contains("all-linear") { return LlamaConfig.layerLinears }
-        return LlamaConfig.layerLinears.filter { targetModules.contains($0) }
+        if targetModules.contains("all-linear") { return Projection.allModuleNames }
+        return Projection.allModuleNames.filter { targetModules.contains($0) }
+    }
+
+    /// The linears of `model`'s layers this config adapts, in the model's layer order.
+    public func targets(in model: LlamaConfig) -> [String] {
+        model.layerLinears.filter { resolvedTargets.contains($0) }
     }
 
     public func adapts(layer: Int, linear: String) -> Bool {
@@ -57,9 +64,9 @@ public struct LoRAConfig: Sendable, Equatable {
     public func validate() throws {
         guard r > 0 else { throw LoRAError.badConfig("r must be positive (got \(r))") }
         guard loraDropout >= 0 && loraDropout < 1 else { throw LoRAError.badConfig("lora_dropout must be in [0, 1) (got \(loraDropout))") }
-        let known = Set(LlamaConfig.layerLinears + ["all-linear"])
+        let known = Set(Projection.allModuleNames + ["all-linear"])
         for name in targetModules where !known.contains(name) {
-            throw LoRAError.badConfig("target module '\(name)' is not a Llama linear; use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear")
+            throw LoRAError.badConfig("target module '\(name)' is not a decoder linear; use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj) or all-linear")
         }
         guard !resolvedTargets.isEmpty else { throw LoRAError.badConfig("no target modules") }
         for name in modulesToSave where !LoRAConfig.savableModules.contains(name) {

@@ -10,9 +10,9 @@ public enum LoRAMerge {
         // modules_to_save: the trained embed_tokens / lm_head replace the base's.
         let dense = try LlamaLoader.copy(adapters.applied(to: model), format: .dense32, precision: .fp32)
         for layer in 0..<config.numHiddenLayers {
-            for projection in Projection.allCases {
+            for projection in config.layerProjections {
                 guard let adapter = adapters.adapters[layer][projection.rawValue] else { continue }
-                let weight = dense.layers[layer].linears[projection.rawValue].weight as! DenseFloatWeight
+                let weight = dense.layers[layer].linear(projection).weight as! DenseFloatWeight
                 addDelta(into: weight.values.baseAddress!, adapter: adapter)
             }
         }

@@ -8,9 +8,10 @@ public enum PEFTAdapterIO {
     public static let configFile = "adapter_config.json"
     public static let weightsFile = "adapter_model.safetensors"
 
-    /// The adapter_config.json PEFT 0.21 writes for `config`.
-    public static func configJSON(_ config: LoRAConfig) -> JSONValue {
-        let targets = config.targetModules.contains("all-linear") ? config.resolvedTargets : config.targetModules
+    /// The adapter_config.json PEFT 0.21 writes for `config` on a `model` (all-linear is saved as the
+    /// linears PEFT found in it).
+    public static func configJSON(_ config: LoRAConfig, model: LlamaConfig) -> JSONValue {
+        let targets = config.targetModules.contains("all-linear") ? config.targets(in: model) : config.targetModules
         return .dictionary([
             "alora_invocation_tokens": .null, "alpha_pattern": .dictionary([:]), "arrow_config": .null,
             "auto_mapping": .null,
@@ -48,7 +49,7 @@ public enum PEFTAdapterIO {
         }
         try SafeTensorsWriter.write(path: directory.appendingPathComponent(weightsFile).path, tensors: tensors,
                                     metadata: ["format": "pt"])
-        let json = PythonJSON.dumps(configJSON(adapters.config))
+        let json = PythonJSON.dumps(configJSON(adapters.config, model: adapters.modelConfig))
         try AtomicFile.write(Data(json.utf8), to: directory.appendingPathComponent(configFile))
     }
 

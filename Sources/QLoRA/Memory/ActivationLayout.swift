@@ -84,6 +84,9 @@ public struct ActivationLayout {
     public var dQ = 0, dK = 0, dV = 0
     public var dAct = 0, dGate = 0, dUp = 0   /// (N, F)
     public var dLoRA = 0            /// (N, r)
+    /// Phi-3's fused projections: (N, q+2kv or 2F) the qkv_proj / gate_up_proj output before it is split
+    /// into q, k, v (gate, up), and in backward their gradients stacked for the one fused backward; -1 otherwise.
+    public var fused = -1
     public var dropScratch = -1     /// (N, maxIn) when dropout > 0
 
     /// Reserves every region in `arena` (which may stay unallocated, to count only).
@@ -124,7 +127,7 @@ public struct ActivationLayout {
             slots.gate = arena.reserve(prefix + "gate", n * f)
             slots.up = arena.reserve(prefix + "up", n * f)
             if let lora {
-                for projection in Projection.allCases {
+                for projection in config.layerProjections {
                     let adapted = layer.map { lora.adapts(layer: $0, linear: projection.moduleName) }
                         ?? lora.resolvedTargets.contains(projection.moduleName)
                     if adapted { slots.loraT[projection.rawValue] = arena.reserve(prefix + "lora.\(projection.moduleName)", n * lora.r) }
@@ -140,7 +143,7 @@ public struct ActivationLayout {
                 var slots = shared
                 slots.x = arena.reserve("saved.layer\(i).x", n * c)
                 if let lora {
-                    for projection in Projection.allCases where !lora.adapts(layer: i, linear: projection.moduleName) {
+                    for projection in config.layerProjections where !lora.adapts(layer: i, linear: projection.moduleName) {
                         slots.loraT[projection.rawValue] = -1
                     }
                 }
@@ -172,6 +175,10 @@ public struct ActivationLayout {
             layers[i].h1 = normed
             layers[i].h2 = normed
             layers[i].act = product
+        }
+        if config.fusedProjections {
+            let widest = config.layerProjections.filter { !$0.fusedParts.isEmpty }.map { config.shape(of: $0).outFeatures }.max()!
+            fused = arena.reserve("work.fused", n * widest)
         }
         if config.qkNorm {
             let q = arena.reserve("work.qkNormed.q", n * qd), k = arena.reserve("work.qkNormed.k", n * kvd)

@@ -143,7 +143,7 @@ public struct MemoryPlan: Sendable {
             // its own precision.
             let linearFormat: BaseWeightFormat = options.baseFormat != .stored || stored != nil ? options.baseFormat
                 : config.frozenTableBytesPerElement == 2 ? .denseBF16 : .dense32
-            for name in LlamaConfig.layerLinears {
+            for name in config.layerLinears {
                 let shape = config.linearShape(name)!
                 let elements = shape.outFeatures * shape.inFeatures
                 switch linearFormat {
@@ -230,7 +230,7 @@ public struct MemoryPlan: Sendable {
         var shapes: [[Int]] = [[config.vocabSize, c]]
         for _ in 0..<config.numHiddenLayers {
             for norm in config.layerNorms { shapes.append([config.width(of: norm)]) }
-            for name in LlamaConfig.layerLinears {
+            for name in config.layerLinears {
                 let shape = config.linearShape(name)!
                 shapes.append([shape.outFeatures, shape.inFeatures])
                 if config.hasBias(name) { shapes.append([shape.outFeatures]) }

@@ -51,7 +51,8 @@ public enum MemoryReport {
         }
         parts.append("compute \(o.computePrecision.rawValue)")
         if let lora = o.lora {
-            let targets = lora.resolvedTargets == LlamaConfig.layerLinears ? "all-linear" : lora.resolvedTargets.joined(separator: ",")
+            let adapted = lora.targets(in: plan.config)
+            let targets = adapted == plan.config.layerLinears ? "all-linear" : adapted.joined(separator: ",")
             parts.append("r=\(lora.r) alpha=\(PythonFloat.repr(lora.loraAlpha)) \(targets)")
         }
         if let adapters = o.generationAdapters {
@@ -167,7 +168,7 @@ public enum MemoryReport {
             if let adapters = o.generationAdapters { options.append(("generation_adapters", .int(adapters))) }
             if let lora = o.lora {
                 options.append(("lora", .object([("r", .int(lora.r)), ("lora_alpha", .number(lora.loraAlpha)),
-                                                 ("target_modules", .array(lora.resolvedTargets.map { .string($0) }))])))
+                                                 ("target_modules", .array(lora.targets(in: plan.config).map { .string($0) }))])))
             }
             var parameters: [(key: String, value: JSONValue)] = [
                 ("trainable", .int(plan.trainableParameterCount)), ("all", .int(plan.allParameterCount)),

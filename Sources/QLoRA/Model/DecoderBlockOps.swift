@@ -41,3 +41,32 @@ extension LlamaModel {
         for i in 0..<count { logits[i] = Foundation.tanh(logits[i] / cap) * cap }
     }
 }
+
+/// Phi-3's fused projections as the block's separate buffers: a (rows, sum of widths) output is split
+/// into its parts row by row (q | k | v, gate | up, as transformers slices and chunks it), and the parts'
+/// gradients are stacked back the same way for the one fused backward.
+enum FusedRows {
+    /// parts[i] (rows, widths[i]) = fused[:, offset_i ..< offset_i + widths[i]].
+    static func split(_ fused: UnsafePointer<Float>, into parts: [(UnsafeMutablePointer<Float>, Int)], rows: Int) {
+        let stride = parts.reduce(0) { $0 + $1.1 }
+        for row in 0..<rows {
+            var offset = row * stride
+            for (part, width) in parts {
+                (part + row * width).update(from: fused + offset, count: width)
+                offset += width
+            }
+        }
+    }
+
+    /// fused (rows, sum of widths) = the parts side by side.
+    static func stack(_ parts: [(UnsafePointer<Float>, Int)], into fused: UnsafeMutablePointer<Float>, rows: Int) {
+        let stride = parts.reduce(0) { $0 + $1.1 }
+        for row in 0..<rows {
+            var offset = row * stride
+            for (part, width) in parts {
+                (fused + offset).update(from: part + row * width, count: width)
+                offset += width
+            }
+        }
+    }
+}

@@ -6,13 +6,14 @@ import GGUF
 /// converted on load like a safetensors checkpoint's.
 public enum GGUFModelLoader {
     /// Architectures whose block is our decoder block. llama.cpp's converter permutes q/k rows for its
-    /// rotary layout in `llama` (which SmolLM2 and Mistral use) and `smollm3`; qwen2, qwen3 and gemma3
-    /// keep Hugging Face's order.
-    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "smollm3"]
+    /// rotary layout in `llama` (which SmolLM2 and Mistral use) and `smollm3`; qwen2, qwen3, gemma3 and
+    /// phi3 keep Hugging Face's order (phi3's q/k/v are fused in attn_qkv, gate/up in ffn_up, as in the
+    /// checkpoint).
+    static let architectures = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "smollm3", "phi3"]
     /// llama.cpp's `smollm3`: no RoPE on every 4th layer, hard-coded (n_no_rope_layer_step; no GGUF key),
     /// which is transformers' default `no_rope_layer_interval`.
     static let smolLM3NoRoPEInterval = 4
-    static let unpermuted: Set<String> = ["qwen2", "qwen3", "gemma3_text"]
+    static let unpermuted: Set<String> = ["qwen2", "qwen3", "gemma3_text", "phi3"]
 
     /// Our model_type of a GGUF architecture (Gemma 3's text decoder is `gemma3_text` in transformers).
     static func modelType(architecture: String) -> String { architecture == "gemma3" ? "gemma3_text" : architecture }
@@ -76,6 +77,8 @@ public enum GGUFModelLoader {
             }
         } else if arch == "smollm3" {
             config.ropeLayers = (0..<config.numHiddenLayers).map { ($0 + 1) % smolLM3NoRoPEInterval != 0 }
+        } else if arch == "phi3" {
+            try readPhi3(file, into: &config)
         } else if arch == "mistral" || arch == "llama", let window = optional("attention.sliding_window")?.int, window > 0 {
             config.slidingWindow = window
             config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
@@ -91,6 +94,48 @@ public enum GGUFModelLoader {
         return config
     }
 
+    /// What convert_hf_to_gguf's Phi3MiniModel writes: fused linears, `rope.dimension_count` (the rotary
+    /// dims), LongRoPE as the tensors rope_factors_long / rope_factors_short with
+    /// `rope.scaling.original_context_length` and `rope.scaling.attn_factor`, `attention.sliding_window`
+    /// (0: none). The factors are applied as transformers applies them (the long set for a pass past the
+    /// original length).
+    static func readPhi3(_ file: GGUFFile, into config: inout LlamaConfig) throws {
+        let path = file.path
+        func optional(_ key: String) -> GGUFValue? { file["phi3.\(key)"] }
+        config.fusedProjections = true
+        let rotary = optional("rope.dimension_count")?.int ?? config.headDim
+        config.partialRotaryFactor = Double(rotary) / Double(config.headDim)
+        guard config.rotaryDim == rotary else {
+            throw ModelError.unsupported(path: path, reason: "phi3.rope.dimension_count \(rotary) of head_dim \(config.headDim) (not a factor this decoder reproduces)")
+        }
+        let hasLong = file.contains("rope_factors_long.weight"), hasShort = file.contains("rope_factors_short.weight")
+        if hasLong || hasShort {
+            guard hasLong && hasShort else {
+                throw ModelError.missingTensor(path: path, tensor: hasLong ? "rope_factors_short.weight" : "rope_factors_long.weight")
+            }
+            guard let original = optional("rope.scaling.original_context_length")?.int, original > 0 else {
+                throw GGUFError.missingKey(path: path, key: "phi3.rope.scaling.original_context_length")
+            }
+            func factors(_ name: String) throws -> [Double] {
+                let values = try file.floats(name)
+                guard values.count == rotary / 2, values.allSatisfy({ $0 > 0 }) else {
+                    throw ModelError.wrongShape(path: path, tensor: name, expected: [rotary / 2], actual: try file.info(name).shape)
+                }
+                return values.map(Double.init)
+            }
+            let factor = Double(config.maxPositionEmbeddings) / Double(original)
+            config.ropeScaling = RoPEScaling(
+                type: "longrope", factor: factor, originalMaxPositions: original,
+                shortFactor: try factors("rope_factors_short.weight"), longFactor: try factors("rope_factors_long.weight"),
+                attentionFactor: optional("rope.scaling.attn_factor")?.double
+                    ?? RoPEScaling.longRoPEAttentionFactor(factor: factor, originalMaxPositions: original))
+        }
+        if let window = optional("attention.sliding_window")?.int, window > 0 {
+            config.slidingWindow = window
+            config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
+        }
+    }
+
     /// llama.cpp's name of a layer's projection.
     static func tensorName(layer: Int, _ projection: Projection) -> String {
         let short: String
@@ -102,6 +147,9 @@ public enum GGUFModelLoader {
         case .gate: short = "ffn_gate"
         case .up: short = "ffn_up"
         case .down: short = "ffn_down"
+        // llama.cpp's phi3: the fused q/k/v, and gate + up fused under ffn_up.
+        case .qkv: short = "attn_qkv"
+        case .gateUp: short = "ffn_up"
         }
         return "blk.\(layer).\(short)"
     }
@@ -124,7 +172,7 @@ public enum GGUFModelLoader {
         var bytes = StoredWeightBytes(quantizedLinears: 0, quantizedElements: 0, denseLinears: 0,
                                       embedding: try file.info("token_embd.weight").byteCount, output: 0)
         for layer in 0..<config.numHiddenLayers {
-            for projection in Projection.allCases {
+            for projection in config.layerProjections {
                 let info = try file.info(tensorName(layer: layer, projection) + ".weight")
                 if (info.type?.blockGeometry.elements ?? 1) > 1 {
                     bytes.quantizedLinears += info.byteCount
@@ -183,10 +231,10 @@ public enum GGUFModelLoader {
 
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {
-            var linears: [BaseLinear] = []
-            for projection in Projection.allCases {
+            var linears: [Projection: BaseLinear] = [:]
+            for projection in config.layerProjections {
                 let name = tensorName(layer: layer, projection)
-                let shape = config.linearShape(projection.moduleName)!
+                let shape = config.shape(of: projection)
                 let rows = storedRows(config: config, projection: projection)
                 let w = try weight(name + ".weight", outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, storedRows: rows, format: format)
                 var bias: [Float]?
@@ -194,7 +242,7 @@ public enum GGUFModelLoader {
                     let stored = Array(try vector(name + ".bias", count: shape.outFeatures))
                     bias = rows.map { order in order.map { stored[Int($0)] } } ?? stored
                 }
-                linears.append(BaseLinear(weight: w, bias: bias, precision: precision))
+                linears[projection] = BaseLinear(weight: w, bias: bias, precision: precision)
             }
             var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
             for kind in config.layerNorms {

@@ -48,12 +48,14 @@ public enum GGUFModelWriter {
         func norm(_ values: UnsafeMutableBufferPointer<Float>) -> [Float] { values.map { $0 + config.normWeightOffset } }
         vector("output_norm.weight", norm(model.norm))
         if !config.tieWordEmbeddings { matrix("output.weight", model.lmHead.weight, storedRows: nil, as: tableType) }
+        // Phi-3's LongRoPE factors are tensors of the base: carried over as they are.
+        for name in ["rope_factors_long.weight", "rope_factors_short.weight"] where base.contains(name) { vector(name, try base.floats(name)) }
         for (index, layer) in model.layers.enumerated() {
             for kind in config.layerNorms { vector("blk.\(index).\(kind.ggufName).weight", norm(layer.norm(kind)!)) }
-            for projection in Projection.allCases {
+            for projection in config.layerProjections {
                 let name = GGUFModelLoader.tensorName(layer: index, projection)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)
-                let linear = layer.linears[projection.rawValue]
+                let linear = layer.linear(projection)
                 matrix(name + ".weight", linear.weight, storedRows: rows, as: type)
                 if let bias = linear.bias {
                     var stored = Array(bias)

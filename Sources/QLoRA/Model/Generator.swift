@@ -13,9 +13,12 @@ public final class IncrementalDecoder {
     public let cache: KVCache
     public let chunkRows: Int
     public let tileRows: Int
-    /// One table per distinct RoPE of the layers (Gemma 3: global and local), and each layer's.
-    private let ropes: [RoPETable]
-    private let ropeOfLayer: [Int]
+    /// The RoPE tables of the layers (Gemma 3: global and local; LongRoPE: short and long factors).
+    private let rope: LayerRoPE
+    /// LongRoPE only (else empty): (P) the token of each cached position, to run again with the long
+    /// factors when the sequence grows past original_max_position_embeddings (as Phi3ForCausalLM drops
+    /// its cache then).
+    private let history: UnsafeMutableBufferPointer<Int32>
     private let scratch: UnsafeMutableBufferPointer<Float>
     private let positions: UnsafeMutablePointer<Int32>   /// (M)
     private let ids: UnsafeMutablePointer<Int32>         /// (M)
@@ -30,7 +33,7 @@ public final class IncrementalDecoder {
     /// `bytes(config:...)` (the memory plan) and a real decoder agree by construction.
     struct ScratchLayout {
         var x = 0, h = 0, q = 0, k = 0, v = 0, attn = 0, gate = 0, up = 0, loraT = 0, tile = 0, attentionScratch = 0, logits = 0
-        var headRstd = 0
+        var headRstd = 0, fused = 0
         var tileFloats = 0, logitsCapacity = 0, total = 0
 
         init(config c: LlamaConfig, maxSeqLen: Int, chunkRows m: Int, tileRows: Int, loraRank: Int) {
@@ -46,6 +49,8 @@ public final class IncrementalDecoder {
             up = slot(m * c.intermediateSize)             /// (M, F)
             loraT = slot(m * loraRank)                    /// (M, r)
             headRstd = slot(c.qkNorm ? m * c.numAttentionHeads : 0) /// (M*H) rstd of the q/k norms (Qwen3)
+            /// (M, q+2kv or 2F) a fused qkv_proj / gate_up_proj output before its split (Phi-3)
+            fused = slot(c.fusedProjections ? m * c.layerProjections.map { $0.fusedParts.isEmpty ? 0 : c.shape(of: $0).outFeatures }.max()! : 0)
             tileFloats = GemmWorkspace.floats(rows: m, maxInFeatures: c.maxLinearInFeatures, tileRows: tileRows)
             tile = slot(tileFloats)                       /// GEMM workspace: (R, I) dequant tile or bf16 panels
             attentionScratch = slot(CachedAttention.scratchCount(rows: m, maxSeqLen: maxSeqLen))
@@ -70,9 +75,8 @@ public final class IncrementalDecoder {
         self.tileRows = tileRows
         let c = model.config
         cache = KVCache(config: c, maxSeqLen: maxSeqLen)
-        let tables = c.ropeTables
-        ropes = tables.map { RoPETable(headDim: c.headDim, maxPositions: max(maxSeqLen, 1), theta: $0.theta, scaling: $0.scaling) }
-        ropeOfLayer = (0..<c.numHiddenLayers).map { layer in tables.firstIndex(of: c.rope(layer: layer))! }
+        rope = LayerRoPE(config: c, maxPositions: max(maxSeqLen, 1))
+        history = .allocate(capacity: Self.keepsHistory(c) ? maxSeqLen : 0)
         loraRankCapacity = max(lora?.config.r ?? 0, loraRank, 1)
         layout = ScratchLayout(config: c, maxSeqLen: maxSeqLen, chunkRows: self.chunkRows, tileRows: tileRows, loraRank: loraRankCapacity)
         scratch = .allocate(capacity: layout.total)
@@ -84,14 +88,18 @@ public final class IncrementalDecoder {
 
     static func chunkRows(_ asked: Int, maxSeqLen: Int) -> Int { max(1, min(asked, maxSeqLen)) }
 
+    /// Whether the decoder keeps its tokens (LongRoPE, which may have to run them again).
+    static func keepsHistory(_ config: LlamaConfig) -> Bool { config.ropeTables.contains { $0.scaling?.type == "longrope" } }
+
     /// What a decoder built with these sizes holds: its KV cache, and its working buffers (scratch, index
     /// buffers, RoPE tables). The memory plan of generation (`MemoryPlan.Options.generation`) uses this.
     public static func bytes(config: LlamaConfig, maxSeqLen: Int, chunkRows asked: Int = IncrementalDecoder.defaultChunkRows,
                              tileRows: Int = IncrementalDecoder.defaultTileRows, loraRank: Int) -> (cache: Int, working: Int) {
         let m = chunkRows(asked, maxSeqLen: maxSeqLen)
         let layout = ScratchLayout(config: config, maxSeqLen: maxSeqLen, chunkRows: m, tileRows: tileRows, loraRank: max(loraRank, 1))
-        let ropeBytes = config.ropeTables.count * RoPETable.bytes(headDim: config.headDim, maxPositions: max(maxSeqLen, 1))
-        return (KVCache.bytes(config: config, maxSeqLen: maxSeqLen), layout.total * 4 + m * 12 + ropeBytes)
+        let ropeBytes = LayerRoPE.bytes(config: config, maxPositions: max(maxSeqLen, 1))
+        let historyBytes = keepsHistory(config) ? maxSeqLen * 4 : 0
+        return (KVCache.bytes(config: config, maxSeqLen: maxSeqLen), layout.total * 4 + m * 12 + ropeBytes + historyBytes)
     }
 
     deinit {
@@ -99,10 +107,11 @@ public final class IncrementalDecoder {
         positions.deallocate()
         ids.deallocate()
         rstd.deallocate()
+        history.deallocate()
     }
 
     /// Bytes held: the KV cache plus the working buffers (scratch, index buffers, RoPE tables).
-    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + ropes.reduce(0) { $0 + $1.bytes } }
+    public var bytes: Int { cache.bytes + scratch.count * 4 + chunkRows * 12 + rope.bytes + history.count * 4 }
 
     /// Positions filled so far.
     public var position: Int { cache.length }
@@ -132,10 +141,19 @@ public final class IncrementalDecoder {
         for (i, id) in tokens.enumerated() where id < 0 || Int(id) >= config.vocabSize {
             throw ModelError.tokenOutOfRange(id: Int(id), vocab: config.vocabSize, position: cache.length + i)
         }
+        let length = cache.length + tokens.count
+        if cache.length > 0 && LayerRoPE.factorsDiffer(config: config, sequenceLength: length, shorter: cache.length) {
+            // LongRoPE: the cached keys were rotated with the short factors; transformers then runs the whole
+            // sequence again with the long ones (Phi3ForCausalLM.prepare_inputs_for_generation), and so does this.
+            let all = Array(history[0..<cache.length]) + tokens
+            reset()
+            return try append(all)
+        }
         var r0 = 0
         while r0 < tokens.count {
             let r1 = min(tokens.count, r0 + chunkRows)
-            run(Array(tokens[r0..<r1]))
+            // One transformers forward of the whole call: its RoPE factors follow the call's last position.
+            run(Array(tokens[r0..<r1]), ropeLength: length)
             r0 = r1
         }
         // Final norm + lm_head of the last row only.
@@ -158,9 +176,9 @@ public final class IncrementalDecoder {
             guard sequence.model === model else {
                 throw ModelError.badBatch("sequence \(index) runs another model (an adapter with modules_to_save brings its own embeddings or lm_head); decode it on its own")
             }
-            guard sequence.cache.length < sequence.cache.maxSeqLen, sequence.cache.length < ropes[0].maxPositions else {
+            guard sequence.cache.length < sequence.cache.maxSeqLen, sequence.cache.length < rope.maxPositions else {
                 throw ModelError.batchTooLarge(rows: 1, seqLen: sequence.cache.length + 1, maxRows: 1,
-                                               maxSeqLen: min(sequence.cache.maxSeqLen, ropes[0].maxPositions))
+                                               maxSeqLen: min(sequence.cache.maxSeqLen, rope.maxPositions))
             }
             guard (sequence.lora?.config.r ?? 0) <= loraRankCapacity else {
                 throw ModelError.badBatch("sequence \(index)'s adapter has rank \(sequence.lora!.config.r), more than this decoder was built for (\(loraRankCapacity))")
@@ -169,20 +187,26 @@ public final class IncrementalDecoder {
                 throw ModelError.tokenOutOfRange(id: Int(tokens[index]), vocab: config.vocabSize, position: sequence.cache.length)
             }
         }
-        var result: [[Float]] = []
+        // A LongRoPE sequence crossing its original length runs again on its own (see `append`).
+        let crossing = sequences.map { $0.cache.length > 0 && LayerRoPE.factorsDiffer(config: config, sequenceLength: $0.cache.length + 1, shorter: $0.cache.length) }
+        var result = [[Float]](repeating: [], count: tokens.count)
+        for i in sequences.indices where crossing[i] { result[i] = try sequences[i].append([tokens[i]]) }
+        let batched = sequences.indices.filter { !crossing[$0] }
         let v = config.vocabSize, group = min(BaseLinear.matrixVectorRows, chunkRows)
         var g0 = 0
-        while g0 < tokens.count {
-            let g1 = min(tokens.count, g0 + group), m = g1 - g0
-            let segments = (g0..<g1).map { i in
-                Segment(cache: sequences[i].cache, lora: sequences[i].lora, rows: (i - g0)..<(i - g0 + 1), start: sequences[i].cache.length)
+        while g0 < batched.count {
+            let g1 = min(batched.count, g0 + group), m = g1 - g0
+            let segments = (g0..<g1).map { j in
+                let sequence = sequences[batched[j]]
+                return Segment(cache: sequence.cache, lora: sequence.lora, rows: (j - g0)..<(j - g0 + 1), start: sequence.cache.length,
+                               ropeLength: sequence.cache.length + 1, owner: sequence)
             }
-            run(Array(tokens[g0..<g1]), segments: segments)
+            run(batched[g0..<g1].map { tokens[$0] }, segments: segments)
             model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: model.norm, rows: m)
             precondition(m * v <= layout.logitsCapacity, "logits buffer too small")
             model.lmHead.forward(y: p(logits), x: p(h), rows: m, workspace: workspace)
             model.softcapLogits(p(logits), count: m * v)
-            for row in 0..<m { result.append(Array(UnsafeBufferPointer(start: p(logits) + row * v, count: v))) }
+            for row in 0..<m { result[batched[g0 + row]] = Array(UnsafeBufferPointer(start: p(logits) + row * v, count: v)) }
             g0 = g1
         }
         return result
@@ -194,12 +218,16 @@ public final class IncrementalDecoder {
         var lora: LoRAAdapters?
         var rows: Range<Int>
         var start: Int
+        /// The sequence length whose RoPE factors its rows rotate with (LongRoPE's choice).
+        var ropeLength: Int
+        /// The decoder whose history the rows extend.
+        var owner: IncrementalDecoder
     }
 
     /// One chunk of at most `chunkRows` tokens of this sequence through every layer; leaves the layer
     /// output in `x`.
-    private func run(_ tokens: [Int32]) {
-        run(tokens, segments: [Segment(cache: cache, lora: lora, rows: 0..<tokens.count, start: cache.length)])
+    private func run(_ tokens: [Int32], ropeLength: Int) {
+        run(tokens, segments: [Segment(cache: cache, lora: lora, rows: 0..<tokens.count, start: cache.length, ropeLength: ropeLength, owner: self)])
     }
 
     /// `tokens` through every layer, each segment of rows against its own cache and adapter: the base
@@ -220,9 +248,14 @@ public final class IncrementalDecoder {
             let weights = model.layers[layer]
             let kvDim = config.keyValueDim, qDim = config.queryDim
             model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: weights.inputLayernorm, rows: m)
-            project(layer, .q, y: p(q), x: p(h), rows: m, segments: segments)
-            project(layer, .k, y: p(k), x: p(h), rows: m, segments: segments)
-            project(layer, .v, y: p(v), x: p(h), rows: m, segments: segments)
+            if config.fusedProjections {
+                project(layer, .qkv, y: p(layout.fused), x: p(h), rows: m, segments: segments)
+                FusedRows.split(p(layout.fused), into: [(p(q), qDim), (p(k), kvDim), (p(v), kvDim)], rows: m)
+            } else {
+                project(layer, .q, y: p(q), x: p(h), rows: m, segments: segments)
+                project(layer, .k, y: p(k), x: p(h), rows: m, segments: segments)
+                project(layer, .v, y: p(v), x: p(h), rows: m, segments: segments)
+            }
             if config.qkNorm {
                 // The per-head norms, in place, before RoPE: the cache holds normed, rotated keys.
                 let rstd = p(layout.headRstd)
@@ -230,9 +263,12 @@ public final class IncrementalDecoder {
                 model.rmsNorm(out: p(k), rstd: rstd, x: p(k), weight: weights.kNorm!, rows: m * config.numKeyValueHeads)
             }
             if config.usesRoPE(layer: layer) {
-                let rope = ropes[ropeOfLayer[layer]]
-                rope.apply(p(q), positions: positions, rows: m, heads: config.numAttentionHeads)
-                rope.apply(p(k), positions: positions, rows: m, heads: config.numKeyValueHeads)
+                for segment in segments {
+                    let table = rope.table(layer: layer, sequenceLength: segment.ropeLength)
+                    let r0 = segment.rows.lowerBound, count = segment.rows.count
+                    table.apply(p(q) + r0 * qDim, positions: positions + r0, rows: count, heads: config.numAttentionHeads)
+                    table.apply(p(k) + r0 * kvDim, positions: positions + r0, rows: count, heads: config.numKeyValueHeads)
+                }
             }
             for segment in segments {
                 let r0 = segment.rows.lowerBound, count = segment.rows.count
@@ -249,14 +285,23 @@ public final class IncrementalDecoder {
             if let post = weights.norm(.postAttention) { model.rmsNorm(out: p(h), rstd: rstd, x: p(h), weight: post, rows: m) }
             add(p(x), p(h), count: m * c)
             model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: weights.preMLPNorm, rows: m)
-            project(layer, .gate, y: p(gate), x: p(h), rows: m, segments: segments)
-            project(layer, .up, y: p(up), x: p(h), rows: m, segments: segments)
+            if config.fusedProjections {
+                project(layer, .gateUp, y: p(layout.fused), x: p(h), rows: m, segments: segments)
+                FusedRows.split(p(layout.fused), into: [(p(gate), config.intermediateSize), (p(up), config.intermediateSize)], rows: m)
+            } else {
+                project(layer, .gate, y: p(gate), x: p(h), rows: m, segments: segments)
+                project(layer, .up, y: p(up), x: p(h), rows: m, segments: segments)
+            }
             config.activation.forward(out: p(gate), gate: p(gate), up: p(up), count: m * config.intermediateSize)
             project(layer, .down, y: p(attn), x: p(gate), rows: m, segments: segments)
             if let post = weights.norm(.postMLP) { model.rmsNorm(out: p(attn), rstd: rstd, x: p(attn), weight: post, rows: m) }
             add(p(x), p(attn), count: m * c)
         }
-        for segment in segments { segment.cache.length = segment.start + segment.rows.count }
+        for segment in segments {
+            segment.cache.length = segment.start + segment.rows.count
+            let history = segment.owner.history
+            if !history.isEmpty { for (offset, i) in segment.rows.enumerated() { history[segment.start + offset] = tokens[i] } }
+        }
         lastChunkRows = m
     }
 
@@ -265,7 +310,7 @@ public final class IncrementalDecoder {
     /// Base linear over all rows, then each segment's LoRA branch (no dropout) on its own rows.
     private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int,
                          segments: [Segment]) {
-        let linear = model.layers[layer].linears[projection.rawValue]
+        let linear = model.layers[layer].linear(projection)
         linear.forward(y: y, x: x, rows: rows, workspace: workspace)
         for segment in segments {
             guard let adapter = segment.lora?.adapters[layer][projection.rawValue] else { continue }

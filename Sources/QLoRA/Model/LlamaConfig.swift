@@ -4,7 +4,8 @@ import GGUF
 
 /// A Llama-family architecture read from Hugging Face `config.json` (Llama 2/3, SmolLM2, TinyLlama,
 /// Mistral with its sliding window, Qwen2 with q/k/v biases, Qwen3 with per-head q/k norms, Gemma 3 with
-/// (1 + w) norms, GeGLU, sandwich norms, a scaled embedding and local/global layers). Property names are
+/// (1 + w) norms, GeGLU, sandwich norms, a scaled embedding and local/global layers, SmolLM3 with NoPE
+/// layers, Phi-3 / Phi-4-mini with fused qkv / gate_up projections, partial rotary and LongRoPE). Property names are
 /// camelCase of the HF keys; the families differ only by the switches below, read by the one decoder block.
 public struct LlamaConfig: Sendable, Equatable {
     public var modelType: String
@@ -47,6 +48,10 @@ public struct LlamaConfig: Sendable, Equatable {
     public var finalLogitSoftcap: Float?
     /// SmolLM3: per layer, whether q and k are rotated (`no_rope_layers`: 1 = RoPE, 0 = none); empty = all.
     public var ropeLayers: [Bool]
+    /// Phi-3: q/k/v are one linear `qkv_proj` and gate/up one `gate_up_proj` (`layerProjections`).
+    public var fusedProjections: Bool
+    /// Phi-3: the leading fraction of each head's dims that RoPE rotates (`partial_rotary_factor`); 1 = all.
+    public var partialRotaryFactor: Double
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
     public var padTokenID: Int?
@@ -86,6 +91,8 @@ public struct LlamaConfig: Sendable, Equatable {
         self.localRope = nil
         self.finalLogitSoftcap = nil
         self.ropeLayers = []
+        self.fusedProjections = false
+        self.partialRotaryFactor = 1
         self.bosTokenID = nil
         self.eosTokenIDs = []
         self.padTokenID = nil
@@ -99,16 +106,38 @@ public struct LlamaConfig: Sendable, Equatable {
     /// The widest input of any decoder linear (sizes the dequant tile).
     public var maxLinearInFeatures: Int { max(hiddenSize, queryDim, intermediateSize) }
 
-    /// (out, in) of each Llama linear, by its HF module name.
+    /// Dims of each head that RoPE rotates: int(head_dim * partial_rotary_factor), as transformers.
+    public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
+
+    /// The linears of one decoder layer, in checkpoint (and PEFT) order: Llama's seven, or Phi-3's fused four.
+    public var layerProjections: [Projection] {
+        fusedProjections ? [.qkv, .o, .gateUp, .down] : [.q, .k, .v, .o, .gate, .up, .down]
+    }
+
+    /// The projections that read the normed input of the attention (q/k/v, or qkv) and of the MLP (gate/up, or gate_up).
+    public var attentionInputProjections: [Projection] { fusedProjections ? [.qkv] : [.q, .k, .v] }
+    public var mlpInputProjections: [Projection] { fusedProjections ? [.gateUp] : [.gate, .up] }
+
+    /// Their HF module names (`q_proj`, ...; `qkv_proj`, ... for Phi-3): what `all-linear` adapts.
+    public var layerLinears: [String] { layerProjections.map(\.moduleName) }
+
+    /// (out, in) of each linear, by its HF module name; nil for a name this family's layers do not have.
     public func linearShape(_ module: String) -> (outFeatures: Int, inFeatures: Int)? {
-        switch module {
-        case "q_proj": return (queryDim, hiddenSize)
-        case "k_proj", "v_proj": return (keyValueDim, hiddenSize)
-        case "o_proj": return (hiddenSize, queryDim)
-        case "gate_proj", "up_proj": return (intermediateSize, hiddenSize)
-        case "down_proj": return (hiddenSize, intermediateSize)
-        case "lm_head": return (vocabSize, hiddenSize)
-        default: return nil
+        if module == "lm_head" { return (vocabSize, hiddenSize) }
+        guard let projection = Projection(moduleName: module), layerProjections.contains(projection) else { return nil }
+        return shape(of: projection)
+    }
+
+    /// (out, in) of a projection; a fused one stacks its parts' rows.
+    public func shape(of projection: Projection) -> (outFeatures: Int, inFeatures: Int) {
+        switch projection {
+        case .q: (queryDim, hiddenSize)
+        case .k, .v: (keyValueDim, hiddenSize)
+        case .o: (hiddenSize, queryDim)
+        case .gate, .up: (intermediateSize, hiddenSize)
+        case .down: (hiddenSize, intermediateSize)
+        case .qkv: (queryDim + 2 * keyValueDim, hiddenSize)
+        case .gateUp: (2 * intermediateSize, hiddenSize)
         }
     }
 
@@ -117,12 +146,12 @@ public struct LlamaConfig: Sendable, Equatable {
         case "q_proj", "k_proj", "v_proj": return attentionBias || qkvBiasOnly
         case "o_proj": return attentionBias
         case "gate_proj", "up_proj", "down_proj": return mlpBias
-        default: return false
+        default: return false   // Phi3's fused linears have no bias (bias=False in modeling_phi3)
         }
     }
 
     /// The `model_type` values of the families this decoder runs, as listed to users.
-    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3"]
+    public static let modelTypes = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3", "phi3"]
     /// Gemma 3's text decoder, and the multimodal config whose text_config holds it.
     static let gemmaModelTypes: Set<String> = ["gemma3_text", "gemma3"]
     /// Those and the aliases some Llama checkpoints write.
@@ -163,13 +192,14 @@ public struct LlamaConfig: Sendable, Equatable {
     /// A layer's attention type; layers past `layerTypes` (a config edited in code) attend fully.
     public func layerType(_ layer: Int) -> LayerAttention { layer < layerTypes.count ? layerTypes[layer] : .full }
 
-    /// The seven projections of a decoder layer, in PEFT's usual order.
-    public static let layerLinears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
     /// The HF module path of a layer's linear: `model.layers.3.self_attn.q_proj`.
     public static func modulePath(layer: Int, linear: String) -> String {
-        let group = ["gate_proj", "up_proj", "down_proj"].contains(linear) ? "mlp" : "self_attn"
+        let group = Projection(moduleName: linear)?.group ?? "self_attn"
         return "model.layers.\(layer).\(group).\(linear)"
+    }
+
+    public static func modulePath(layer: Int, _ projection: Projection) -> String {
+        "model.layers.\(layer).\(projection.group).\(projection.moduleName)"
     }
 
     // MARK: - Loading
@@ -218,6 +248,7 @@ public struct LlamaConfig: Sendable, Equatable {
             throw ModelError.unsupported(path: path, reason: "'use_sliding_window': true in config.json (Qwen's sliding-window layers are not implemented; every layer would attend over all positions)")
         }
         let gemma = Self.gemmaModelTypes.contains(modelType)
+        let phi3 = modelType == "phi3"
         if try bool("use_bidirectional_attention") == true {
             throw ModelError.unsupported(path: path, reason: "'use_bidirectional_attention': true in config.json (an encoder such as EmbeddingGemma; only causal decoders run)")
         }
@@ -252,8 +283,24 @@ public struct LlamaConfig: Sendable, Equatable {
             config.ropeScaling = globalRoPE.scaling
             config.localRope = try Self.rope(local, theta: local?["rope_theta"] ?? json["rope_local_base_freq"], defaultTheta: 10_000, path: path)
         } else {
+            // Phi3Config: partial_rotary_factor at the top level or in rope_parameters, and LongRoPE's
+            // pretraining length original_max_position_embeddings at the top level (class default 4096),
+            // which transformers prefers over the one in the rope dict.
+            let rotary = ropeParameters?["partial_rotary_factor"] ?? json["partial_rotary_factor"]
+            if let rotary, !(rotary is NSNull) {
+                guard let factor = (rotary as? NSNumber)?.doubleValue, factor > 0, factor <= 1 else {
+                    throw ModelError.badConfig(path: path, reason: "config.json: partial_rotary_factor must be a number in (0, 1] (got \(rotary))")
+                }
+                guard phi3 || factor == 1 else {
+                    throw ModelError.unsupported(path: path, reason: "partial_rotary_factor \(factor) in config.json with model_type '\(modelType)' (partial rotary is applied for model_type phi3 only)")
+                }
+                config.partialRotaryFactor = factor
+            }
+            let original = phi3 ? (optionalInt("original_max_position_embeddings") ?? 4096) : nil
             let rope = try Self.rope(ropeParameters ?? (json["rope_scaling"] as? [String: Any]),
-                                     theta: ropeParameters?["rope_theta"] ?? json["rope_theta"], defaultTheta: 10000, path: path)
+                                     theta: ropeParameters?["rope_theta"] ?? json["rope_theta"], defaultTheta: 10000, path: path,
+                                     longRoPE: (maxPositions: config.maxPositionEmbeddings, originalMaxPositions: original,
+                                                frequencies: config.rotaryDim / 2, phi3: phi3))
             config.ropeTheta = rope.theta
             config.ropeScaling = rope.scaling
         }
@@ -276,7 +323,8 @@ public struct LlamaConfig: Sendable, Equatable {
             guard config.layerTypes.count == config.numHiddenLayers else {
                 throw ModelError.badConfig(path: path, reason: "config.json: layer_types has \(config.layerTypes.count) entries for \(config.numHiddenLayers) layers")
             }
-        } else if modelType == "mistral", let window {
+        } else if modelType == "mistral" || phi3, let window {
+            // Phi3Model builds create_sliding_window_causal_mask for every layer when sliding_window is set.
             config.slidingWindow = window
             config.layerTypes = Array(repeating: .sliding, count: config.numHiddenLayers)
         }
@@ -320,6 +368,16 @@ public struct LlamaConfig: Sendable, Equatable {
         config.attentionBias = try bool("attention_bias") ?? false
         config.qkvBiasOnly = modelType == "qwen2"
         config.mlpBias = try bool("mlp_bias") ?? false
+        if phi3 {
+            // Phi3ForCausalLM: fused qkv_proj / gate_up_proj, no biases whatever the config says (transformers
+            // would build bias-free linears and drop a checkpoint's biases), so a config asking for them is refused.
+            config.fusedProjections = true
+            for key in ["attention_bias", "mlp_bias"] where try bool(key) == true {
+                throw ModelError.unsupported(path: path, reason: "'\(key)': true in config.json with model_type phi3 (Phi3ForCausalLM's qkv_proj, o_proj, gate_up_proj and down_proj have no bias)")
+            }
+            config.attentionBias = false
+            config.mlpBias = false
+        }
         config.qkNorm = modelType == "qwen3" || gemma
         config.bosTokenID = optionalInt("bos_token_id")
         if let eos = json["eos_token_id"] as? NSNumber {
@@ -339,11 +397,18 @@ public struct LlamaConfig: Sendable, Equatable {
         return config
     }
 
+    /// What LongRoPE needs of the rest of the config: max_position_embeddings, Phi-3's top-level
+    /// original_max_position_embeddings, the rotated frequencies per head (R/2), whether the family is Phi-3.
+    typealias LongRoPEContext = (maxPositions: Int, originalMaxPositions: Int?, frequencies: Int, phi3: Bool)
+
     /// One RoPE table's parameters from a `rope_parameters` / `rope_scaling` object (nil = plain RoPE).
-    static func rope(_ scaling: [String: Any]?, theta: Any?, defaultTheta: Double, path: String) throws -> RoPEParameters {
+    static func rope(_ scaling: [String: Any]?, theta: Any?, defaultTheta: Double, path: String,
+                     longRoPE: LongRoPEContext? = nil) throws -> RoPEParameters {
         var result = RoPEParameters(theta: (theta as? NSNumber)?.doubleValue ?? defaultTheta, scaling: nil)
         guard let scaling else { return result }
-        let type = (scaling["rope_type"] ?? scaling["type"]) as? String ?? "default"
+        var type = (scaling["rope_type"] ?? scaling["type"]) as? String ?? "default"
+        // Phi3Config.convert_rope_params_to_dict renames the older "su" and "yarn" to "longrope".
+        if longRoPE?.phi3 == true, type == "su" || type == "yarn" { type = "longrope" }
         switch type {
         case "default": break
         case "linear", "llama3":
@@ -352,8 +417,31 @@ public struct LlamaConfig: Sendable, Equatable {
                 lowFreqFactor: (scaling["low_freq_factor"] as? NSNumber)?.doubleValue ?? 1,
                 highFreqFactor: (scaling["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
                 originalMaxPositions: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
+        case "longrope":
+            guard let context = longRoPE, context.phi3 else {
+                throw ModelError.unsupported(path: path, reason: "rope type 'longrope' in config.json (LongRoPE is applied for model_type phi3 only; supported here: default, linear, llama3)")
+            }
+            func factors(_ key: String) throws -> [Double] {
+                guard let list = scaling[key] as? [Any] else {
+                    throw ModelError.badConfig(path: path, reason: "config.json: longrope needs '\(key)', a list of \(context.frequencies) numbers")
+                }
+                let values = list.compactMap { ($0 as? NSNumber)?.doubleValue }
+                guard values.count == list.count, values.count == context.frequencies, values.allSatisfy({ $0 > 0 }) else {
+                    throw ModelError.badConfig(path: path, reason: "config.json: longrope '\(key)' must be \(context.frequencies) positive numbers (head_dim * partial_rotary_factor / 2), got \(list.count) entries")
+                }
+                return values
+            }
+            // transformers' _compute_longrope_parameters (after standardize_rope_params).
+            let original = context.originalMaxPositions ?? (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? context.maxPositions
+            guard original > 0 else { throw ModelError.badConfig(path: path, reason: "config.json: original_max_position_embeddings must be positive") }
+            let factor = (scaling["factor"] as? NSNumber)?.doubleValue ?? Double(context.maxPositions) / Double(original)
+            let attention = (scaling["attention_factor"] as? NSNumber)?.doubleValue
+                ?? RoPEScaling.longRoPEAttentionFactor(factor: factor, originalMaxPositions: original)
+            result.scaling = RoPEScaling(type: type, factor: factor, originalMaxPositions: original,
+                                         shortFactor: try factors("short_factor"), longFactor: try factors("long_factor"),
+                                         attentionFactor: attention)
         default:
-            throw ModelError.unsupported(path: path, reason: "rope type '\(type)' in config.json (supported: default, linear, llama3)")
+            throw ModelError.unsupported(path: path, reason: "rope type '\(type)' in config.json (supported: default, linear, llama3\(longRoPE?.phi3 == true ? ", longrope" : ""))")
         }
         return result
     }
@@ -364,6 +452,7 @@ public struct LlamaConfig: Sendable, Equatable {
             (numAttentionHeads > 0 && numKeyValueHeads > 0, "head counts must be positive"),
             (numAttentionHeads % numKeyValueHeads == 0, "num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))"),
             (headDim > 0 && headDim % 2 == 0, "head_dim (\(headDim)) must be even for RoPE"),
+            (rotaryDim > 0 && rotaryDim % 2 == 0, "head_dim * partial_rotary_factor (\(rotaryDim)) must be even and positive for RoPE"),
             (!layerTypes.contains(.sliding) || (slidingWindow ?? 0) > 0, "sliding_window must be set and positive for sliding_attention layers"),
         ]
         for (ok, reason) in checks where !ok {
@@ -375,8 +464,8 @@ public struct LlamaConfig: Sendable, Equatable {
 
     /// Elements of every linear weight in the decoder layers (what QLoRA quantizes).
     public var decoderLinearParameterCount: Int {
-        Self.layerLinears.reduce(0) { total, name in
-            let s = linearShape(name)!
+        layerProjections.reduce(0) { total, projection in
+            let s = shape(of: projection)
             return total + s.outFeatures * s.inFeatures
         } * numHiddenLayers
     }
@@ -400,6 +489,9 @@ public struct LlamaConfig: Sendable, Equatable {
         if ropeLayers.contains(false) { parts.append("no RoPE on \(ropeLayers.filter { !$0 }.count) of \(numHiddenLayers) layers") }
         if attentionBias { parts.append("q/k/v/o bias") } else if qkvBiasOnly { parts.append("q/k/v bias") }
         if mlpBias { parts.append("mlp bias") }
+        if fusedProjections { parts.append("fused qkv / gate_up") }
+        if rotaryDim != headDim { parts.append("RoPE on \(rotaryDim) of \(headDim) dims") }
+        if let scaling = ropeScaling, scaling.type == "longrope" { parts.append("LongRoPE from \(scaling.originalMaxPositions) positions") }
         if tieWordEmbeddings { parts.append("tied embeddings") }
         return "\(modelType): " + parts.joined(separator: ", ")
     }
@@ -412,7 +504,7 @@ public struct LlamaConfig: Sendable, Equatable {
     public var totalParameterCount: Int {
         let embed = vocabSize * hiddenSize
         let norms = numHiddenLayers * layerNormParameterCount + hiddenSize
-        let biases = numHiddenLayers * Self.layerLinears.reduce(0) { $0 + (hasBias($1) ? linearShape($1)!.outFeatures : 0) }
+        let biases = numHiddenLayers * layerLinears.reduce(0) { $0 + (hasBias($1) ? linearShape($1)!.outFeatures : 0) }
         return embed + (tieWordEmbeddings ? 0 : embed) + norms + biases + decoderLinearParameterCount
     }
 }

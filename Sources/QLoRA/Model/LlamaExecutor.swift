@@ -14,9 +14,8 @@ public final class LlamaExecutor {
     private let positions: UnsafeMutablePointer<Int32>
     private let targets: UnsafeMutablePointer<Int32>
     private let ids: UnsafeMutablePointer<Int32>
-    /// One table per distinct RoPE of the layers (Gemma 3: global and local), and each layer's.
-    private let ropes: [RoPETable]
-    private let ropeOfLayer: [Int]
+    /// The RoPE tables of the layers (Gemma 3: global and local; LongRoPE: short and long factors).
+    private let rope: LayerRoPE
     /// Seed of the current step's dropout masks (forward and recompute must agree).
     public var dropoutSeed: UInt64 = 0
     /// Batch of the last forward.
@@ -42,18 +41,14 @@ public final class LlamaExecutor {
         positions.initialize(repeating: 0, count: n)
         targets.initialize(repeating: -100, count: n)
         ids.initialize(repeating: 0, count: n)
-        let c = model.config
-        let tables = c.ropeTables
-        ropes = tables.map { RoPETable(headDim: c.headDim, maxPositions: max(shape.seqLen, 1), theta: $0.theta, scaling: $0.scaling) }
-        ropeOfLayer = (0..<c.numHiddenLayers).map { layer in tables.firstIndex(of: c.rope(layer: layer))! }
+        rope = LayerRoPE(config: model.config, maxPositions: max(shape.seqLen, 1))
     }
 
     /// Bytes the executor holds outside its arena: 3 Int32 per row (ids, positions, shifted targets) and
-    /// the RoPE tables (cos and sin, T x D/2 each, plus D/2 inverse frequencies; one set per distinct
-    /// RoPE of the layers). Shared with the plan.
+    /// the RoPE tables (cos and sin, T x R/2 each, plus R/2 inverse frequencies; one set per distinct
+    /// RoPE of the layers, two for LongRoPE past its original length). Shared with the plan.
     public static func auxiliaryBytes(config: LlamaConfig, shape: ActivationLayout.Shape) -> Int {
-        3 * shape.batch * shape.seqLen * 4
-            + config.ropeTables.count * RoPETable.bytes(headDim: config.headDim, maxPositions: max(shape.seqLen, 1))
+        3 * shape.batch * shape.seqLen * 4 + LayerRoPE.bytes(config: config, maxPositions: max(shape.seqLen, 1))
     }
 
     deinit {
@@ -98,7 +93,7 @@ public final class LlamaExecutor {
     private func project(_ layer: Int, _ projection: Projection, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                          slots: ActivationLayout.LayerSlots, rows n: Int, baseNeeded: Bool = true) {
         if baseNeeded {
-            model.layers[layer].linears[projection.rawValue].forward(y: y, x: x, rows: n, workspace: workspace)
+            model.layers[layer].linear(projection).forward(y: y, x: x, rows: n, workspace: workspace)
         }
         if let adapter = lora?.adapters[layer][projection.rawValue] {
             StepProfiler.measure(.lora) {
@@ -118,9 +113,7 @@ public final class LlamaExecutor {
         let c = config.hiddenSize
         let weights = model.layers[layer]
         model.rmsNorm(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: weights.inputLayernorm, rows: n)
-        project(layer, .q, y: p(s.qProj), x: p(s.h1), slots: s, rows: n)
-        project(layer, .k, y: p(s.kProj), x: p(s.h1), slots: s, rows: n)
-        project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
+        projectQKV(layer, s, rows: n)
         normAndRotate(layer, s)
         StepProfiler.measure(.attention) { Attention.forward(out: p(s.attn), rowStats: p(s.rowStats), q: p(s.q), k: p(s.k), v: p(s.v),
                           batch: batch, seqLen: seqLen, heads: config.numAttentionHeads,
@@ -134,8 +127,7 @@ public final class LlamaExecutor {
         }
         add(p(s.xMid), p(s.x), count: n * c)
         model.rmsNorm(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: weights.preMLPNorm, rows: n)
-        project(layer, .gate, y: p(s.gate), x: p(s.h2), slots: s, rows: n)
-        project(layer, .up, y: p(s.up), x: p(s.h2), slots: s, rows: n)
+        projectGateUp(layer, s, rows: n)
         config.activation.forward(out: p(s.act), gate: p(s.gate), up: p(s.up), count: n * config.intermediateSize)
         if config.sandwichNorms {
             project(layer, .down, y: p(s.mlpOut), x: p(s.act), slots: s, rows: n)
@@ -144,6 +136,31 @@ public final class LlamaExecutor {
             project(layer, .down, y: output, x: p(s.act), slots: s, rows: n, baseNeeded: !recompute)
         }
         if !recompute { add(output, p(s.xMid), count: n * c) }
+    }
+
+    /// q, k and v from h1: three projections, or Phi-3's one qkv_proj GEMM (+ one LoRA) split into them.
+    private func projectQKV(_ layer: Int, _ s: ActivationLayout.LayerSlots, rows n: Int) {
+        let c = model.config
+        guard c.fusedProjections else {
+            project(layer, .q, y: p(s.qProj), x: p(s.h1), slots: s, rows: n)
+            project(layer, .k, y: p(s.kProj), x: p(s.h1), slots: s, rows: n)
+            project(layer, .v, y: p(s.v), x: p(s.h1), slots: s, rows: n)
+            return
+        }
+        project(layer, .qkv, y: p(layout.fused), x: p(s.h1), slots: s, rows: n)
+        FusedRows.split(p(layout.fused), into: [(p(s.qProj), c.queryDim), (p(s.kProj), c.keyValueDim), (p(s.v), c.keyValueDim)], rows: n)
+    }
+
+    /// gate and up from h2: two projections, or Phi-3's one gate_up_proj split into them.
+    private func projectGateUp(_ layer: Int, _ s: ActivationLayout.LayerSlots, rows n: Int) {
+        let c = model.config
+        guard c.fusedProjections else {
+            project(layer, .gate, y: p(s.gate), x: p(s.h2), slots: s, rows: n)
+            project(layer, .up, y: p(s.up), x: p(s.h2), slots: s, rows: n)
+            return
+        }
+        project(layer, .gateUp, y: p(layout.fused), x: p(s.h2), slots: s, rows: n)
+        FusedRows.split(p(layout.fused), into: [(p(s.gate), c.intermediateSize), (p(s.up), c.intermediateSize)], rows: n)
     }
 
     /// q and k as attention reads them: RoPE of the projections, after the per-head RMSNorm when the
@@ -156,9 +173,9 @@ public final class LlamaExecutor {
             model.rmsNorm(out: p(s.k), rstd: p(s.kNormRstd), x: p(s.kProj), weight: weights.kNorm!, rows: n * config.numKeyValueHeads)
         }
         guard config.usesRoPE(layer: layer) else { return }
-        let rope = ropes[ropeOfLayer[layer]]
-        rope.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
-        rope.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
+        let table = rope.table(layer: layer, sequenceLength: seqLen)
+        table.apply(p(s.q), positions: positions, rows: n, heads: config.numAttentionHeads)
+        table.apply(p(s.k), positions: positions, rows: n, heads: config.numKeyValueHeads)
     }
 
     @inline(__always)
@@ -289,7 +306,7 @@ public final class LlamaExecutor {
     /// Base input-gradient + LoRA backward of one projection: dx += dy W (+ LoRA terms).
     private func projectBackward(_ layer: Int, _ projection: Projection, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                  x: UnsafePointer<Float>, slots: ActivationLayout.LayerSlots, rows n: Int) {
-        let linear = model.layers[layer].linears[projection.rawValue]
+        let linear = model.layers[layer].linear(projection)
         linear.backwardInput(dx: dx, dy: dy, rows: n, workspace: workspace)
         if let dW = gradients?.layer(layer)?.linears[projection.rawValue] {
             // dW (O, I) += dy^T (O, N) x (N, I)
@@ -336,7 +353,7 @@ public final class LlamaExecutor {
 
         // MLP: out = xMid + [postMLP](down(act(gate(h2)) * up(h2))). h2 and the product share workspace
         // across layers; they are recomputed only where a LoRA or weight gradient reads them.
-        if !sharedFresh && (readsInput(layer, .gate) || readsInput(layer, .up)) {
+        if !sharedFresh && config.mlpInputProjections.contains(where: { readsInput(layer, $0) }) {
             model.rmsNorm(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: weights.preMLPNorm, rows: n)
         }
         if !sharedFresh && readsInput(layer, .down) {
@@ -352,8 +369,14 @@ public final class LlamaExecutor {
         dUp.update(repeating: 0, count: n * f)
         config.activation.backward(dgate: dGate, dup: dUp, dout: dAct, gate: p(s.gate), up: p(s.up), count: n * f)
         dHidden.update(repeating: 0, count: n * config.hiddenSize)
-        projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
-        projectBackward(layer, .up, dx: dHidden, dy: dUp, x: p(s.h2), slots: s, rows: n)
+        if config.fusedProjections {
+            // One gate_up_proj backward on the stacked gradients (Phi-3).
+            FusedRows.stack([(UnsafePointer(dGate), f), (UnsafePointer(dUp), f)], into: p(layout.fused), rows: n)
+            projectBackward(layer, .gateUp, dx: dHidden, dy: p(layout.fused), x: p(s.h2), slots: s, rows: n)
+        } else {
+            projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
+            projectBackward(layer, .up, dx: dHidden, dy: dUp, x: p(s.h2), slots: s, rows: n)
+        }
         model.rmsNormBackward(dx: dResidual, dWeight: normGradient(.preMLP), dy: dHidden, x: p(s.xMid),
                               weight: weights.preMLPNorm, rstd: p(s.rstd2), rows: n)
 
@@ -373,9 +396,9 @@ public final class LlamaExecutor {
                            headDim: config.headDim, scale: config.attentionScale, window: config.attentionWindow(layer: layer),
                            scratch: p(layout.attentionScratch)) }
         if config.usesRoPE(layer: layer) {
-            let rope = ropes[ropeOfLayer[layer]]
-            rope.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
-            rope.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
+            let table = rope.table(layer: layer, sequenceLength: seqLen)
+            table.applyBackward(dQ, positions: positions, rows: n, heads: config.numAttentionHeads)
+            table.applyBackward(dK, positions: positions, rows: n, heads: config.numKeyValueHeads)
         }
         if config.qkNorm {
             // dL/d(normed q) -> dL/d(q_proj output), in place; the norm weights' gradients for full fine-tuning.
@@ -385,13 +408,20 @@ public final class LlamaExecutor {
                                          rstd: p(s.kNormRstd), rows: n * config.numKeyValueHeads)
         }
         // h1 shares its buffer with h2, so it is always stale here.
-        if readsInput(layer, .q) || readsInput(layer, .k) || readsInput(layer, .v) {
+        if config.attentionInputProjections.contains(where: { readsInput(layer, $0) }) {
             model.rmsNorm(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: weights.inputLayernorm, rows: n)
         }
         dHidden.update(repeating: 0, count: n * config.hiddenSize)
-        projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
-        projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)
-        projectBackward(layer, .v, dx: dHidden, dy: dV, x: p(s.h1), slots: s, rows: n)
+        if config.fusedProjections {
+            // One qkv_proj backward on the stacked gradients (Phi-3).
+            FusedRows.stack([(UnsafePointer(dQ), config.queryDim), (UnsafePointer(dK), config.keyValueDim), (UnsafePointer(dV), config.keyValueDim)],
+                            into: p(layout.fused), rows: n)
+            projectBackward(layer, .qkv, dx: dHidden, dy: p(layout.fused), x: p(s.h1), slots: s, rows: n)
+        } else {
+            projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)
+            projectBackward(layer, .k, dx: dHidden, dy: dK, x: p(s.h1), slots: s, rows: n)
+            projectBackward(layer, .v, dx: dHidden, dy: dV, x: p(s.h1), slots: s, rows: n)
+        }
         model.rmsNormBackward(dx: dResidual, dWeight: normGradient(.input), dy: dHidden, x: p(s.x),
                               weight: weights.inputLayernorm, rstd: p(s.rstd1), rows: n)
     }

@@ -48,14 +48,18 @@ public enum LlamaLoader {
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {
             let prefix = "model.layers.\(layer)."
-            var linears: [BaseLinear] = []
-            for projection in Projection.allCases {
-                let module = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName)
-                let shape = config.linearShape(projection.moduleName)!
+            var linears: [Projection: BaseLinear] = [:]
+            for projection in config.layerProjections {
+                let module = LlamaConfig.modulePath(layer: layer, projection)
+                let shape = config.shape(of: projection)
+                if !checkpoint.contains(module + ".weight"), let fused = Self.fusedCounterpart(projection, config: config),
+                   checkpoint.contains(LlamaConfig.modulePath(layer: layer, fused) + ".weight") {
+                    throw ModelError.unsupported(path: path, reason: "tensor '\(LlamaConfig.modulePath(layer: layer, fused)).weight' with model_type '\(config.modelType)', whose layers have \(config.layerLinears.joined(separator: ", ")) (is model_type right?)")
+                }
                 let weight = try frozenWeight(checkpoint: checkpoint, path: path, name: module + ".weight",
                                               outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, format: format)
                 let bias = config.hasBias(projection.moduleName) ? try dense(module + ".bias", shape: [shape.outFeatures]) : nil
-                linears.append(BaseLinear(weight: weight, bias: bias, precision: precision))
+                linears[projection] = BaseLinear(weight: weight, bias: bias, precision: precision)
             }
             var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
             for norm in config.layerNorms {
@@ -74,6 +78,17 @@ public enum LlamaLoader {
             lmHead = BaseLinear(weight: weight, precision: LlamaModel.headPrecision(weight, model: precision))
         }
         return LlamaModel(config: config, embedTokens: embed, layers: layers, norm: norm, lmHead: lmHead, precision: precision)
+    }
+
+    /// The projection the other layout (fused or split) stores instead of `projection`, for a clear error.
+    private static func fusedCounterpart(_ projection: Projection, config: LlamaConfig) -> Projection? {
+        switch projection {
+        case .q, .k, .v: .qkv
+        case .gate, .up: .gateUp
+        case .qkv: .q
+        case .gateUp: .gate
+        default: nil
+        }
     }
 
     /// One linear weight: a bitsandbytes 4-bit tensor as it is, or a dense one kept per `format`.
@@ -143,8 +158,8 @@ public enum LlamaLoader {
                          embed: { model.embedTokens.floats() },
                          norm: { layer, kind in Array(model.layers[layer].norm(kind)!) },
                          finalNorm: { Array(model.norm) },
-                         linear: { layer, projection, _ in dense(model.layers[layer].linears[projection.rawValue]) },
-                         bias: { layer, projection, _ in Array(model.layers[layer].linears[projection.rawValue].bias!) },
+                         linear: { layer, projection, _ in dense(model.layers[layer].linear(projection)) },
+                         bias: { layer, projection, _ in Array(model.layers[layer].linear(projection).bias!) },
                          lmHead: { dense(model.lmHead) })
     }
 
@@ -158,13 +173,13 @@ public enum LlamaLoader {
         let embedTable = EmbeddingTable(values: embed(), rows: config.vocabSize, dim: c, storage: config.frozenTableStorage)
         var layers: [LlamaModel.Layer] = []
         for layer in 0..<config.numHiddenLayers {
-            var linears: [BaseLinear] = []
-            for projection in Projection.allCases {
-                let shape = config.linearShape(projection.moduleName)!
+            var linears: [Projection: BaseLinear] = [:]
+            for projection in config.layerProjections {
+                let shape = config.shape(of: projection)
                 let values = linear(layer, projection, shape.outFeatures * shape.inFeatures)
                 let weight = try makeWeight(values, outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, format: format)
                 let biasValues = config.hasBias(projection.moduleName) ? bias(layer, projection, shape.outFeatures) : nil
-                linears.append(BaseLinear(weight: weight, bias: biasValues, precision: precision))
+                linears[projection] = BaseLinear(weight: weight, bias: biasValues, precision: precision)
             }
             var norms: [LayerNorm: UnsafeMutableBufferPointer<Float>] = [:]
             for kind in config.layerNorms { norms[kind] = buffer(norm(layer, kind)) }

@@ -6,13 +6,20 @@ public final class LlamaModel {
         /// Indexed by `LayerNorm.rawValue`: (C), or (D) for the q/k norms; nil where the family has no
         /// such norm (`LlamaConfig.layerNorms`).
         public var norms: [UnsafeMutableBufferPointer<Float>?]
-        /// Indexed by `Projection.rawValue`.
-        public var linears: [BaseLinear]
+        /// Indexed by `Projection.rawValue`; nil where the family has no such linear
+        /// (`LlamaConfig.layerProjections`: Llama's seven, or Phi-3's fused four).
+        public var linearSlots: [BaseLinear?]
 
-        public init(norms: [LayerNorm: UnsafeMutableBufferPointer<Float>], linears: [BaseLinear]) {
+        public init(norms: [LayerNorm: UnsafeMutableBufferPointer<Float>], linears: [Projection: BaseLinear]) {
             self.norms = LayerNorm.allCases.map { norms[$0] }
-            self.linears = linears
+            self.linearSlots = Projection.allCases.map { linears[$0] }
         }
+
+        /// A linear the layer has (asking for one it lacks is a programming error).
+        public func linear(_ projection: Projection) -> BaseLinear { linearSlots[projection.rawValue]! }
+
+        /// The layer's linears, in `Projection` order.
+        public var linears: [BaseLinear] { linearSlots.compactMap { $0 } }
 
         public func norm(_ kind: LayerNorm) -> UnsafeMutableBufferPointer<Float>? { norms[kind.rawValue] }
         public var inputLayernorm: UnsafeMutableBufferPointer<Float> { norms[LayerNorm.input.rawValue]! }

@@ -33,8 +33,8 @@ public enum LlamaWriter {
             for norm in config.layerNorms {
                 add(config.normTensorName(layer: index, norm), [config.width(of: norm)], UnsafeBufferPointer(layer.norm(norm)!))
             }
-            for projection in Projection.allCases {
-                addLinear(LlamaConfig.modulePath(layer: index, linear: projection.moduleName), layer.linears[projection.rawValue])
+            for projection in config.layerProjections {
+                addLinear(LlamaConfig.modulePath(layer: index, projection), layer.linear(projection))
             }
         }
         add("model.norm.weight", [config.hiddenSize], UnsafeBufferPointer(model.norm))
@@ -79,6 +79,15 @@ public enum LlamaWriter {
                     rope["high_freq_factor"] = .number(s.highFreqFactor)
                     rope["original_max_position_embeddings"] = .int(s.originalMaxPositions)
                 }
+                if s.type == "longrope" {
+                    rope["short_factor"] = .array(s.shortFactor.map(JSONValue.number))
+                    rope["long_factor"] = .array(s.longFactor.map(JSONValue.number))
+                    rope["original_max_position_embeddings"] = .int(s.originalMaxPositions)
+                    // Written only when it is not the one transformers derives from factor (as the source had it).
+                    if s.attentionFactor != RoPEScaling.longRoPEAttentionFactor(factor: s.factor, originalMaxPositions: s.originalMaxPositions) {
+                        rope["attention_factor"] = .number(s.attentionFactor)
+                    }
+                }
             }
             return .dictionary(rope)
         }
@@ -97,6 +106,11 @@ public enum LlamaWriter {
         } else {
             fields["rope_parameters"] = global
             if let window = c.slidingWindow { fields["sliding_window"] = .int(window) }
+            if c.partialRotaryFactor != 1, var members = fields["rope_parameters"]?.members {
+                members["partial_rotary_factor"] = .number(c.partialRotaryFactor)
+                fields["rope_parameters"] = .dictionary(members)
+            }
+            if let s = c.ropeScaling, s.type == "longrope" { fields["original_max_position_embeddings"] = .int(s.originalMaxPositions) }
             if c.modelType == "smollm3" { fields["no_rope_layers"] = .array((0..<c.numHiddenLayers).map { .int(c.usesRoPE(layer: $0) ? 1 : 0) }) }
         }
         if let bos = c.bosTokenID { fields["bos_token_id"] = .int(bos) }
@@ -113,6 +127,7 @@ public enum LlamaWriter {
         case "mistral": return "MistralForCausalLM"
         case "gemma3_text", "gemma3": return "Gemma3ForCausalLM"
         case "smollm3": return "SmolLM3ForCausalLM"
+        case "phi3": return "Phi3ForCausalLM"
         default: return "LlamaForCausalLM"
         }
     }

@@ -45,7 +45,8 @@ public struct QuantizeSummary: Sendable {
 /// Quantizes a Hugging Face checkpoint directory into the bitsandbytes 4-bit format.
 ///
 /// Which weights: every 2-D F32/BF16/F16 tensor under `model.layers.` whose name ends in
-/// `_proj.weight` (the Llama/Mistral/Qwen linears q/k/v/o/gate/up/down_proj), unless a skip-module
+/// `_proj.weight` (the Llama/Mistral/Qwen linears q/k/v/o/gate/up/down_proj; Phi-3's fused qkv_proj and
+/// gate_up_proj, each quantized whole as bitsandbytes does), unless a skip-module
 /// entry is a substring of its module name. Embeddings, lm_head and norms are copied unchanged.
 ///
 /// Memory: the input is memory-mapped; each linear is quantized in turn and only its packed output

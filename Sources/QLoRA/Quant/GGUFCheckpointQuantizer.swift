@@ -32,8 +32,8 @@ public enum GGUFCheckpointQuantizer {
             for norm in config.layerNorms {
                 names.append((config.normTensorName(layer: layer, norm), "blk.\(layer).\(norm.ggufName).weight", nil, shift))
             }
-            for projection in Projection.allCases {
-                let module = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName)
+            for projection in config.layerProjections {
+                let module = LlamaConfig.modulePath(layer: layer, projection)
                 let rows = GGUFModelLoader.storedRows(config: config, projection: projection)
                 let name = GGUFModelLoader.tensorName(layer: layer, projection)
                 names.append((module + ".weight", name + ".weight", rows, 0))

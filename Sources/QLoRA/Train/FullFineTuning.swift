@@ -6,8 +6,8 @@ public struct ModelGradients {
     public struct Layer {
         /// Indexed by `LayerNorm.rawValue`, nil where the family has no such norm.
         public var norms: [UnsafeMutablePointer<Float>?]
-        /// Indexed by Projection.rawValue; (out, in) each.
-        public var linears: [UnsafeMutablePointer<Float>]
+        /// Indexed by Projection.rawValue; (out, in) each; nil where the family has no such linear.
+        public var linears: [UnsafeMutablePointer<Float>?]
 
         public func norm(_ kind: LayerNorm) -> UnsafeMutablePointer<Float>? { norms[kind.rawValue] }
     }
@@ -58,8 +58,8 @@ public final class FullFineTuning {
 
     /// Bytes of the bf16 working copies `.bf16Mixed` adds for `config` (the memory plan counts them).
     public static func workingCopyBytes(config: LlamaConfig) -> Int {
-        let linears = LlamaConfig.layerLinears.reduce(0) { sum, name in
-            let shape = config.linearShape(name)!
+        let linears = config.layerProjections.reduce(0) { sum, projection in
+            let shape = config.shape(of: projection)
             return sum + shape.outFeatures * shape.inFeatures
         }
         return 2 * (config.numHiddenLayers * linears + (config.tieWordEmbeddings ? 0 : config.vocabSize * config.hiddenSize))
@@ -74,10 +74,9 @@ public final class FullFineTuning {
         var tensors: [(key: String, shape: [Int])] = [("model.embed_tokens.weight", [config.vocabSize, config.hiddenSize])]
         for layer in 0..<config.numHiddenLayers {
             for norm in config.layerNorms { tensors.append((config.normTensorName(layer: layer, norm), [config.width(of: norm)])) }
-            for projection in Projection.allCases {
-                let shape = config.linearShape(projection.moduleName)!
-                tensors.append((LlamaConfig.modulePath(layer: layer, linear: projection.moduleName) + ".weight",
-                                [shape.outFeatures, shape.inFeatures]))
+            for projection in config.layerProjections {
+                let shape = config.shape(of: projection)
+                tensors.append((LlamaConfig.modulePath(layer: layer, projection) + ".weight", [shape.outFeatures, shape.inFeatures]))
             }
         }
         tensors.append(("model.norm.weight", [config.hiddenSize]))
@@ -120,24 +119,24 @@ public final class FullFineTuning {
                 norms[norm] = entry.value
                 normGradients[norm.rawValue] = entry.grad
             }
-            var linears: [BaseLinear] = [], workingLinears: [BaseLinear] = []
-            var linearGradients: [UnsafeMutablePointer<Float>] = []
-            for projection in Projection.allCases {
-                let name = LlamaConfig.modulePath(layer: layer, linear: projection.moduleName) + ".weight"
+            var linears: [Projection: BaseLinear] = [:], workingLinears: [Projection: BaseLinear] = [:]
+            var linearGradients = [UnsafeMutablePointer<Float>?](repeating: nil, count: Projection.allCases.count)
+            for projection in config.layerProjections {
+                let name = LlamaConfig.modulePath(layer: layer, projection) + ".weight"
                 let weight = slot(name)
-                let original = source.layers[layer].linears[projection.rawValue]
+                let original = source.layers[layer].linear(projection)
                 try copyDense(original.weight, into: weight.value, name: name)
                 let borrowed = BorrowedFloatWeight(outFeatures: original.outFeatures, inFeatures: original.inFeatures,
                                                    values: UnsafePointer(weight.value.baseAddress!))
-                linears.append(BaseLinear(weight: borrowed, bias: original.bias.map(Array.init), precision: .fp32))
-                workingLinears.append(working(linears.last!, values: weight.value))
-                linearGradients.append(weight.grad)
+                let master = BaseLinear(weight: borrowed, bias: original.bias.map(Array.init), precision: .fp32)
+                linears[projection] = master
+                workingLinears[projection] = working(master, values: weight.value)
+                linearGradients[projection.rawValue] = weight.grad
             }
             let weights = LlamaModel.Layer(norms: norms, linears: linears)
             let gradients = ModelGradients.Layer(norms: normGradients, linears: linearGradients)
             layers.append(weights)
-            var workingWeights = weights
-            workingWeights.linears = workingLinears
+            let workingWeights = LlamaModel.Layer(norms: norms, linears: workingLinears)
             workingLayers.append(workingWeights)
             gradientLayers.append(gradients)
         }

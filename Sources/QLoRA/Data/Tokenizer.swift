@@ -86,10 +86,23 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(tokenizerJSON: tokenizerJSON, config: config, chatTemplate: nil)
     }
 
-    public init(tokenizerJSON: Data, config: Data?, chatTemplate: String?) throws {
+    public convenience init(tokenizerJSON: Data, config: Data?, chatTemplate: String?) throws {
         guard let root = (try? JSONSerialization.jsonObject(with: tokenizerJSON)) as? [String: Any] else {
             throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "not a JSON object")
         }
+        var settings: [String: Any] = [:]
+        if let config {
+            guard let parsed = (try? JSONSerialization.jsonObject(with: config)) as? [String: Any] else {
+                throw DataError.invalidTokenizerFile(file: "tokenizer_config.json", detail: "not a JSON object")
+            }
+            settings = parsed
+        }
+        try self.init(tokenizerObject: root, config: settings, chatTemplate: chatTemplate)
+    }
+
+    /// From the parsed tokenizer.json and tokenizer_config.json objects (a GGUF's rebuilt tokenizer
+    /// comes here directly: a 262k vocabulary need not go through JSON text and back).
+    init(tokenizerObject root: [String: Any], config settings: [String: Any], chatTemplate: String?) throws {
         guard let modelJSON = root["model"] as? [String: Any] else {
             throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "no model")
         }
@@ -137,13 +150,6 @@ public final class Tokenizer: @unchecked Sendable {
         for token in added { distinct.insert(TokenBytes(token.content)) }
         vocabSize = distinct.count
 
-        var settings: [String: Any] = [:]
-        if let config {
-            guard let parsed = (try? JSONSerialization.jsonObject(with: config)) as? [String: Any] else {
-                throw DataError.invalidTokenizerFile(file: "tokenizer_config.json", detail: "not a JSON object")
-            }
-            settings = parsed
-        }
         func specialToken(_ key: String) throws -> Int32? {
             let value = settings[key]
             let content = value as? String ?? (value as? [String: Any])?["content"] as? String

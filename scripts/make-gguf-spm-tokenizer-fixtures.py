@@ -7,6 +7,7 @@ Not needed by the project or CI (needs sentencepiece, gguf, transformers 5.23):
 
     python scripts/make-gguf-spm-tokenizer-fixtures.py
     python scripts/make-gguf-spm-tokenizer-fixtures.py --real gemma-3-270m-q4_k_m.gguf OUT.json
+      (also writes OUT.transformers.json: transformers' merges and added tokens for that file)
 
 A SentencePiece BPE model (byte fallback) is trained on the strings of Fixtures/tokenizer/tokenizer_cases.json
 plus a few paragraphs written here, and its pieces, scores and types are stored as llama.cpp stores them:
@@ -163,8 +164,10 @@ def write_gguf(path, arch, pieces, keys):
     w.close()
 
 
-def reference(path, chats):
+def reference(path, chats, template=None):
     tok = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
+    if template is not None:
+        tok.chat_template = template
     rows = []
     for text in case_strings():
         ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -188,7 +191,8 @@ def save(name, path, chats):
     tok, cases = reference(path, chats)
     json.dump(cases, open(os.path.join(OUT, name + ".cases.json"), "w"), ensure_ascii=False, indent=0)
     built = json.loads(tok.backend_tokenizer.to_str())
-    json.dump(built, open(os.path.join(OUT, name + ".transformers.json"), "w"), ensure_ascii=False)
+    # ASCII-escaped: Foundation's JSON reader drops a raw U+FEFF at the start of a string.
+    json.dump(built, open(os.path.join(OUT, name + ".transformers.json"), "w"), ensure_ascii=True)
     print(name, type(tok).__name__, len(built["model"]["vocab"]), "tokens", len(built["model"]["merges"]), "merges",
           len(built["added_tokens"]), "added")
 
@@ -236,13 +240,15 @@ def make_fixtures():
 
 
 def make_real(path, out):
-    tok, cases = reference(path, CHATS if tok_has_template(path) else [])
+    # The real Gemma 3 270M file has no tokenizer.chat_template: render with Gemma 3's own, given to both sides.
+    template = None if "tokenizer.chat_template" in gguf.GGUFReader(path).fields else GEMMA3_TEMPLATE
+    tok, cases = reference(path, CHATS, template)
+    cases["chat_template"] = template
     json.dump(cases, open(out, "w"), ensure_ascii=False, indent=0)
+    built = json.loads(tok.backend_tokenizer.to_str())
+    json.dump({"merges": built["model"]["merges"], "added_tokens": built["added_tokens"]},
+              open(os.path.splitext(out)[0] + ".transformers.json", "w"), ensure_ascii=True)
     print(len(cases["strings"]), "strings,", len(cases["chat"]), "chat renders ->", out)
-
-
-def tok_has_template(path):
-    return "tokenizer.chat_template" in gguf.GGUFReader(path).fields
 
 
 if __name__ == "__main__":

@@ -105,6 +105,20 @@ import Testing
         #expect(reloaded.bosTokenID == tokenizer.bosTokenID)
     }
 
+    /// tokenizer.json with tokens that are canonically equivalent but spelled differently ("é" as one
+    /// scalar and as two, as in Gemma's vocabulary) and a token that is a raw U+FEFF: each keeps its id
+    /// through our writer and reader (JSONSerialization would merge the first two and empty the third).
+    @Test func tokenizerJSONKeepsEverySpelling() throws {
+        let tokens = ["\u{E9}", "e", "\u{301}", "e\u{301}", "\u{FEFF}", "x"]
+        let object: [String: Any] = [
+            "model": ["type": "BPE", "vocab": TokenizerVocabulary(tokens: tokens), "merges": [["e", "\u{301}"]]],
+            "pre_tokenizer": NSNull(), "normalizer": NSNull(), "decoder": NSNull(), "added_tokens": [] as [Any]]
+        let tokenizer = try Tokenizer(tokenizerJSON: TokenizerJSONWriter.data(object), config: nil)
+        #expect(tokenizer.vocabSize == 6)
+        for (id, token) in tokens.enumerated() { #expect(tokenizer.token(Int32(id)) == token && tokenizer.tokenID(token) == Int32(id)) }
+        #expect(tokenizer.encode("\u{E9}e\u{301}\u{FEFF}x") == [0, 3, 4, 5])
+    }
+
     // MARK: Bad input
 
     /// The llama fixture's metadata with `change` applied, written to a temporary file.

@@ -87,7 +87,8 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     public convenience init(tokenizerJSON: Data, config: Data?, chatTemplate: String?) throws {
-        guard let root = (try? JSONSerialization.jsonObject(with: tokenizerJSON)) as? [String: Any] else {
+        // Our reader, not JSONSerialization: it keeps tokens spelled differently but canonically equal apart.
+        guard let root = try TokenizerJSONReader.parse(tokenizerJSON) as? [String: Any] else {
             throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "not a JSON object")
         }
         var settings: [String: Any] = [:]

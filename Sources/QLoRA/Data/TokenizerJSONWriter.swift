@@ -67,7 +67,8 @@ enum TokenizerJSONWriter {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 {
+                // U+FEFF escaped: Foundation's JSON reader drops it raw at the start of a string.
+                if scalar.value < 0x20 || scalar.value == 0xFEFF {
                     out += String(format: "\\u%04x", scalar.value)
                 } else {
                     out.unicodeScalars.append(scalar)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Makes Fixtures/gguf-spm/: two tiny SentencePiece-style GGUF tokenizers (`tokenizer.ggml.model = llama`,
+"""Makes Fixtures/gguf-spm/: three tiny SentencePiece-style GGUF tokenizers (`tokenizer.ggml.model = llama`,
 no tensors) and what transformers builds from them; with --real, the reference of the opt-in test
 Tests/QLoRATests/GGUFSentencePieceRealTests.swift for a real GGUF (Gemma 3 270M).
 
@@ -17,6 +17,7 @@ plus a few paragraphs written here, and its pieces, scores and types are stored 
   the scores (with transformers' tie order) give the right merges. Control tokens [INST] [/INST],
   user-defined <think> </think>, one unused (type 5) piece; no padding id, add_bos_token left out (the
   loader's default, true), add_eos_token true, add_space_prefix true, a Llama-2 chat template.
+- spm-phi3.gguf: the same vocabulary as architecture phi3 (the prefix space from a normalizer), add_bos_token false.
 - spm-gemma3.gguf (architecture gemma3): transformers builds `GemmaTokenizer` (spaces replaced by the
   normalizer, merges recovered from the positions). The pieces keep their order and the scores are
   shuffled, so only the positions give the right merges. Gemma's specials (<pad> <eos> <bos> <unk> <mask>,
@@ -214,6 +215,12 @@ def make_fixtures():
         "tokenizer.ggml.add_eos_token": True, "tokenizer.ggml.add_space_prefix": True,
         "tokenizer.chat_template": LLAMA2_TEMPLATE})
     save("spm-llama", path, [])
+    # The same vocabulary as phi3: the prefix space comes from a normalizer instead of Metaspace.
+    path = os.path.join(OUT, "spm-phi3.gguf")
+    write_gguf(path, "phi3", ordered, {
+        "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.add_bos_token": False})
+    save("spm-phi3", path, [])
 
     # Gemma 3: <pad> <eos> <bos> <unk>, then <mask> and the turn markers (control), [multimodal] (user-defined).
     pieces = train(["<mask>", "<start_of_turn>", "<end_of_turn>"], ["[multimodal]"],

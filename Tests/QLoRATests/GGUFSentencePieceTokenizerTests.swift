@@ -8,7 +8,7 @@ import Testing
 /// scripts/make-gguf-spm-tokenizer-fixtures.py): the rebuilt tokenizer.json equals the one transformers
 /// builds (merges in order, added tokens, pipeline), and every string gives transformers' ids and decodes.
 @Suite struct GGUFSentencePieceTokenizerTests {
-    static let names = ["spm-llama", "spm-gemma3"]
+    static let names = ["spm-llama", "spm-phi3", "spm-gemma3"]
     static let caseCount = 74
 
     static func fixture(_ name: String) throws -> (tokenizer: Tokenizer, cases: [String: Any]) {

@@ -24,6 +24,8 @@ plus a few paragraphs written here, and its pieces, scores and types are stored 
   <start_of_turn> <end_of_turn> control, [multimodal] user-defined), "\\n" runs and space runs ("  ", stored as
   spaces as in the real file) user-defined, add_space_prefix false, Gemma 3's chat template.
 
+split-behaviors.json: `tokenizers`' Split on "\u2581" and on "e" with each of its five behaviors over the gemma3 tokenizer.
+
 For each: <name>.cases.json (ids without / with special tokens, tokens, both decodes for every string; chat
 renders for Gemma) and <name>.transformers.json (the tokenizer.json transformers built, to compare merges,
 added tokens and pipeline).
@@ -198,6 +200,24 @@ def save(name, path, chats):
           len(built["added_tokens"]), "added")
 
 
+def split_behaviors():
+    """split-behaviors.json: `tokenizers`' Split on a plain string ("\u2581", and "e") with each behavior over
+    the gemma3 tokenizer (whose own Split on " " never sees a space after its normalizer): the pieces' edges
+    change the merges, e.g. "\u2581dog" from MergedWithNext but "\u2581" + "dog" from Isolated."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    strings = [t for t in case_strings() if " " in t]
+    out = {}
+    for behavior in ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"]:
+        out[behavior] = []
+        for pattern in ["\u2581", "e"]:
+            tok = Tokenizer.from_str(open(os.path.join(OUT, "spm-gemma3.transformers.json")).read())
+            tok.pre_tokenizer = pre_tokenizers.Split(pattern, behavior=behavior)
+            tok.post_processor = None
+            out[behavior].append({"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"],
+                                  "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in strings]})
+    json.dump(out, open(os.path.join(OUT, "split-behaviors.json"), "w"), ensure_ascii=False, indent=0)
+
+
 def make_fixtures():
     os.makedirs(OUT, exist_ok=True)
     rng = random.Random(20251207)
@@ -244,6 +264,7 @@ def make_fixtures():
         "tokenizer.ggml.add_eos_token": False, "tokenizer.ggml.add_space_prefix": False,
         "tokenizer.chat_template": GEMMA3_TEMPLATE})
     save("spm-gemma3", path, CHATS)
+    split_behaviors()
 
 
 def make_real(path, out):

@@ -105,6 +105,27 @@ import Testing
         #expect(reloaded.bosTokenID == tokenizer.bosTokenID)
     }
 
+    /// `Split` on a plain string ("▁" and "e") with each of `tokenizers`' five behaviors (the gemma3
+    /// fixture's tokenizer with its pre-tokenizer replaced) gives `tokenizers`' ids.
+    @Test(arguments: ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"])
+    func splitOnAStringMatchesTokenizers(_ behavior: String) throws {
+        let variants = try #require(try DataFixtures.json("gguf-spm/split-behaviors.json")[behavior] as? [[String: Any]])
+        #expect(variants.count == 2)
+        let data = try Data(contentsOf: FixturePaths.url("gguf-spm/spm-gemma3.transformers.json"))
+        for variant in variants {
+            var root = try #require(try TokenizerJSONReader.parse(data) as? [String: Any])
+            root["pre_tokenizer"] = variant["pre_tokenizer"]
+            root["post_processor"] = NSNull()
+            let tokenizer = try Tokenizer(tokenizerObject: root, config: [:], chatTemplate: nil)
+            let cases = try #require(variant["cases"] as? [[String: Any]])
+            #expect(cases.count == 51)
+            for entry in cases {
+                let text = try #require(entry["text"] as? String)
+                #expect(tokenizer.encode(text) == int32s(entry["ids"]), "\(behavior) \(variant["pre_tokenizer"]!) \(text.debugDescription)")
+            }
+        }
+    }
+
     /// tokenizer.json with tokens that are canonically equivalent but spelled differently ("é" as one
     /// scalar and as two, as in Gemma's vocabulary) and a token that is a raw U+FEFF: each keeps its id
     /// through our writer and reader (JSONSerialization would merge the first two and empty the third).

@@ -206,16 +206,16 @@ def split_behaviors():
     change the merges, e.g. "\u2581dog" from MergedWithNext but "\u2581" + "dog" from Isolated."""
     from tokenizers import Tokenizer, pre_tokenizers
     strings = [t for t in case_strings() if " " in t]
-    out = {}
+    out = {"strings": strings, "behaviors": {}}
     for behavior in ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"]:
-        out[behavior] = []
+        out["behaviors"][behavior] = []
         for pattern in ["\u2581", "e"]:
             tok = Tokenizer.from_str(open(os.path.join(OUT, "spm-gemma3.transformers.json")).read())
             tok.pre_tokenizer = pre_tokenizers.Split(pattern, behavior=behavior)
             tok.post_processor = None
-            out[behavior].append({"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"],
-                                  "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in strings]})
-    json.dump(out, open(os.path.join(OUT, "split-behaviors.json"), "w"), ensure_ascii=False, indent=0)
+            out["behaviors"][behavior].append({"pre_tokenizer": json.loads(tok.to_str())["pre_tokenizer"],
+                                               "ids": [tok.encode(t, add_special_tokens=False).ids for t in strings]})
+    json.dump(out, open(os.path.join(OUT, "split-behaviors.json"), "w"), ensure_ascii=False, separators=(",", ":"))
 
 
 def make_fixtures():

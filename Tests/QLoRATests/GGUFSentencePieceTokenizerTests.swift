@@ -109,7 +109,10 @@ import Testing
     /// fixture's tokenizer with its pre-tokenizer replaced) gives `tokenizers`' ids.
     @Test(arguments: ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"])
     func splitOnAStringMatchesTokenizers(_ behavior: String) throws {
-        let variants = try #require(try DataFixtures.json("gguf-spm/split-behaviors.json")[behavior] as? [[String: Any]])
+        let fixture = try DataFixtures.json("gguf-spm/split-behaviors.json")
+        let strings = try #require(fixture["strings"] as? [String])
+        #expect(strings.count == 51)
+        let variants = try #require((fixture["behaviors"] as? [String: Any])?[behavior] as? [[String: Any]])
         #expect(variants.count == 2)
         let data = try Data(contentsOf: FixturePaths.url("gguf-spm/spm-gemma3.transformers.json"))
         for variant in variants {
@@ -117,11 +120,10 @@ import Testing
             root["pre_tokenizer"] = variant["pre_tokenizer"]
             root["post_processor"] = NSNull()
             let tokenizer = try Tokenizer(tokenizerObject: root, config: [:], chatTemplate: nil)
-            let cases = try #require(variant["cases"] as? [[String: Any]])
-            #expect(cases.count == 51)
-            for entry in cases {
-                let text = try #require(entry["text"] as? String)
-                #expect(tokenizer.encode(text) == int32s(entry["ids"]), "\(behavior) \(variant["pre_tokenizer"]!) \(text.debugDescription)")
+            let ids = try #require(variant["ids"] as? [Any])
+            #expect(ids.count == strings.count)
+            for (text, expected) in zip(strings, ids) {
+                #expect(tokenizer.encode(text) == int32s(expected), "\(behavior) \(variant["pre_tokenizer"]!) \(text.debugDescription)")
             }
         }
     }

@@ -8,8 +8,9 @@ import GGUF
 /// Supported: model BPE (merges as `"a b"` or `["a", "b"]`, `byte_fallback`, `fuse_unk`, `unk_token`,
 /// `ignore_merges`); normalizers Sequence, Prepend, Replace (string patterns), NFC/NFD/NFKC/NFKD,
 /// Lowercase, Strip; pre-tokenizers ByteLevel (GPT-2 regex), Metaspace, Split (the GPT-2 and Llama 3
-/// regexes with behavior Isolated; plain strings with any behavior), Digits, Sequence; decoders ByteLevel, Replace, ByteFallback, Fuse,
-/// Strip, Metaspace, Sequence; post-processors TemplateProcessing, ByteLevel, Sequence of them.
+/// regexes with behavior Isolated; plain strings with any behavior), Digits, Sequence; decoders
+/// ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence; post-processors
+/// TemplateProcessing, ByteLevel, Sequence of them.
 /// Added tokens honour `lstrip`, `rstrip`, `single_word` (word characters: letters, numbers, `_`) and
 /// `normalized`. Not supported (throws `DataError.unsupportedTokenizerFeature`): WordPiece / Unigram /
 /// WordLevel models, BPE dropout, subword prefixes/suffixes, other regexes, BERT-style normalizers.

@@ -6,6 +6,11 @@ struct TokenBytes: Hashable {
     let bytes: [UInt8]
     init(_ string: String) { bytes = Array(string.utf8) }
     init(bytes: [UInt8]) { self.bytes = bytes }
+
+    // Hashed as one buffer: the synthesized hash feeds the Hasher a byte at a time, which dominated
+    // building a 262k-token vocabulary and its half a million merges.
+    func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+    static func == (a: TokenBytes, b: TokenBytes) -> Bool { a.bytes == b.bytes }
 }
 
 /// The BPE model of `tokenizers`: per-character symbols (or `<0xNN>` byte fallback / unk), merged
@@ -46,21 +51,30 @@ final class BytePairModel: @unchecked Sendable {
                 throw DataError.unsupportedTokenizerFeature(component: "model", detail: "\(key) \"\(affix)\"")
             }
         }
-        guard let vocab = model["vocab"] as? [String: Any] else { throw invalid("vocab missing") }
+        var idToToken: [String?]
+        if let vocabulary = model["vocab"] as? TokenizerVocabulary {
+            idToToken = vocabulary.tokens
+        } else if let vocab = model["vocab"] as? [String: Any] {
+            var maxID = -1
+            for (token, value) in vocab {
+                guard let number = value as? NSNumber, number.intValue >= 0 else { throw invalid("vocab entry \(token) has no integer id") }
+                maxID = max(maxID, number.intValue)
+            }
+            idToToken = [String?](repeating: nil, count: maxID + 1)
+            for (token, value) in vocab { idToToken[(value as! NSNumber).intValue] = token }
+        } else {
+            throw invalid("vocab missing")
+        }
         var tokenToID: [TokenBytes: Int32] = [:]
-        tokenToID.reserveCapacity(vocab.count)
+        tokenToID.reserveCapacity(idToToken.count)
         var scalarToID: [UInt32: Int32] = [:]
-        var maxID: Int32 = -1
-        for (token, value) in vocab {
-            guard let number = value as? NSNumber else { throw invalid("vocab entry \(token) has no integer id") }
-            let id = number.int32Value
+        for (index, token) in idToToken.enumerated() {
+            guard let token else { continue }
+            let id = Int32(index)
             tokenToID[TokenBytes(token)] = id
-            maxID = max(maxID, id)
             let scalars = token.unicodeScalars
             if scalars.count == 1, let scalar = scalars.first { scalarToID[scalar.value] = id }
         }
-        var idToToken = [String?](repeating: nil, count: Int(maxID) + 1)
-        for (token, value) in vocab { idToToken[Int((value as! NSNumber).intValue)] = token }
 
         guard let mergeList = model["merges"] as? [Any] else { throw invalid("merges missing") }
         var merges: [UInt64: UInt64] = [:]

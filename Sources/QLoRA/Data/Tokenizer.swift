@@ -8,8 +8,9 @@ import GGUF
 /// Supported: model BPE (merges as `"a b"` or `["a", "b"]`, `byte_fallback`, `fuse_unk`, `unk_token`,
 /// `ignore_merges`); normalizers Sequence, Prepend, Replace (string patterns), NFC/NFD/NFKC/NFKD,
 /// Lowercase, Strip; pre-tokenizers ByteLevel (GPT-2 regex), Metaspace, Split (the GPT-2 and Llama 3
-/// regexes only, behavior Isolated), Digits, Sequence; decoders ByteLevel, Replace, ByteFallback, Fuse,
-/// Strip, Metaspace, Sequence; post-processors TemplateProcessing, ByteLevel, Sequence of them.
+/// regexes with behavior Isolated; plain strings with any behavior), Digits, Sequence; decoders
+/// ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence; post-processors
+/// TemplateProcessing, ByteLevel, Sequence of them.
 /// Added tokens honour `lstrip`, `rstrip`, `single_word` (word characters: letters, numbers, `_`) and
 /// `normalized`. Not supported (throws `DataError.unsupportedTokenizerFeature`): WordPiece / Unigram /
 /// WordLevel models, BPE dropout, subword prefixes/suffixes, other regexes, BERT-style normalizers.
@@ -86,10 +87,24 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(tokenizerJSON: tokenizerJSON, config: config, chatTemplate: nil)
     }
 
-    public init(tokenizerJSON: Data, config: Data?, chatTemplate: String?) throws {
-        guard let root = (try? JSONSerialization.jsonObject(with: tokenizerJSON)) as? [String: Any] else {
+    public convenience init(tokenizerJSON: Data, config: Data?, chatTemplate: String?) throws {
+        // Our reader, not JSONSerialization: it keeps tokens spelled differently but canonically equal apart.
+        guard let root = try TokenizerJSONReader.parse(tokenizerJSON) as? [String: Any] else {
             throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "not a JSON object")
         }
+        var settings: [String: Any] = [:]
+        if let config {
+            guard let parsed = (try? JSONSerialization.jsonObject(with: config)) as? [String: Any] else {
+                throw DataError.invalidTokenizerFile(file: "tokenizer_config.json", detail: "not a JSON object")
+            }
+            settings = parsed
+        }
+        try self.init(tokenizerObject: root, config: settings, chatTemplate: chatTemplate)
+    }
+
+    /// From the parsed tokenizer.json and tokenizer_config.json objects (a GGUF's rebuilt tokenizer
+    /// comes here directly: a 262k vocabulary need not go through JSON text and back).
+    init(tokenizerObject root: [String: Any], config settings: [String: Any], chatTemplate: String?) throws {
         guard let modelJSON = root["model"] as? [String: Any] else {
             throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "no model")
         }
@@ -137,13 +152,6 @@ public final class Tokenizer: @unchecked Sendable {
         for token in added { distinct.insert(TokenBytes(token.content)) }
         vocabSize = distinct.count
 
-        var settings: [String: Any] = [:]
-        if let config {
-            guard let parsed = (try? JSONSerialization.jsonObject(with: config)) as? [String: Any] else {
-                throw DataError.invalidTokenizerFile(file: "tokenizer_config.json", detail: "not a JSON object")
-            }
-            settings = parsed
-        }
         func specialToken(_ key: String) throws -> Int32? {
             let value = settings[key]
             let content = value as? String ?? (value as? [String: Any])?["content"] as? String

@@ -287,6 +287,8 @@ indirect enum PreTokenizer {
     case byteLevel(addPrefixSpace: Bool, useRegex: Bool)
     case metaspace(replacement: UInt32, prependScheme: MetaspacePrependScheme, split: Bool)
     case split(SplitRegex, invert: Bool)
+    /// `Split` on a plain string (Gemma's `" "`, MergedWithPrevious).
+    case splitString([UInt32], behavior: SplitBehavior)
     case digits(individual: Bool)
 
     static func parse(_ any: Any?) throws -> PreTokenizer? {
@@ -314,10 +316,22 @@ indirect enum PreTokenizer {
             }
             return .metaspace(replacement: scalar.value, prependScheme: scheme, split: object.bool("split", default: true))
         case "Split":
-            guard let pattern = object.values["pattern"] as? [String: Any], let regex = pattern["Regex"] as? String else {
-                throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "Split without a regex pattern")
-            }
             let behavior = object.values["behavior"] as? String ?? ""
+            if let pattern = object.values["pattern"] as? [String: Any], let string = pattern["String"] as? String {
+                guard let parsed = SplitBehavior(rawValue: behavior) else {
+                    throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "Split behavior \(behavior)")
+                }
+                guard !string.isEmpty else {
+                    throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "pre_tokenizer Split has an empty string pattern")
+                }
+                if object.bool("invert", default: false) {
+                    throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "Split with invert true")
+                }
+                return .splitString(scalarValues(string), behavior: parsed)
+            }
+            guard let pattern = object.values["pattern"] as? [String: Any], let regex = pattern["Regex"] as? String else {
+                throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "Split without a regex or string pattern")
+            }
             let known: SplitRegex
             switch regex {
             case SplitRegex.gpt2Pattern: known = .gpt2
@@ -411,6 +425,12 @@ indirect enum PreTokenizer {
                 }
             }
             return out
+        case .splitString(let pattern, let behavior):
+            var out = PreTokenized(text: input.text, pieces: [])
+            for piece in input.pieces where !piece.isEmpty {
+                out.pieces += behavior.apply(PreTokenizer.occurrences(of: pattern, in: input.text.scalars, piece), within: piece)
+            }
+            return out
         case .digits(let individual):
             var out = PreTokenized(text: input.text, pieces: [])
             let scalars = input.text.scalars
@@ -434,6 +454,21 @@ indirect enum PreTokenizer {
             }
             return out
         }
+    }
+
+    /// Non-overlapping occurrences of `pattern` in `scalars[range]`, leftmost first.
+    static func occurrences(of pattern: [UInt32], in scalars: [UInt32], _ range: Range<Int>) -> [Range<Int>] {
+        var found: [Range<Int>] = []
+        var i = range.lowerBound
+        while i + pattern.count <= range.upperBound {
+            if scalars[i..<(i + pattern.count)].elementsEqual(pattern) {
+                found.append(i..<(i + pattern.count))
+                i += pattern.count
+            } else {
+                i += 1
+            }
+        }
+        return found
     }
 
     /// Appends the GPT-2 byte characters of `text[range]` to `out`, split by the GPT-2 regex or whole.
@@ -460,6 +495,62 @@ indirect enum PreTokenizer {
         for sub in ranges where !sub.isEmpty {
             emit((range.lowerBound + sub.lowerBound)..<(range.lowerBound + sub.upperBound))
         }
+    }
+}
+
+/// What `Split` does with the matches of its pattern (`SplitDelimiterBehavior` in `tokenizers`).
+enum SplitBehavior: String {
+    case removed = "Removed", isolated = "Isolated", mergedWithPrevious = "MergedWithPrevious"
+    case mergedWithNext = "MergedWithNext", contiguous = "Contiguous"
+
+    /// The pieces of `piece` given the ranges of the matches inside it.
+    func apply(_ matches: [Range<Int>], within piece: Range<Int>) -> [Range<Int>] {
+        // The whole piece as alternating (range, isMatch) parts, as `tokenizers` builds them.
+        var parts: [(range: Range<Int>, isMatch: Bool)] = []
+        var position = piece.lowerBound
+        for match in matches {
+            if match.lowerBound > position { parts.append((position..<match.lowerBound, false)) }
+            parts.append((match, true))
+            position = match.upperBound
+        }
+        if position < piece.upperBound { parts.append((position..<piece.upperBound, false)) }
+        var out: [Range<Int>] = []
+        var previousMatch = false
+        switch self {
+        case .removed:
+            return parts.filter { !$0.isMatch }.map(\.range)
+        case .isolated:
+            return parts.map(\.range)
+        case .mergedWithPrevious:
+            for part in parts {
+                if part.isMatch && !previousMatch, let last = out.last {
+                    out[out.count - 1] = last.lowerBound..<part.range.upperBound
+                } else {
+                    out.append(part.range)
+                }
+                previousMatch = part.isMatch
+            }
+        case .mergedWithNext:
+            for part in parts.reversed() {
+                if part.isMatch && !previousMatch, let last = out.last {
+                    out[out.count - 1] = part.range.lowerBound..<last.upperBound
+                } else {
+                    out.append(part.range)
+                }
+                previousMatch = part.isMatch
+            }
+            out.reverse()
+        case .contiguous:
+            for (index, part) in parts.enumerated() {
+                if index > 0 && part.isMatch == previousMatch, let last = out.last {
+                    out[out.count - 1] = last.lowerBound..<part.range.upperBound
+                } else {
+                    out.append(part.range)
+                }
+                previousMatch = part.isMatch
+            }
+        }
+        return out
     }
 }
 

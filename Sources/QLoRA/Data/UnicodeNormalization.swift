@@ -17,10 +17,17 @@ enum FrozenUnicode {
         return age.major < major || (age.major == major && age.minor <= minor)
     }
 
+    /// CJK Unified Ideographs (letters without decomposition in every Unicode version): the common
+    /// non-ASCII case answered without a property lookup.
+    @inline(__always) static func isUnifiedIdeograph(_ c: UInt32) -> Bool {
+        (0x4E00...0x9FFF).contains(c) || (0x3400...0x4DBF).contains(c) || (0x20000...0x2A6DF).contains(c)
+            || (0x2A700...0x2EBEF).contains(c) || (0x30000...0x3134F).contains(c)
+    }
+
     /// `unicode_categories`' is_other (Cc, Cf, Co; its unassigned table is empty) at Unicode 8.0.
     static func isOther8(_ c: UInt32) -> Bool {
         if c < 0x20 || c == 0x7F { return true }
-        if c < 0x80 { return false }
+        if c < 0x80 || isUnifiedIdeograph(c) { return false }
         guard let scalar = Unicode.Scalar(c), assigned(scalar, by: 8, 0) else { return false }
         switch scalar.properties.generalCategory {
         case .control, .format, .privateUse, .surrogate: return true
@@ -30,7 +37,7 @@ enum FrozenUnicode {
 
     /// `unicode_categories`' is_mark_nonspacing (Mn) at Unicode 8.0.
     static func isNonspacingMark8(_ c: UInt32) -> Bool {
-        guard c >= 0x300, let scalar = Unicode.Scalar(c), assigned(scalar, by: 8, 0) else { return false }
+        guard c >= 0x300, !isUnifiedIdeograph(c), let scalar = Unicode.Scalar(c), assigned(scalar, by: 8, 0) else { return false }
         return scalar.properties.generalCategory == .nonspacingMark
     }
 
@@ -55,14 +62,14 @@ enum FrozenUnicode {
 
     /// Canonical combining class at Unicode 9.0 (0 for later characters).
     static func combiningClass9(_ c: UInt32) -> UInt8 {
-        guard c >= 0x300, let scalar = Unicode.Scalar(c), assigned(scalar, by: 9, 0) else { return 0 }
+        guard c >= 0x300, !isUnifiedIdeograph(c), let scalar = Unicode.Scalar(c), assigned(scalar, by: 9, 0) else { return 0 }
         return scalar.properties.canonicalCombiningClass.rawValue
     }
 
     /// The full canonical (or compatibility) decomposition of one scalar, at Unicode 9.0.
     static func decomposition(_ c: UInt32, compatibility: Bool, into out: inout [UInt32]) {
         // Nothing below U+00A0 decomposes (canonically below U+00C0).
-        guard c >= 0xA0 else { out.append(c); return }
+        guard c >= 0xA0, !isUnifiedIdeograph(c) else { out.append(c); return }
         let key = c | (compatibility ? 0x8000_0000 : 0)
         decompositionLock.lock()
         let cached = decompositionCache[key]

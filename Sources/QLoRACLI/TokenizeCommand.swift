@@ -7,7 +7,7 @@ public enum TokenizeCommand: Command {
     public static let name = "tokenize"
     public static let summary = "Show the token ids, pieces and loss mask train would use for a text or a JSONL file"
     public static let help = """
-    Usage: qlora tokenize --model DIR (--text TEXT [--chat] | --file FILE.jsonl) [--json]
+    Usage: qlora tokenize --model DIR (--text TEXT [--chat | --pair TEXT] | --file FILE.jsonl) [--json]
 
     Tokenizes exactly as `train` does (BOS as the tokenizer adds it, EOS after each record, the chat
     template for "messages" records, the same masking) and prints, per record, each token's id, its
@@ -19,8 +19,12 @@ public enum TokenizeCommand: Command {
       --text TEXT        one text, as a {"text": ...} record (every token trains)
       --chat             with --text: the text as a user message rendered through the chat template with
                          the generation prompt, as `generate --chat` feeds it (nothing trains)
+      --pair TEXT        with --text: the pair as an encoder (BERT, RoBERTa) reads it, transformers'
+                         `tokenizer(text, text_pair)`: the post-processor's special tokens
+                         ([CLS] A [SEP] B [SEP], <s> A </s></s> B </s>) and each token's type id
       --file FILE.jsonl  every record of a training file (text, prompt/completion, messages, input_ids)
-      --json             one JSON object per record: {"text", "ids", "tokens", "mask"}
+      --json             one JSON object per record: {"text", "ids", "tokens", "mask"}; with --pair
+                         {"text", "text_pair", "ids", "tokens", "type_ids"}
     """
 
     struct Record {
@@ -28,15 +32,26 @@ public enum TokenizeCommand: Command {
         var ids: [Int32]
         var tokens: [String]
         var mask: [Int]
+        /// With --pair: the second text and each token's type id (then `mask` is unused).
+        var pair: String? = nil
+        var typeIDs: [Int32]? = nil
     }
 
     public static func run(_ arguments: [String]) throws -> Int32 {
-        let args = try Arguments(arguments, command: name, valueOptions: ["model", "text", "file"], flagOptions: ["chat", "json"])
+        let args = try Arguments(arguments, command: name, valueOptions: ["model", "text", "file", "pair"], flagOptions: ["chat", "json"])
         guard let model = args.string("model") else { throw CLIError.failed("qlora tokenize: --model DIR is required. Run `qlora tokenize --help`.") }
         guard (args.string("text") == nil) != (args.string("file") == nil) else {
             throw CLIError.failed("qlora tokenize: give exactly one of --text TEXT or --file FILE.jsonl.")
         }
         if let file = args.string("file") { try PathChecks.readableFile(file, command: name, option: "file") }
+        if let pair = args.string("pair") {
+            guard let text = args.string("text"), !args.flag("chat") else {
+                throw CLIError.failed("qlora tokenize: --pair TEXT goes with --text TEXT (and not with --chat).")
+            }
+            let record = try tokenizePair(model: URL(fileURLWithPath: model), text: text, pair: pair)
+            print(args.flag("json") ? json(record) : listing(record, index: 0))
+            return 0
+        }
         let records = try tokenize(model: URL(fileURLWithPath: model), text: args.string("text"), chat: args.flag("chat"),
                                    file: args.string("file").map { URL(fileURLWithPath: $0) })
         for (index, record) in records.enumerated() {
@@ -76,7 +91,23 @@ public enum TokenizeCommand: Command {
         }
     }
 
+    /// `tokenizer(text, text_pair)`: ids with the post-processor's special tokens, and type ids.
+    static func tokenizePair(model: URL, text: String, pair: String) throws -> Record {
+        let tokenizer = try Tokenizer.forModel(model, purpose: "tokenizing")
+        let encoded = tokenizer.encodePair(text, pair)
+        return Record(text: text, ids: encoded.ids, tokens: encoded.ids.map { tokenizer.token($0) ?? "<\($0)>" },
+                      mask: [], pair: pair, typeIDs: encoded.typeIDs)
+    }
+
     static func listing(_ record: Record, index: Int) -> String {
+        if let typeIDs = record.typeIDs {
+            var lines = ["text pair: \(record.ids.count) tokens", "text: \(record.text?.debugDescription ?? "")",
+                         "pair: \(record.pair?.debugDescription ?? "")", "     pos       id  type  piece"]
+            for t in record.ids.indices {
+                lines.append(String(format: "%8d %8d  %4d  ", t, record.ids[t], typeIDs[t]) + record.tokens[t].debugDescription)
+            }
+            return lines.joined(separator: "\n")
+        }
         var lines = ["record \(index + 1): \(record.ids.count) tokens, \(record.mask.reduce(0, +)) trained"]
         if let text = record.text { lines.append("text: \(text.debugDescription)") }
         lines.append("     pos       id  train  piece")
@@ -88,7 +119,13 @@ public enum TokenizeCommand: Command {
     }
 
     static func json(_ record: Record) -> String {
-        var object: [String: Any] = ["ids": record.ids.map(Int.init), "tokens": record.tokens, "mask": record.mask]
+        var object: [String: Any] = ["ids": record.ids.map(Int.init), "tokens": record.tokens]
+        if let typeIDs = record.typeIDs {
+            object["type_ids"] = typeIDs.map(Int.init)
+            object["text_pair"] = record.pair ?? ""
+        } else {
+            object["mask"] = record.mask
+        }
         object["text"] = record.text ?? NSNull()
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)

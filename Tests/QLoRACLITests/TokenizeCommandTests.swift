@@ -39,4 +39,22 @@ import QLoRA
         let chat = try TokenizeCommand.tokenize(model: dir, text: "hi", chat: true, file: nil)[0]
         #expect(chat.mask.allSatisfy { $0 == 0 } && chat.text?.contains("hi") == true)
     }
+
+    @Test func pairIsWhatAnEncoderReads() throws {
+        let dir = Self.tokenizerDirectory.deletingLastPathComponent().appendingPathComponent("tokenizer-encoder/uncased")
+        let record = try TokenizeCommand.tokenizePair(model: dir, text: "How old are you?", pair: "I am 6.")
+        // [CLS] how old are you ? [SEP] i am 6 . [SEP], as tokenizers 0.23.3 encodes the pair.
+        #expect(record.ids == [101, 2129, 2214, 2024, 2017, 1029, 102, 1045, 2572, 1020, 1012, 102])
+        #expect(record.typeIDs == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+        #expect(record.tokens.first == "[CLS]" && record.tokens.last == "[SEP]")
+        let json = try JSONSerialization.jsonObject(with: Data(TokenizeCommand.json(record).utf8)) as! [String: Any]
+        #expect((json["type_ids"] as? [Int]) == record.typeIDs?.map(Int.init) && json["text_pair"] as? String == "I am 6." && json["mask"] == nil)
+        #expect(TokenizeCommand.listing(record, index: 0).contains("type"))
+        do {
+            _ = try TokenizeCommand.run(["--model", dir.path, "--text", "a", "--chat", "--pair", "b"])
+            Issue.record("--pair with --chat must be refused")
+        } catch {
+            #expect("\(error)".contains("--pair TEXT goes with --text TEXT"))
+        }
+    }
 }

@@ -144,9 +144,9 @@ func firstMismatch(_ a: [Int32], _ b: [Int32]) -> String {
         #expect(throws: DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "not a JSON object")) {
             try Tokenizer(tokenizerJSON: Data("[1]".utf8), config: nil)
         }
-        let wordPiece = #"{"model": {"type": "WordPiece", "vocab": {}}}"#
-        #expect(throws: DataError.unsupportedTokenizerFeature(component: "model", detail: "type WordPiece (only BPE is implemented)")) {
-            try Tokenizer(tokenizerJSON: Data(wordPiece.utf8), config: nil)
+        let wordLevel = #"{"model": {"type": "WordLevel", "vocab": {}}}"#
+        #expect(throws: DataError.unsupportedTokenizerFeature(component: "model", detail: "type WordLevel (BPE and WordPiece are implemented)")) {
+            try Tokenizer(tokenizerJSON: Data(wordLevel.utf8), config: nil)
         }
         let badMerge = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}}"#
         #expect(throws: DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "model: merge 0 produces a token missing from the vocab")) {

@@ -38,7 +38,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         case .invalidTokenizerFile(let file, let detail):
             return "\(file) is not a valid tokenizer file: \(detail). Use the file saved by transformers' save_pretrained."
         case .unsupportedTokenizerFeature(let component, let detail):
-            return "tokenizer \(component) not supported: \(detail). Convert the tokenizer to byte-level or SentencePiece-style BPE."
+            return "tokenizer \(component) not supported: \(detail). Convert the tokenizer to byte-level BPE, SentencePiece-style BPE or WordPiece (BERT)."
         case .templateSyntax(let message, let line, let column):
             return "chat template syntax error at line \(line), column \(column): \(message)."
         case .templateUnsupported(let construct, let line, let column):

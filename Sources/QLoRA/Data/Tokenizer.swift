@@ -2,18 +2,21 @@ import Foundation
 import GGUF
 
 /// A Hugging Face tokenizer loaded from `tokenizer.json` (+ `tokenizer_config.json`), following the
-/// `tokenizers` library: added tokens split out first, then normalizer, pre-tokenizer, BPE model,
-/// post-processor; decoding through the decoder chain.
+/// `tokenizers` library: added tokens split out first, then normalizer, pre-tokenizer, model (BPE or
+/// WordPiece), post-processor; decoding through the decoder chain.
 ///
 /// Supported: model BPE (merges as `"a b"` or `["a", "b"]`, `byte_fallback`, `fuse_unk`, `unk_token`,
-/// `ignore_merges`); normalizers Sequence, Prepend, Replace (string patterns), NFC/NFD/NFKC/NFKD,
-/// Lowercase, Strip; pre-tokenizers ByteLevel (GPT-2 regex), Metaspace, Split (the GPT-2 and Llama 3
-/// regexes with behavior Isolated; plain strings with any behavior), Digits, Sequence; decoders
-/// ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence; post-processors
-/// TemplateProcessing, ByteLevel, Sequence of them.
+/// `ignore_merges`), model WordPiece (`unk_token`, `continuing_subword_prefix`,
+/// `max_input_chars_per_word`); normalizers Sequence, Prepend, Replace (string patterns),
+/// NFC/NFD/NFKC/NFKD, Lowercase, Strip, StripAccents, BertNormalizer; pre-tokenizers ByteLevel (GPT-2
+/// regex), Metaspace, Split (the GPT-2 and Llama 3 regexes with behavior Isolated; plain strings with
+/// any behavior), Digits, BertPreTokenizer, Whitespace, WhitespaceSplit, Sequence; decoders ByteLevel,
+/// Replace, ByteFallback, Fuse, Strip, Metaspace, WordPiece, Sequence; post-processors TemplateProcessing, BertProcessing,
+/// RobertaProcessing (with `trim_offsets`), ByteLevel, Sequence of them.
 /// Added tokens honour `lstrip`, `rstrip`, `single_word` (word characters: letters, numbers, `_`) and
-/// `normalized`. Not supported (throws `DataError.unsupportedTokenizerFeature`): WordPiece / Unigram /
-/// WordLevel models, BPE dropout, subword prefixes/suffixes, other regexes, BERT-style normalizers.
+/// `normalized`. Not supported (throws `DataError.unsupportedTokenizerFeature`): Unigram / WordLevel
+/// models, BPE dropout, BPE subword prefixes/suffixes, other regexes. `truncation` and `padding` of
+/// tokenizer.json are not applied (transformers' `tokenizer(text)` does not apply them either).
 /// `tokenizer_config.json`'s `added_tokens_decoder` is not merged in (as in `tokenizers`).
 public final class Tokenizer: @unchecked Sendable {
     private struct AddedToken {
@@ -27,7 +30,7 @@ public final class Tokenizer: @unchecked Sendable {
         let special: Bool
     }
 
-    private let model: BytePairModel
+    private let model: any TokenizerModel
     private let normalizer: Normalizer?
     private let preTokenizer: PreTokenizer?
     private let decoder: TokenDecoder?
@@ -108,7 +111,7 @@ public final class Tokenizer: @unchecked Sendable {
         guard let modelJSON = root["model"] as? [String: Any] else {
             throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "no model")
         }
-        let bpe = try BytePairModel(json: modelJSON)
+        let bpe = try makeTokenizerModel(json: modelJSON)
         model = bpe
         normalizer = try Normalizer.parse(root["normalizer"])
         preTokenizer = try PreTokenizer.parse(root["pre_tokenizer"])
@@ -192,46 +195,87 @@ public final class Tokenizer: @unchecked Sendable {
     public func encode(_ text: String, addSpecialTokens: Bool = false) -> [Int32] {
         let sequence = encodeSequence(text, withOffsets: false)
         guard addSpecialTokens else { return sequence.ids }
-        return encodeWithOffsets(text, addSpecialTokens: true).ids
+        return assemble(postProcessor.single, a: sequence, b: nil).ids
     }
 
     /// Ids with the UTF-8 byte range of `text` each came from (special tokens added by the
     /// post-processor get the empty range 0..<0).
     public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool = false) -> (ids: [Int32], offsets: [Range<Int>]) {
-        let sequence = encodeSequence(text, withOffsets: true)
-        guard addSpecialTokens else { return sequence }
-        var ids: [Int32] = [], offsets: [Range<Int>] = []
-        for (piece, _) in postProcessor.single {
-            switch piece {
-            case .special(let special):
-                ids += special
-                offsets += repeatElement(0..<0, count: special.count)
-            case .sequenceA, .sequenceB:
-                ids += sequence.ids
-                offsets += sequence.offsets
-            }
-        }
-        return (ids, offsets)
+        let encoded = encoding(text, addSpecialTokens: addSpecialTokens)
+        return (encoded.ids, encoded.offsets)
     }
 
     /// A pair of texts: ids and type ids (`encode(text, text_pair)`).
     public func encodePair(_ first: String, _ second: String, addSpecialTokens: Bool = true) -> (ids: [Int32], typeIDs: [Int32]) {
-        let a = encodeSequence(first, withOffsets: false).ids, b = encodeSequence(second, withOffsets: false).ids
-        guard addSpecialTokens else {
-            return (a + b, [Int32](repeating: 0, count: a.count) + [Int32](repeating: 1, count: b.count))
+        let encoded = encoding(first, pair: second, addSpecialTokens: addSpecialTokens)
+        return (encoded.ids, encoded.typeIDs)
+    }
+
+    /// What `tokenizers`' `encode(text, pair)` gives: ids, type ids, and offsets (UTF-8 byte ranges in
+    /// the text each token came from, A's or B's; 0..<0 for the post-processor's special tokens).
+    public func encoding(_ text: String, pair: String? = nil, addSpecialTokens: Bool = true) -> TokenEncoding {
+        var a = encodeSequence(text, withOffsets: true)
+        var b = pair.map { encodeSequence($0, withOffsets: true) }
+        if let addPrefixSpace = postProcessor.trimOffsetsAddPrefixSpace {
+            trimOffsets(&a, text: text, addPrefixSpace: addPrefixSpace)
+            if let pair, b != nil { trimOffsets(&b!, text: pair, addPrefixSpace: addPrefixSpace) }
         }
-        var ids: [Int32] = [], typeIDs: [Int32] = []
-        for (piece, typeID) in postProcessor.pair {
-            let part: [Int32]
+        let template = pair == nil ? (addSpecialTokens ? postProcessor.single : postProcessor.plainSingle)
+                                   : (addSpecialTokens ? postProcessor.pair : postProcessor.plainPair)
+        return assemble(template, a: a, b: b)
+    }
+
+    /// The post-processor's template filled with the sequences.
+    private func assemble(_ template: [(PostProcessor.Piece, Int32)], a: (ids: [Int32], offsets: [Range<Int>]),
+                          b: (ids: [Int32], offsets: [Range<Int>])?) -> TokenEncoding {
+        var out = TokenEncoding()
+        for (piece, typeID) in template {
+            let part: (ids: [Int32], offsets: [Range<Int>])
             switch piece {
-            case .special(let special): part = special
+            case .special(let ids): part = (ids, Array(repeating: 0..<0, count: ids.count))
             case .sequenceA: part = a
-            case .sequenceB: part = b
+            case .sequenceB: part = b ?? ([], [])
             }
-            ids += part
-            typeIDs += repeatElement(typeID, count: part.count)
+            out.ids += part.ids
+            out.typeIDs += repeatElement(typeID, count: part.ids.count)
+            if part.offsets.count == part.ids.count { out.offsets += part.offsets }
         }
-        return (ids, typeIDs)
+        if out.offsets.count != out.ids.count { out.offsets = [] }
+        return out
+    }
+
+    /// `trim_offsets` of RobertaProcessing (`process_offsets` in `tokenizers`): a token's range loses as
+    /// many characters as the token has leading / trailing spaces (`Ġ` or whitespace); with
+    /// `addPrefixSpace` a first token keeps a single leading one. An added token counts the text it
+    /// matched. Counted in characters, as `tokenizers` does it on the character offsets Python and
+    /// transformers see (its byte offsets would cut a character in two).
+    private func trimOffsets(_ sequence: inout (ids: [Int32], offsets: [Range<Int>]), text: String, addPrefixSpace: Bool) {
+        let bytes = Array(text.utf8)
+        // Byte offset of each character boundary, and the character at each byte.
+        var boundaries = [0]
+        var characterAt = [Int](repeating: 0, count: bytes.count + 1)
+        for scalar in text.unicodeScalars {
+            let start = boundaries.last!, width = UTF8.width(scalar)
+            for k in start..<(start + width) { characterAt[k] = boundaries.count - 1 }
+            boundaries.append(start + width)
+        }
+        characterAt[bytes.count] = boundaries.count - 1
+        func isSpace(_ c: Unicode.Scalar) -> Bool { c.value == 0x120 || isWhitespaceScalar(c.value) }
+        for i in sequence.ids.indices {
+            let id = sequence.ids[i], range = sequence.offsets[i]
+            let tokenText = addedByID[id] != nil ? String(decoding: bytes[range], as: UTF8.self) : (token(id) ?? "")
+            let scalars = tokenText.unicodeScalars
+            var leading = scalars.prefix(while: isSpace).count
+            let trailing = scalars.reversed().prefix(while: isSpace).count
+            guard leading > 0 || trailing > 0 else { continue }
+            var start = characterAt[range.lowerBound], end = characterAt[range.upperBound]
+            if leading > 0 {
+                if (i == 0 || start == 0) && addPrefixSpace && leading == 1 { leading = 0 }
+                start = min(start + leading, end)
+            }
+            if trailing > 0 && end >= trailing { end = max(end - trailing, start) }
+            sequence.offsets[i] = boundaries[start]..<boundaries[end]
+        }
     }
 
     private enum Segment { case added(Int32, Range<Int>), text(AlignedText) }
@@ -347,4 +391,12 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Whether `id` is an added token marked special.
     public func isSpecialToken(_ id: Int32) -> Bool { specialIDs.contains(id) }
+}
+
+/// One encoded text or pair, as `tokenizers`' Encoding: ids, type ids (segment of each token) and
+/// the UTF-8 byte range of each token in its own text (0..<0 for post-processor special tokens).
+public struct TokenEncoding: Equatable, Sendable {
+    public var ids: [Int32] = []
+    public var typeIDs: [Int32] = []
+    public var offsets: [Range<Int>] = []
 }

@@ -64,6 +64,8 @@ indirect enum Normalizer {
     case nfc, nfd, nfkc, nfkd
     case lowercase
     case strip(left: Bool, right: Bool)
+    case bert(BertNormalization)
+    case stripAccents
 
     static func parse(_ any: Any?) throws -> Normalizer? {
         guard let any, !(any is NSNull) else { return nil }
@@ -81,6 +83,8 @@ indirect enum Normalizer {
         case "NFKD": return .nfkd
         case "Lowercase": return .lowercase
         case "Strip": return .strip(left: object.bool("strip_left", default: true), right: object.bool("strip_right", default: true))
+        case "BertNormalizer": return .bert(BertNormalization(object))
+        case "StripAccents": return .stripAccents
         default:
             throw DataError.unsupportedTokenizerFeature(component: "normalizer", detail: "type \(object.type)")
         }
@@ -91,11 +95,13 @@ indirect enum Normalizer {
         case .sequence(let normalizers): for normalizer in normalizers { normalizer.apply(&text) }
         case .prepend(let prefix): text.prepend(prefix)
         case .replace(let pattern, let content): text.replace(pattern, with: content)
-        case .nfc: text.mapClusters { $0.precomposedStringWithCanonicalMapping }
-        case .nfd: text.mapClusters { $0.decomposedStringWithCanonicalMapping }
-        case .nfkc: text.mapClusters { $0.precomposedStringWithCompatibilityMapping }
-        case .nfkd: text.mapClusters { $0.decomposedStringWithCompatibilityMapping }
-        case .lowercase: text.mapClusters { $0.lowercased() }
+        case .nfc: text.compose(compatibility: false)
+        case .nfd: text.decompose(compatibility: false)
+        case .nfkc: text.compose(compatibility: true)
+        case .nfkd: text.decompose(compatibility: true)
+        case .lowercase: text.lowercaseScalars()
+        case .bert(let bert): bert.apply(&text)
+        case .stripAccents: text.filterScalars { !FrozenUnicode.isCombiningMark9($0) }
         case .strip(let left, let right):
             var lower = 0, upper = text.count
             if left { while lower < upper && isWhitespaceScalar(text.scalars[lower]) { lower += 1 } }
@@ -290,6 +296,7 @@ indirect enum PreTokenizer {
     /// `Split` on a plain string (Gemma's `" "`, MergedWithPrevious).
     case splitString([UInt32], behavior: SplitBehavior)
     case digits(individual: Bool)
+    case bert, whitespace, whitespaceSplit
 
     static func parse(_ any: Any?) throws -> PreTokenizer? {
         guard let any, !(any is NSNull) else { return nil }
@@ -350,6 +357,9 @@ indirect enum PreTokenizer {
             return .split(known, invert: false)
         case "Digits":
             return .digits(individual: object.bool("individual_digits", default: false))
+        case "BertPreTokenizer": return .bert
+        case "Whitespace": return .whitespace
+        case "WhitespaceSplit": return .whitespaceSplit
         default:
             throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "type \(object.type)")
         }
@@ -453,6 +463,9 @@ indirect enum PreTokenizer {
                 if start < piece.upperBound { out.pieces.append(start..<piece.upperBound) }
             }
             return out
+        case .bert: return WhitespaceSplitting.bert(input)
+        case .whitespace: return WhitespaceSplitting.whitespace(input)
+        case .whitespaceSplit: return WhitespaceSplitting.whitespaceSplit(input)
         }
     }
 
@@ -570,6 +583,7 @@ indirect enum TokenDecoder {
     case fuse
     case strip(content: UInt32, start: Int, stop: Int)
     case metaspace(replacement: UInt32, prependScheme: MetaspacePrependScheme)
+    case wordPiece(prefix: String, cleanup: Bool)
 
     static func parse(_ any: Any?) throws -> TokenDecoder? {
         guard let any, !(any is NSNull) else { return nil }
@@ -591,6 +605,8 @@ indirect enum TokenDecoder {
             let replacement = try object.string("replacement").unicodeScalars.first?.value ?? 0x2581
             let scheme = MetaspacePrependScheme(rawValue: object.values["prepend_scheme"] as? String ?? "always") ?? .always
             return .metaspace(replacement: replacement, prependScheme: scheme)
+        case "WordPiece":
+            return .wordPiece(prefix: object.values["prefix"] as? String ?? "##", cleanup: object.bool("cleanup", default: true))
         default:
             throw DataError.unsupportedTokenizerFeature(component: "decoder", detail: "type \(object.type)")
         }
@@ -681,6 +697,8 @@ indirect enum TokenDecoder {
                 }
                 return stringFromScalars(out)
             }
+        case .wordPiece(let prefix, let cleanup):
+            return TokenDecoder.decodeWordPiece(tokens, prefix: prefix, cleanup: cleanup)
         }
     }
 
@@ -717,11 +735,19 @@ extension String {
 
 // MARK: - Post-processor
 
-/// `TemplateProcessing` (and the id-neutral `ByteLevel`) as special-token templates.
+/// `TemplateProcessing`, `BertProcessing`, `RobertaProcessing` (and the id-neutral `ByteLevel`) as
+/// special-token templates, each piece with its type id.
 struct PostProcessor {
     enum Piece { case special([Int32]), sequenceA, sequenceB }
     var single: [(Piece, Int32)] = [(.sequenceA, 0)]
     var pair: [(Piece, Int32)] = [(.sequenceA, 0), (.sequenceB, 1)]
+    /// What `add_special_tokens=False` gives: the sequences with the type ids TemplateProcessing
+    /// assigns, all 0 for RobertaProcessing, else 0 for A and 1 for B.
+    var plainSingle: [(Piece, Int32)] = [(.sequenceA, 0)]
+    var plainPair: [(Piece, Int32)] = [(.sequenceA, 0), (.sequenceB, 1)]
+    /// RobertaProcessing's `trim_offsets`: each token's offsets lose the spaces at its edges (`Ġ` or
+    /// whitespace); the value is its `add_prefix_space` (a first token keeps one added space).
+    var trimOffsetsAddPrefixSpace: Bool? = nil
 
     static func parse(_ any: Any?) throws -> PostProcessor {
         guard let any, !(any is NSNull) else { return PostProcessor() }
@@ -734,7 +760,32 @@ struct PostProcessor {
             if templated.count > 1 {
                 throw DataError.unsupportedTokenizerFeature(component: "post_processor", detail: "Sequence with more than one template")
             }
-            return templated.first ?? PostProcessor()
+            var combined = templated.first ?? PostProcessor()
+            combined.trimOffsetsAddPrefixSpace = processors.lazy.compactMap(\.trimOffsetsAddPrefixSpace).first
+            return combined
+        case "BertProcessing", "RobertaProcessing":
+            func token(_ key: String) throws -> Int32 {
+                guard let pair = object.values[key] as? [Any], pair.count == 2, pair[0] is String, let id = pair[1] as? NSNumber else {
+                    throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "post_processor.\(key) must be [token, id]")
+                }
+                return id.int32Value
+            }
+            let cls = PostProcessor.Piece.special([try token("cls")]), sep = PostProcessor.Piece.special([try token("sep")])
+            var processor = PostProcessor()
+            if object.type == "BertProcessing" {
+                // [CLS] A [SEP] B [SEP], B and its [SEP] of type 1.
+                processor.single = [(cls, 0), (.sequenceA, 0), (sep, 0)]
+                processor.pair = [(cls, 0), (.sequenceA, 0), (sep, 0), (.sequenceB, 1), (sep, 1)]
+            } else {
+                // <s> A </s></s> B </s>, every type id 0.
+                processor.single = [(cls, 0), (.sequenceA, 0), (sep, 0)]
+                processor.pair = [(cls, 0), (.sequenceA, 0), (sep, 0), (sep, 0), (.sequenceB, 0), (sep, 0)]
+                processor.plainPair = [(.sequenceA, 0), (.sequenceB, 0)]
+                if object.bool("trim_offsets", default: true) {
+                    processor.trimOffsetsAddPrefixSpace = object.bool("add_prefix_space", default: true)
+                }
+            }
+            return processor
         case "TemplateProcessing":
             var specials: [String: [Int32]] = [:]
             if let map = object.values["special_tokens"] as? [String: Any] {
@@ -762,7 +813,11 @@ struct PostProcessor {
                     throw DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "post_processor.\(key) item \(item)")
                 }
             }
-            return PostProcessor(single: try template("single"), pair: try template("pair"))
+            let single = try template("single"), pair = try template("pair")
+            func plain(_ template: [(Piece, Int32)]) -> [(Piece, Int32)] {
+                template.filter { if case .special = $0.0 { return false } else { return true } }
+            }
+            return PostProcessor(single: single, pair: pair, plainSingle: plain(single), plainPair: plain(pair))
         default:
             throw DataError.unsupportedTokenizerFeature(component: "post_processor", detail: "type \(object.type)")
         }

@@ -46,6 +46,51 @@ import Testing
         #expect(result.maxDiff <= 1e-4, "\(format): \(result.report)")
     }
 
+    /// A Llama 3.1-style GGUF: llama3 RoPE scaling stored as `rope_freqs.weight`, one divisor per frequency
+    /// (Fixtures/gguf-model/tiny-rope-freqs.gguf): transformers' logits with the llama3 rope_parameters on the
+    /// same weights (4.2 away from the unscaled model's); the factors survive a merged GGUF and config.json.
+    @Test func ropeFrequencyFactorsAreLlama3Scaling() throws {
+        let reference = try SafeTensorsFile(path: FixturePaths.url("gguf-model/rope-freqs-reference.safetensors").path)
+        let url = FixturePaths.url("gguf-model/tiny-rope-freqs.gguf")
+        let model = try LlamaLoader.load(directory: url, format: .dense32, precision: .fp32)
+        let factors = try reference.floats("rope_factors").map(Double.init)
+        #expect(model.config.ropeScaling?.shortFactor == factors && model.config.ropeScaling?.longFactor == factors)
+        let ids = try reference.integers("ids").map { Int32($0) }
+        let logits = try Self.logits(model, ids: ids)
+        let result = compare(logits, try reference.floats("logits"), tolerance: 1e-4)
+        #expect(result.maxDiff <= 1e-4, "\(result.report)")
+
+        let path = NSTemporaryDirectory() + "rope-freqs-\(getpid())-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try GGUFModelWriter.write(model, base: try GGUFFile(path: url.path), type: .f32, to: path)
+        #expect(try GGUFFile(path: path).floats("rope_freqs.weight") == (try reference.floats("rope_factors")))
+        let json = try PythonJSON(LlamaWriter.minimalConfig(model.config, dtype: "float32")).render(indent: 2, sortKeys: true)
+        let reread = try LlamaConfig.decode(Data(json.utf8), path: "config.json")
+        // The factors are fp32 values (JSON text round trips them as such).
+        #expect(reread.ropeScaling?.shortFactor.map(Float.init) == (try reference.floats("rope_factors")))
+        #expect(reread.ropeScaling?.longFactor.map(Float.init) == (try reference.floats("rope_factors")))
+        #expect(reread.ropeScaling?.originalMaxPositions == model.config.maxPositionEmbeddings && reread.ropeScaling?.attentionFactor == 1)
+    }
+
+    /// A rope_freqs tensor of the wrong length, or with a factor that is not positive, is refused naming it.
+    @Test(arguments: [[Float](repeating: 1, count: 15), [Float](repeating: 1, count: 15) + [0], [Float](repeating: 1, count: 15) + [.nan]])
+    func badRopeFrequencyFactorsAreRefused(_ factors: [Float]) throws {
+        let source = try GGUFFile(path: FixturePaths.url("gguf-model/tiny-rope-freqs.gguf").path)
+        var writer = GGUFWriter()
+        for key in source.metadataKeys { writer.set(key, source.metadata[key]!) }
+        for info in source.tensors {
+            let bytes = info.name == "rope_freqs.weight" ? factors.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+                : Array(try source.data(info.name))
+            writer.tensors.append(.init(name: info.name, type: info.type!, dimensions: info.name == "rope_freqs.weight" ? [factors.count] : info.dimensions, bytes: bytes))
+        }
+        let path = NSTemporaryDirectory() + "bad-rope-freqs-\(getpid())-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try writer.write(to: path)
+        #expect { try LlamaLoader.load(directory: URL(fileURLWithPath: path), format: .dense32, precision: .fp32) } throws: { error in
+            "\(error)".contains(path) && "\(error)".contains("rope_freqs.weight")
+        }
+    }
+
     /// The memory plan of a GGUF base counts what the loader holds: linears in their blocks (`keep`) or
     /// converted to NF4, and the embedding table and untied output in their blocks either way.
     @Test(arguments: ["tiny-untied", "tiny-tied", "tiny-kquant"], [BaseWeightFormat.stored, .quantized(QuantizationOptions())])

@@ -130,14 +130,16 @@ import Testing
         rope = ["rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.7]   // 16 * 0.7 = 11 dims: odd
         json["rope_parameters"] = rope
         #expect(Self.refusal(json).contains("partial_rotary_factor (11) must be even"))
-        // Partial rotary and LongRoPE are Phi-3's: another family asking for them is refused, not run wrongly.
+        // Partial rotary is Phi-3's: another family asking for it is refused, not run wrongly. LongRoPE
+        // tables are any family's, as in transformers (a Llama 3.1 GGUF's rope_freqs is one): without
+        // the partial rotary, this config's 6 factors no longer cover head_dim / 2 = 8 frequencies.
         json = try Self.json()
         json["model_type"] = "llama"
         #expect(Self.refusal(json).contains("partial_rotary_factor 0.75"))
         rope = json["rope_parameters"] as! [String: Any]
         rope["partial_rotary_factor"] = nil
         json["rope_parameters"] = rope
-        #expect(Self.refusal(json).contains("rope type 'longrope'"))
+        #expect(Self.refusal(json).contains("'short_factor' must be 8 positive numbers"))
     }
 
     /// PEFT's phi3 targets are the fused modules: one lora_A (r, C) and one lora_B (q+2kv, r) for qkv_proj.

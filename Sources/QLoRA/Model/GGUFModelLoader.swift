@@ -51,7 +51,10 @@ public enum GGUFModelLoader {
             config.ropeScaling = RoPEScaling(type: "linear", factor: factor, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192)
         }
         if file.contains("rope_freqs.weight") {
-            throw ModelError.unsupported(path: path, reason: "per-frequency rope factors (rope_freqs.weight, Llama 3.1-style scaling) in a GGUF")
+            guard config.ropeScaling == nil else {
+                throw ModelError.unsupported(path: path, reason: "rope_freqs.weight together with \(arch).rope.scaling.type (two RoPE scalings)")
+            }
+            config.ropeScaling = try ropeFrequencyFactors(file, rotaryDim: config.rotaryDim, maxPositions: config.maxPositionEmbeddings)
         }
         config.qkvBiasOnly = file.contains("blk.0.attn_q.bias") && !file.contains("blk.0.attn_output.bias")
         config.attentionBias = file.contains("blk.0.attn_output.bias")
@@ -99,6 +102,23 @@ public enum GGUFModelLoader {
     /// `rope.scaling.original_context_length` and `rope.scaling.attn_factor`, `attention.sliding_window`
     /// (0: none). The factors are applied as transformers applies them (the long set for a pass past the
     /// original length).
+    /// Llama 3.1+: llama.cpp's converter stores the llama3 scaling as one divisor per frequency,
+    /// `rope_freqs.weight` (theta_i / factor_i): LongRoPE's table with one factor set and no cos/sin factor
+    /// (written to config.json as such, which transformers applies to any family).
+    static func ropeFrequencyFactors(_ file: GGUFFile, rotaryDim: Int, maxPositions: Int) throws -> RoPEScaling {
+        let name = "rope_freqs.weight"
+        let values = try file.floats(name)
+        guard values.count == rotaryDim / 2 else {
+            throw ModelError.wrongShape(path: file.path, tensor: name, expected: [rotaryDim / 2], actual: try file.info(name).shape)
+        }
+        guard values.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+            throw GGUFError.invalid(path: file.path, detail: "\(name) holds a factor that is not a positive finite number")
+        }
+        let factors = values.map(Double.init)
+        // Both sets equal: which one a pass picks does not matter.
+        return RoPEScaling(type: "longrope", factor: 1, originalMaxPositions: maxPositions, shortFactor: factors, longFactor: factors, attentionFactor: 1)
+    }
+
     static func readPhi3(_ file: GGUFFile, into config: inout LlamaConfig) throws {
         let path = file.path
         func optional(_ key: String) -> GGUFValue? { file["phi3.\(key)"] }

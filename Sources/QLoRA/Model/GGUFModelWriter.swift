@@ -49,7 +49,9 @@ public enum GGUFModelWriter {
         vector("output_norm.weight", norm(model.norm))
         if !config.tieWordEmbeddings { matrix("output.weight", model.lmHead.weight, storedRows: nil, as: tableType) }
         // Phi-3's LongRoPE factors are tensors of the base: carried over as they are.
-        for name in ["rope_factors_long.weight", "rope_factors_short.weight"] where base.contains(name) { vector(name, try base.floats(name)) }
+        for name in ["rope_factors_long.weight", "rope_factors_short.weight", "rope_freqs.weight"] where base.contains(name) {
+            vector(name, try base.floats(name))
+        }
         for (index, layer) in model.layers.enumerated() {
             for kind in config.layerNorms { vector("blk.\(index).\(kind.ggufName).weight", norm(layer.norm(kind)!)) }
             for projection in config.layerProjections {

@@ -418,8 +418,9 @@ public struct LlamaConfig: Sendable, Equatable {
                 highFreqFactor: (scaling["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
                 originalMaxPositions: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
         case "longrope":
-            guard let context = longRoPE, context.phi3 else {
-                throw ModelError.unsupported(path: path, reason: "rope type 'longrope' in config.json (LongRoPE is applied for model_type phi3 only; supported here: default, linear, llama3)")
+            // Any family, as transformers' ROPE_INIT_FUNCTIONS (a Llama 3.1 GGUF's rope_freqs is written so).
+            guard let context = longRoPE else {
+                throw ModelError.unsupported(path: path, reason: "rope type 'longrope' in config.json for Gemma's local/global tables (supported there: default, linear, llama3)")
             }
             func factors(_ key: String) throws -> [Double] {
                 guard let list = scaling[key] as? [Any] else {
@@ -441,7 +442,7 @@ public struct LlamaConfig: Sendable, Equatable {
                                          shortFactor: try factors("short_factor"), longFactor: try factors("long_factor"),
                                          attentionFactor: attention)
         default:
-            throw ModelError.unsupported(path: path, reason: "rope type '\(type)' in config.json (supported: default, linear, llama3\(longRoPE?.phi3 == true ? ", longrope" : ""))")
+            throw ModelError.unsupported(path: path, reason: "rope type '\(type)' in config.json (supported: default, linear, llama3\(longRoPE != nil ? ", longrope" : ""))")
         }
         return result
     }

@@ -140,6 +140,28 @@ func firstMismatch(_ a: [Int32], _ b: [Int32]) -> String {
         #expect(pieces == ["Hello", ",", " WORLD", "'S", " ", "123", "45", "\n\n", " ", " ok"])
     }
 
+    /// Qwen 2/3's pre-tokenizer (Llama 3's regex, numbers one digit at a time) on SmolLM2's vocabulary:
+    /// the pieces and ids HF `tokenizers` gives (Fixtures/tokenizer/qwen2-split.json,
+    /// scripts/make-qwen2-split-fixture.py).
+    @Test func qwen2SplitEqualsTokenizers() throws {
+        let fixture = try DataFixtures.json("tokenizer/qwen2-split.json")
+        let source = try Data(contentsOf: DataFixtures.root.appendingPathComponent("tokenizer/tokenizer.json"))
+        var spec = try #require(try JSONSerialization.jsonObject(with: source) as? [String: Any])
+        spec["pre_tokenizer"] = fixture["pre_tokenizer"]
+        let tokenizer = try Tokenizer(tokenizerJSON: try JSONSerialization.data(withJSONObject: spec), config: nil)
+        let cases = try #require(fixture["cases"] as? [[String: Any]])
+        #expect(cases.count == 54)
+        for entry in cases {
+            let text = try #require(entry["text"] as? String)
+            let expected = int32s(entry["ids"])
+            let ids = tokenizer.encode(text)
+            #expect(ids == expected, "\(text.debugDescription): \(firstMismatch(ids, expected))")
+        }
+        let scalars = scalarValues("Hello, WORLD'S 12345\n\n  ok")
+        let pieces = scalars.withUnsafeBufferPointer { buffer in SplitRegex.qwen2.split(buffer).map { stringFromScalars(scalars[$0]) } }
+        #expect(pieces == ["Hello", ",", " WORLD", "'S", " ", "1", "2", "3", "4", "5", "\n\n", " ", " ok"])
+    }
+
     @Test func badTokenizerFilesThrowTheSpecificError() throws {
         #expect(throws: DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "not a JSON object")) {
             try Tokenizer(tokenizerJSON: Data("[1]".utf8), config: nil)

@@ -16,13 +16,19 @@ extension Tokenizer {
         case "smollm":
             // Digits one at a time, then GPT-2's split: what SmolLM's own tokenizer.json says.
             return ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
-        case "llama-bpe", "llama3", "llama-v3", "smaug-bpe", "falcon3", "dbrx":
-            return ["type": "Sequence", "pretokenizers": [
-                ["type": "Split", "pattern": ["Regex": SplitRegex.llama3Pattern], "behavior": "Isolated", "invert": false],
-                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false]]]
+        // transformers' GGUF_PRE_TOKENIZER_SPLITS (integrations/gguf/gguf_tokenizer_mapping.py).
+        case "llama-bpe", "llama3", "llama-v3", "smaug-bpe", "falcon3", "falcon-h1", "dbrx", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano":
+            return splitThenBytes(SplitRegex.llama3Pattern)
+        case "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez":
+            return splitThenBytes(SplitRegex.qwen2Pattern)
         case let other:
             throw DataError.unsupportedTokenizerFeature(component: "GGUF tokenizer",
-                detail: "\(path): tokenizer.ggml.pre '\(other)' (supported: default, gpt2, smollm, llama-bpe/llama3)")
+                detail: "\(path): tokenizer.ggml.pre '\(other)' (supported: default, gpt2, smollm, llama-bpe/llama3 and its aliases, qwen2 and its aliases)")
+        }
+        func splitThenBytes(_ regex: String) -> [String: Any] {
+            ["type": "Sequence", "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": regex], "behavior": "Isolated", "invert": false],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false]]]
         }
     }
 

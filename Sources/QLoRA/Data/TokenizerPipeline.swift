@@ -140,16 +140,19 @@ indirect enum Normalizer {
     }
 }
 
-/// The pre-tokenization regexes of GPT-2 and Llama 3, matched by hand (same leftmost-first
+/// The pre-tokenization regexes of GPT-2, Llama 3 and Qwen 2/3, matched by hand (same leftmost-first
 /// alternation semantics as Oniguruma / fancy-regex).
 enum SplitRegex {
     /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
     case gpt2
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     case llama3
+    /// Llama 3's with numbers one digit at a time (`\p{N}` for `\p{N}{1,3}`): Qwen 2 / 2.5 / 3.
+    case qwen2
 
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen2Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
     /// Length of the contraction (`'s`, `'re`, ...) at `i`, or 0.
     @inline(__always)
@@ -174,7 +177,12 @@ enum SplitRegex {
             !isWhitespaceScalar(c) && !isLetterScalar(c) && !isNumberScalar(c)
         }
         while i < n {
-            let end = self == .gpt2 ? matchGPT2(s, i, isOther) : matchLlama3(s, i, isOther)
+            let end: Int
+            switch self {
+            case .gpt2: end = matchGPT2(s, i, isOther)
+            case .llama3: end = matchLlama3(s, i, isOther, maxDigits: 3)
+            case .qwen2: end = matchLlama3(s, i, isOther, maxDigits: 1)
+            }
             pieces.append(i..<end)
             i = end
         }
@@ -215,7 +223,7 @@ enum SplitRegex {
         return i + 1  // unreachable: every scalar is whitespace, letter, number or other
     }
 
-    private func matchLlama3(_ s: UnsafeBufferPointer<UInt32>, _ i: Int, _ isOther: (UInt32) -> Bool) -> Int {
+    private func matchLlama3(_ s: UnsafeBufferPointer<UInt32>, _ i: Int, _ isOther: (UInt32) -> Bool, maxDigits: Int) -> Int {
         let n = s.count
         let contraction = SplitRegex.contractionLength(s, i, caseInsensitive: true)
         if contraction > 0 { return i + contraction }
@@ -231,10 +239,10 @@ enum SplitRegex {
             while k < n && isLetterScalar(s[k]) { k += 1 }
             return k
         }
-        // \p{N}{1,3}
+        // \p{N}{1,3} (Qwen: \p{N})
         if isNumberScalar(c) {
             var k = i
-            while k < n && k - i < 3 && isNumberScalar(s[k]) { k += 1 }
+            while k < n && k - i < maxDigits && isNumberScalar(s[k]) { k += 1 }
             return k
         }
         // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
@@ -343,9 +351,10 @@ indirect enum PreTokenizer {
             switch regex {
             case SplitRegex.gpt2Pattern: known = .gpt2
             case SplitRegex.llama3Pattern: known = .llama3
+            case SplitRegex.qwen2Pattern: known = .qwen2
             default:
                 throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer",
-                    detail: "Split regex \(regex) (only the GPT-2 and Llama 3 regexes are implemented)")
+                    detail: "Split regex \(regex) (only the GPT-2, Llama 3 and Qwen 2 regexes are implemented)")
             }
             guard behavior == "Isolated" else {
                 throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "Split behavior \(behavior)")

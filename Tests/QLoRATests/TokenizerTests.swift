@@ -140,26 +140,33 @@ func firstMismatch(_ a: [Int32], _ b: [Int32]) -> String {
         #expect(pieces == ["Hello", ",", " WORLD", "'S", " ", "123", "45", "\n\n", " ", " ok"])
     }
 
-    /// Qwen 2/3's pre-tokenizer (Llama 3's regex, numbers one digit at a time) on SmolLM2's vocabulary:
-    /// the pieces and ids HF `tokenizers` gives (Fixtures/tokenizer/qwen2-split.json,
-    /// scripts/make-qwen2-split-fixture.py).
-    @Test func qwen2SplitEqualsTokenizers() throws {
-        let fixture = try DataFixtures.json("tokenizer/qwen2-split.json")
+    /// Qwen 2/3's pre-tokenizer (Llama 3's regex, numbers one digit at a time) and GPT-4o's (o200k: words
+    /// by letter-case classes, marks in both) on SmolLM2's vocabulary: the ids HF `tokenizers` gives
+    /// (Fixtures/tokenizer/{qwen2,gpt4o}-split.json, scripts/make-qwen2-split-fixture.py).
+    @Test(arguments: ["qwen2", "gpt4o"])
+    func splitRegexEqualsTokenizers(_ name: String) throws {
+        let fixture = try DataFixtures.json("tokenizer/\(name)-split.json")
         let source = try Data(contentsOf: DataFixtures.root.appendingPathComponent("tokenizer/tokenizer.json"))
         var spec = try #require(try JSONSerialization.jsonObject(with: source) as? [String: Any])
         spec["pre_tokenizer"] = fixture["pre_tokenizer"]
         let tokenizer = try Tokenizer(tokenizerJSON: try JSONSerialization.data(withJSONObject: spec), config: nil)
         let cases = try #require(fixture["cases"] as? [[String: Any]])
-        #expect(cases.count == 54)
+        #expect(cases.count == 67)
         for entry in cases {
             let text = try #require(entry["text"] as? String)
             let expected = int32s(entry["ids"])
             let ids = tokenizer.encode(text)
-            #expect(ids == expected, "\(text.debugDescription): \(firstMismatch(ids, expected))")
+            #expect(ids == expected, "\(name) \(text.debugDescription): \(firstMismatch(ids, expected))")
         }
-        let scalars = scalarValues("Hello, WORLD'S 12345\n\n  ok")
-        let pieces = scalars.withUnsafeBufferPointer { buffer in SplitRegex.qwen2.split(buffer).map { stringFromScalars(scalars[$0]) } }
-        #expect(pieces == ["Hello", ",", " WORLD", "'S", " ", "1", "2", "3", "4", "5", "\n\n", " ", " ok"])
+    }
+
+    @Test func qwen2AndGPT4oRegexSplits() {
+        func pieces(_ regex: SplitRegex, _ text: String) -> [String] {
+            let scalars = scalarValues(text)
+            return scalars.withUnsafeBufferPointer { buffer in regex.split(buffer).map { stringFromScalars(scalars[$0]) } }
+        }
+        #expect(pieces(.qwen2, "Hello, WORLD'S 12345\n\n  ok") == ["Hello", ",", " WORLD", "'S", " ", "1", "2", "3", "4", "5", "\n\n", " ", " ok"])
+        #expect(pieces(.gpt4o, "CamelCase HTTPServer DON'T 12345 a/b//\n") == ["Camel", "Case", " HTTPServer", " DON'T", " ", "123", "45", " a", "/b", "//\n"])
     }
 
     @Test func badTokenizerFilesThrowTheSpecificError() throws {

@@ -21,9 +21,11 @@ extension Tokenizer {
             return splitThenBytes(SplitRegex.llama3Pattern)
         case "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez":
             return splitThenBytes(SplitRegex.qwen2Pattern)
+        case "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2":
+            return splitThenBytes(SplitRegex.gpt4oPattern)
         case let other:
             throw DataError.unsupportedTokenizerFeature(component: "GGUF tokenizer",
-                detail: "\(path): tokenizer.ggml.pre '\(other)' (supported: default, gpt2, smollm, llama-bpe/llama3 and its aliases, qwen2 and its aliases)")
+                detail: "\(path): tokenizer.ggml.pre '\(other)' (supported: default, gpt2, smollm, llama-bpe/llama3, qwen2, gpt-4o and their aliases)")
         }
         func splitThenBytes(_ regex: String) -> [String: Any] {
             ["type": "Sequence", "pretokenizers": [

@@ -149,6 +149,8 @@ enum SplitRegex {
     case llama3
     /// Llama 3's with numbers one digit at a time (`\p{N}` for `\p{N}{1,3}`): Qwen 2 / 2.5 / 3.
     case qwen2
+    /// GPT-4o's (o200k; SplitRegexGPT4o.swift): Phi-4-mini, Llama 4.
+    case gpt4o
 
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
@@ -182,6 +184,7 @@ enum SplitRegex {
             case .gpt2: end = matchGPT2(s, i, isOther)
             case .llama3: end = matchLlama3(s, i, isOther, maxDigits: 3)
             case .qwen2: end = matchLlama3(s, i, isOther, maxDigits: 1)
+            case .gpt4o: end = matchGPT4o(s, i, isOther)
             }
             pieces.append(i..<end)
             i = end
@@ -189,7 +192,7 @@ enum SplitRegex {
         return pieces
     }
 
-    private func whitespaceMatch(_ s: UnsafeBufferPointer<UInt32>, _ i: Int) -> Int {
+    func whitespaceMatch(_ s: UnsafeBufferPointer<UInt32>, _ i: Int) -> Int {
         // \s+(?!\S) then \s+
         let n = s.count
         var k = i
@@ -253,8 +256,14 @@ enum SplitRegex {
             while k < n && (s[k] == 0x0D || s[k] == 0x0A) { k += 1 }
             return k
         }
+        return matchLineBreaksOrWhitespace(s, i)
+    }
+
+    /// `\s*[\r\n]+|\s+(?!\S)|\s+` at i (the last alternatives of the Llama 3 / Qwen / GPT-4o regexes).
+    func matchLineBreaksOrWhitespace(_ s: UnsafeBufferPointer<UInt32>, _ i: Int) -> Int {
+        let n = s.count
         // \s*[\r\n]+ : the longest whitespace run ending in a line break (backtracking keeps the last \r\n)
-        if isWhitespaceScalar(c) {
+        if isWhitespaceScalar(s[i]) {
             var k = i
             var lastBreakEnd = -1
             while k < n && isWhitespaceScalar(s[k]) {
@@ -264,7 +273,7 @@ enum SplitRegex {
             if lastBreakEnd > 0 { return lastBreakEnd }
             return whitespaceMatch(s, i)
         }
-        return i + 1
+        return i + 1  // unreachable: every scalar is whitespace, letter, number or other
     }
 }
 
@@ -352,9 +361,10 @@ indirect enum PreTokenizer {
             case SplitRegex.gpt2Pattern: known = .gpt2
             case SplitRegex.llama3Pattern: known = .llama3
             case SplitRegex.qwen2Pattern: known = .qwen2
+            case SplitRegex.gpt4oPattern: known = .gpt4o
             default:
                 throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer",
-                    detail: "Split regex \(regex) (only the GPT-2, Llama 3 and Qwen 2 regexes are implemented)")
+                    detail: "Split regex \(regex) (only the GPT-2, Llama 3, Qwen 2 and GPT-4o regexes are implemented)")
             }
             guard behavior == "Isolated" else {
                 throw DataError.unsupportedTokenizerFeature(component: "pre_tokenizer", detail: "Split behavior \(behavior)")

@@ -146,7 +146,7 @@ public enum TrainCommand: Command {
         if speaks {
             print("qlora train — \(blas.summary)")
             if let group {
-                print("distributed: \(group.size) ranks (Open MPI, \(group.mpi.library)), \(Parallel.threads) threads per rank; "
+                print("distributed: \(group.size) ranks (Open MPI, \(group.mpi.library)), \(Parallel.threads) thread\(Parallel.threads == 1 ? "" : "s") per rank; "
                       + "each step \(options.trainer.gradientAccumulationSteps * group.size) micro-batches, \(options.trainer.gradientAccumulationSteps) per rank")
             }
         }

@@ -108,6 +108,10 @@ import SafeTensors
         // Rank 0 alone wrote metrics.jsonl: one line per step, not two.
         #expect(b.steps == a.steps)
         #expect(try Self.adapterBytes(pair) == Self.adapterBytes(single), "the trained adapters differ")
+        // The distributed metrics also say how long the allreduces took; one process has none.
+        let pairText = try String(contentsOf: pair.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        let singleText = try String(contentsOf: single.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        #expect(pairText.components(separatedBy: "\"allreduce_seconds\": ").count == 5 && !singleText.contains("allreduce_seconds"))
         // Clipping was active (so the global norm was the same on both sides), and the loss moved.
         let norms = a.steps.compactMap { Double($0.split(separator: " ")[2]) }
         #expect(norms.count == 4 && norms.allSatisfy { $0 > 0.05 })

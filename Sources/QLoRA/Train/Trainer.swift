@@ -77,6 +77,9 @@ public struct StepReport {
     public var memory: MemoryBreakdown
     public var residentBytes: Int
     public var peakResidentBytes: Int
+    /// Seconds this step spent in the group's collectives (0 without a group): the cost of data parallelism,
+    /// including the wait for the slowest rank.
+    public var allreduceSeconds: Double = 0
 }
 
 public struct TrainingSummary {
@@ -170,10 +173,13 @@ public final class Trainer {
         // The loss is the mean over every target of the accumulated batches (transformers >= 4.46), all ranks'.
         let batches = (0..<micro).map { source.batch(step: step, micro: first + $0) }
         var targets = batches.reduce(0) { $0 + $1.targetCount }
+        var waited: UInt64 = 0
         if let group {
+            let began = DispatchTime.now().uptimeNanoseconds
             scalars[0] = Double(targets)
             try group.sumInPlace(scalars, count: 1)
             targets = Int(scalars[0])
+            waited += DispatchTime.now().uptimeNanoseconds - began
         }
         let scale: Float = targets > 0 ? 1 / Float(targets) : 0
         var lossSum = 0.0, tokens = 0
@@ -196,12 +202,14 @@ public final class Trainer {
         // leave it with the seed one process would have after this step, so that every rank evaluates alike.
         executor.dropoutSeed = dropoutSeed(micro: microBatchesPerStep - 1)
         if let group {
+            let began = DispatchTime.now().uptimeNanoseconds
             try group.sumInPlace(gradients, count: count)
             scalars[0] = lossSum
             scalars[1] = Double(tokens)
             try group.sumInPlace(scalars, count: 2)
             lossSum = scalars[0]
             tokens = Int(scalars[1])
+            waited += DispatchTime.now().uptimeNanoseconds - began
         }
         let gradNorm = options.maxGradNorm.map { GradientClipping.clip(parameters, maxNorm: $0) }
             ?? GradientClipping.globalNorm(parameters)
@@ -215,7 +223,7 @@ public final class Trainer {
         return StepReport(step: step, maxSteps: options.maxSteps, loss: targets > 0 ? lossSum / Double(targets) : .nan,
                           learningRate: optimizer.learningRate, gradNorm: gradNorm, tokens: tokens, seconds: seconds,
                           tokensPerSecond: Double(tokens) / max(seconds, 1e-9), memory: liveMemory(),
-                          residentBytes: rss.current, peakResidentBytes: rss.peak)
+                          residentBytes: rss.current, peakResidentBytes: rss.peak, allreduceSeconds: Double(waited) / 1e9)
     }
 
     /// The dropout masks' seed of global micro-batch `micro` of the current step.

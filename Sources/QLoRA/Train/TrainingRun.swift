@@ -183,7 +183,8 @@ public struct TrainingRun {
             try group.broadcastFromRankZero(adapters.parameters)
         }
         if resumedStep > 0 { trainer.resume(atStep: resumedStep) }
-        let metrics = try writesOutput ? MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume) : nil
+        let metrics = try writesOutput ? MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume,
+                                                         distributed: (group?.size ?? 1) > 1) : nil
         // Loading and tokenizing left freed temporaries in the heap; give them back before training.
         ProcessMemory.releaseFreedMemory()
         if let adapters, writesOutput {
@@ -223,8 +224,10 @@ public struct TrainingRun {
 /// metrics.jsonl: one JSON object per step / evaluation, appended and flushed as training goes.
 final class MetricsLog {
     private let handle: FileHandle
+    private let distributed: Bool
 
-    init(url: URL, append: Bool) throws {
+    init(url: URL, append: Bool, distributed: Bool = false) throws {
+        self.distributed = distributed
         if !append || !FileManager.default.fileExists(atPath: url.path) {
             FileManager.default.createFile(atPath: url.path, contents: nil)
         }
@@ -242,11 +245,14 @@ final class MetricsLog {
         var memory: [(key: String, value: JSONValue)] = MemoryCategory.allCases.map { ($0.rawValue, .int(r.memory[$0])) }
         memory.append(("rss", .int(r.residentBytes)))
         memory.append(("peak_rss", .int(r.peakResidentBytes)))
-        write(.object([
+        var fields: [(key: String, value: JSONValue)] = [
             ("step", .int(r.step)), ("loss", .number(r.loss)), ("learning_rate", .number(r.learningRate)),
             ("grad_norm", .number(r.gradNorm)), ("tokens", .int(r.tokens)), ("seconds", .number(r.seconds)),
             ("tokens_per_second", .number(r.tokensPerSecond)), ("memory_bytes", .object(memory)),
-        ]))
+        ]
+        // Data-parallel runs: rank 0's time in the allreduces (waiting for the other ranks included).
+        if distributed { fields.insert(("allreduce_seconds", .number(r.allreduceSeconds)), at: 6) }
+        write(.object(fields))
     }
 
     func write(evaluation loss: Double, step: Int) {

@@ -62,3 +62,32 @@ import Testing
         #expect(trainer.liveMemory()[.gradients] == 2 * trained.parameters.sectionBytes)
     }
 }
+
+/// The check that every rank holds rank 0's parameters, with a stand-in group (one rank of two):
+/// rank 0's fingerprint arrives by broadcast, and the verdict is summed over the ranks.
+@Suite struct RankAgreementTests {
+    final class OtherRank: DataParallelGroup {
+        let rank = 1, size = 2
+        /// What rank 0 broadcasts: nil = the same bytes this rank has.
+        var rankZeroBytes: [UInt8]?
+        func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) throws {}
+        func sumInPlace(_ values: UnsafeMutablePointer<Double>, count: Int) throws {}
+        func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int) throws {
+            if let rankZeroBytes { bytes.copyMemory(from: rankZeroBytes, byteCount: count) }
+        }
+    }
+
+    @Test func identicalParametersPassAndDifferentOnesAreReported() throws {
+        let parameters = TrainableParameters(tensors: [("a", [3, 5]), ("b", [7])])
+        for i in 0..<parameters.count { parameters.parameters[i] = Float(i) * 0.25 }
+        let group = OtherRank()
+        try group.checkIdentical(parameters, step: 4)
+        // Rank 0 differs in one bit of one value: its fingerprint differs.
+        let rankZero = TrainableParameters(tensors: [("a", [3, 5]), ("b", [7])])
+        for i in 0..<rankZero.count { rankZero.parameters[i] = parameters.parameters[i] }
+        rankZero.parameters[9] = Float(bitPattern: rankZero.parameters[9].bitPattern ^ 1)
+        var fingerprint = OtherRank.fingerprint(rankZero)
+        group.rankZeroBytes = withUnsafeBytes(of: &fingerprint) { Array($0) }
+        #expect(throws: TrainError.ranksDiverged(step: 4, ranks: 1)) { try group.checkIdentical(parameters, step: 4) }
+    }
+}

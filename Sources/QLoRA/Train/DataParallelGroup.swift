@@ -17,6 +17,28 @@ extension DataParallelGroup {
     public func broadcastFromRankZero(_ parameters: TrainableParameters) throws {
         try broadcast(UnsafeMutableRawPointer(parameters.parameters), count: parameters.sectionBytes * parameters.sections, root: 0)
     }
+
+    /// Throws on every rank unless every rank's parameters are rank 0's, bit for bit. The ranks apply the
+    /// same update only if the allreduce handed each the same sum; this checks it (at checkpoints and at
+    /// the end) instead of trusting it.
+    public func checkIdentical(_ parameters: TrainableParameters, step: Int) throws {
+        let own = Self.fingerprint(parameters)
+        var root = own
+        try broadcast(&root, count: MemoryLayout<Double>.size, root: 0)
+        var differing: Double = root == own ? 0 : 1
+        try sumInPlace(&differing, count: 1)
+        if differing > 0 { throw TrainError.ranksDiverged(step: step, ranks: Int(differing)) }
+    }
+
+    /// FNV-1a of the parameters' bits, cut to 52 bits so that a Double holds it exactly.
+    static func fingerprint(_ parameters: TrainableParameters) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        let values = parameters.parameters
+        for i in 0..<parameters.count {
+            hash = (hash ^ UInt64(values[i].bitPattern)) &* 0x100_0000_01b3
+        }
+        return Double(hash & ((1 << 52) - 1))
+    }
 }
 
 /// The world of an Open MPI job as a data-parallel group.

@@ -263,7 +263,9 @@ public final class Trainer {
             if let every = options.evalEvery, every > 0, step % every == 0, evaluationBatcher != nil {
                 onEvent(.evaluated(step: step, loss: try evaluate()))
             }
-            if let every = options.saveEvery, every > 0, step % every == 0 || step == options.maxSteps, let save = saveCheckpoint {
+            let saving = options.saveEvery.map { $0 > 0 && (step % $0 == 0 || step == options.maxSteps) } ?? false
+            if let group, group.size > 1, saving || step == options.maxSteps { try group.checkIdentical(parameters, step: step) }
+            if saving, let save = saveCheckpoint {
                 onEvent(.checkpointSaved(step: step, directory: try save(step)))
             }
         }

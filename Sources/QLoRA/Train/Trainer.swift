@@ -113,7 +113,7 @@ public final class Trainer {
     /// Gradient sum of a step's earlier micro-batches (`parameters.count` floats, with accumulation only).
     private var accumulated: UnsafeMutablePointer<Float>?
     private var accumulatedCount = 0
-    /// Scalars summed across ranks: target count, loss sum, tokens.
+    /// Scalars summed across ranks: the target count, then the loss sum and tokens (or evaluation's sum and count).
     private let scalars = UnsafeMutablePointer<Double>.allocate(capacity: 2)
 
     public init(executor: LlamaExecutor, parameters: TrainableParameters, options: TrainerOptions) {
@@ -185,10 +185,10 @@ public final class Trainer {
         var lossSum = 0.0, tokens = 0
         let gradients = parameters.gradients, count = parameters.count
         for (index, batch) in batches.enumerated() {
-            if index > 0 {
+            if index > 0, let sum = accumulated {
                 // Set the earlier micro-batches' sum aside, so that this one is computed from zero.
-                if index == 1 { accumulated!.update(from: gradients, count: count) }
-                else { for i in 0..<count { accumulated![i] += gradients[i] } }
+                if index == 1 { sum.update(from: gradients, count: count) }
+                else { for i in 0..<count { sum[i] += gradients[i] } }
                 parameters.zeroGradients()
             }
             executor.dropoutSeed = dropoutSeed(micro: first + index)
@@ -197,7 +197,7 @@ public final class Trainer {
             lossSum += result.sum
             tokens += batch.batch * batch.seqLen
         }
-        if micro > 1 { for i in 0..<count { gradients[i] += accumulated![i] } }
+        if micro > 1, let sum = accumulated { for i in 0..<count { gradients[i] += sum[i] } }
         // The executor applies LoRA dropout in every forward, evaluation's too (it has no inference switch):
         // leave it with the seed one process would have after this step, so that every rank evaluates alike.
         executor.dropoutSeed = dropoutSeed(micro: microBatchesPerStep - 1)

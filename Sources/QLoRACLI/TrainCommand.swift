@@ -146,8 +146,10 @@ public enum TrainCommand: Command {
         if speaks {
             print("qlora train — \(blas.summary)")
             if let group {
-                print("distributed: \(group.size) ranks (Open MPI, \(group.mpi.library)), \(Parallel.threads) thread\(Parallel.threads == 1 ? "" : "s") per rank; "
-                      + "each step \(options.trainer.gradientAccumulationSteps * group.size) micro-batches, \(options.trainer.gradientAccumulationSteps) per rank")
+                func count(_ n: Int, _ noun: String, _ plural: String? = nil) -> String { "\(n) \(n == 1 ? noun : plural ?? noun + "s")" }
+                let perRank = options.trainer.gradientAccumulationSteps
+                print("distributed: \(count(group.size, "rank")) (Open MPI, \(group.mpi.library)), \(count(Parallel.threads, "thread")) per rank; "
+                      + "each step \(count(perRank * group.size, "micro-batch", "micro-batches")), \(perRank) per rank")
             }
         }
         do {

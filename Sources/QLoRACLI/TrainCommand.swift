@@ -45,15 +45,15 @@ public enum TrainCommand: Command {
       --token-cache DIR        where tokenized datasets are kept and reused (default $QLORA_CACHE/tokens,
                                $XDG_CACHE_HOME/qlora/tokens or ~/.cache/qlora/tokens)
       --threads N              compute threads (default: the cores, divided among the ranks on one machine)
-    Several machines (data-parallel over Open MPI, docs/distributed.md):
-      mpirun -np N qlora train ...   N ranks each take --grad-accum micro-batches of every step (a step is
-                               N x grad-accum micro-batches, in the data order of one process with
-                               --grad-accum N x grad-accum); the adapter gradients are summed with an MPI
-                               allreduce before clipping and AdamW. Rank 0 alone writes --output and reads
-                               --resume checkpoints (then broadcasts them); every rank needs --model and --data.
-                               Open MPI's libmpi is loaded at run time (apt-get install openmpi-bin libopenmpi-dev)
-      --distributed            use MPI even outside mpirun (implied under mpirun -np N > 1)
     \(TrainingArguments.helpText)
+      Several machines (data-parallel over Open MPI, docs/distributed.md):
+        mpirun -np N qlora train ...   N ranks each take --grad-accum micro-batches of every step (a step is
+                                 N x grad-accum micro-batches, in the data order of one process with
+                                 --grad-accum N x grad-accum); the adapter gradients are summed with an MPI
+                                 allreduce before clipping and AdamW. Rank 0 alone writes --output and reads
+                                 --resume checkpoints (then broadcasts them); every rank needs --model and --data.
+                                 Open MPI's libmpi is loaded at run time (apt-get install openmpi-bin libopenmpi-dev)
+        --distributed            use MPI even outside mpirun (implied under mpirun -np N > 1)
     """
 
     public static func run(_ arguments: [String]) throws -> Int32 {

@@ -45,6 +45,10 @@ public enum MemoryCommand: Command {
       --gradient-checkpointing / --no-gradient-checkpointing
                                keep only each layer's input, recompute the rest (default off)
       --optimizer adamw|sgd    AdamW keeps 2 fp32 states per trainable parameter, SGD none (default adamw)
+      --grad-accum N           micro-batches per step (per rank), as for train; above 1 the earlier ones'
+                               gradient sum is kept beside the gradients (one more gradient section)
+      --ranks N                a data-parallel run of N ranks (mpirun -np N qlora train): memory per rank,
+                               bytes summed per step and sent per rank (docs/distributed.md)
       --tile-rows N            rows per dequantized weight tile (default: automatic, 256-1024 within 8 MiB)
       --logits-chunk N         rows of logits computed at once (default 64)
       --data FILE.jsonl        count the dataset as `train` holds it (needs the model's tokenizer): the
@@ -70,11 +74,13 @@ public enum MemoryCommand: Command {
       qlora memory Fixtures/configs/llama-2-7b.json --seq-len 2048 --gradient-checkpointing
       qlora memory meta-llama/Meta-Llama-3-8B --compare --svg memory.svg
       qlora memory SmolLM2-135M-Instruct --adapters 4 --batch 8 --seq-len 1024 --rank 8
+      qlora memory Fixtures/configs/llama-2-7b.json --ranks 4 --grad-accum 2
     """
 
     static let valueOptions: Set<String> = [
         "quant", "base-dtype", "blocksize", "compute-dtype", "rank", "alpha", "targets", "dropout", "batch", "seq-len", "modules-to-save",
         "optimizer", "tile-rows", "logits-chunk", "svg", "gemm-size", "steps", "adapters", "data", "token-cache",
+        "grad-accum", "ranks",
     ]
     static let flagOptions: Set<String> = [
         "double-quant", "full", "gradient-checkpointing", "compare", "ascii", "json", "probe-runtime", "measure", "packing",
@@ -122,11 +128,15 @@ public enum MemoryCommand: Command {
                 throw CLIError.failed("qlora memory: --svg: \(error)")
             }
         }
+        let ranks = try positive(args, "ranks", default: 1)
         if args.flag("json") {
-            print(MemoryReport.json(plans, model: model), terminator: "")
+            print(MemoryReport.json(plans, model: model, ranks: ranks), terminator: "")
             return 0
         }
         print(render(plans, model: model, config: config, ascii: args.flag("ascii")))
+        if ranks > 1, plans.count == 1, options.training, options.generationAdapters == nil {
+            print("\n" + MemoryReport.dataParallel(plans[0], ranks: ranks))
+        }
         if let datasetLine { print("\n" + datasetLine) }
         if let svgPath = args.string("svg") { print("\nwrote \(svgPath)") }
         return 0
@@ -287,6 +297,7 @@ public enum MemoryCommand: Command {
         options.batch = try positive(args, "batch", default: 1)
         options.seqLen = try positive(args, "seq-len", default: 512)
         options.gradientCheckpointing = args.flag("gradient-checkpointing")
+        options.gradientAccumulation = try positive(args, "grad-accum", default: 1)
         options.optimizer = MemoryPlan.Optimizer(rawValue: try args.choice("optimizer", ["adamw", "sgd"], default: "adamw"))!
         options.tileRows = try args.int("tile-rows") ?? 0
         options.logitsChunkRows = try positive(args, "logits-chunk", default: 64)

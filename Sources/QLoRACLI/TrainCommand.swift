@@ -44,15 +44,25 @@ public enum TrainCommand: Command {
       --seed S                 data order, LoRA init and dropout (default 42)
       --token-cache DIR        where tokenized datasets are kept and reused (default $QLORA_CACHE/tokens,
                                $XDG_CACHE_HOME/qlora/tokens or ~/.cache/qlora/tokens)
+      --threads N              compute threads (default: the cores, divided among the ranks on one machine)
     \(TrainingArguments.helpText)
+      Several machines (data-parallel over Open MPI, docs/distributed.md):
+        mpirun -np N qlora train ...   N ranks each take --grad-accum micro-batches of every step (a step is
+                                 N x grad-accum micro-batches, in the data order of one process with
+                                 --grad-accum N x grad-accum); the adapter gradients are summed with an MPI
+                                 allreduce before clipping and AdamW. Rank 0 alone writes --output and reads
+                                 --resume checkpoints (then broadcasts them); every rank needs --model and --data.
+                                 Open MPI's libmpi is loaded at run time (apt-get install openmpi-bin libopenmpi-dev)
+        --distributed            use MPI even outside mpirun (implied under mpirun -np N > 1)
     """
 
     public static func run(_ arguments: [String]) throws -> Int32 {
         let args = try Arguments(arguments, command: name,
                                  valueOptions: TrainingArguments.valueOptions.union([
                                     "model", "data", "output", "eval-data", "eval-fraction", "steps", "epochs", "lr", "schedule",
-                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed", "adapter", "token-cache"]),
-                                 flagOptions: TrainingArguments.flagOptions.union(["packing", "resume", "full"]))
+                                    "warmup", "grad-accum", "max-grad-norm", "weight-decay", "eval-every", "save-every", "seed", "adapter", "token-cache",
+                                    "threads"]),
+                                 flagOptions: TrainingArguments.flagOptions.union(["packing", "resume", "full", "distributed"]))
         guard let model = args.string("model"), let data = args.string("data"), let output = args.string("output") else {
             throw CLIError.failed("qlora train: --model, --data and --output are required. Run `qlora train --help`.")
         }
@@ -126,9 +136,39 @@ public enum TrainCommand: Command {
         options.trainer = trainer
 
         let blas = try OpenBLAS.ensureLoaded()
-        print("qlora train — \(blas.summary)")
-        let every = max(1, trainer.maxSteps / 20)
-        try TrainingRun(options: options).run { event in
+        let launcher = OpenMPI.launcherWorld()
+        // Under mpirun every rank trains its share; without MPI, N copies would each write the same output.
+        let distributed = args.flag("distributed") || (launcher?.size ?? 1) > 1
+        let group = try distributed ? MPIDataParallelGroup() : nil
+        // Ranks sharing a machine share its cores: by default each takes its part of them.
+        let localRanks = group == nil ? 1 : max(1, launcher?.localSize ?? 1)
+        Parallel.threads = try args.int("threads", default: max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks))
+        let speaks = (group?.rank ?? 0) == 0
+        if speaks {
+            print("qlora train — \(blas.summary)")
+            if let group {
+                func count(_ n: Int, _ noun: String, _ plural: String? = nil) -> String { "\(n) \(n == 1 ? noun : plural ?? noun + "s")" }
+                let perRank = options.trainer.gradientAccumulationSteps
+                print("distributed: \(count(group.size, "rank")) (Open MPI, \(group.mpi.library)), \(count(Parallel.threads, "thread")) per rank; "
+                      + "each step \(count(perRank * group.size, "micro-batch", "micro-batches")), \(perRank) per rank")
+            }
+        }
+        do {
+            try train(options, group: group, every: max(1, trainer.maxSteps / 20), speaks: speaks)
+        } catch {
+            guard let group, group.size > 1 else { throw error }
+            // The other ranks wait in a collective: end the whole job, not just this rank.
+            FileHandle.standardError.write(Data("error (rank \(group.rank) of \(group.size)): \(error)\n".utf8))
+            group.mpi.abort(code: 1)
+        }
+        group?.mpi.finish()
+        return 0
+    }
+
+    /// Runs the training and prints its events (rank 0 only in a distributed run).
+    static func train(_ options: TrainingRun.Options, group: MPIDataParallelGroup?, every: Int, speaks: Bool) throws {
+        try TrainingRun(options: options, group: group).run { event in
+            guard speaks else { return }
             switch event {
             case .tokenized(let data, let file, let examples, let tokens, let reused, let seconds):
                 print("\(data.lastPathComponent): \(examples) examples, \(tokens) tokens, \(reused ? "mapped from" : String(format: "tokenized in %.1f s into", seconds)) \(file.path)")
@@ -154,6 +194,5 @@ public enum TrainCommand: Command {
                                    : "adapter written to \(directory.path) (adapter_config.json, adapter_model.safetensors)")
             }
         }
-        return 0
     }
 }

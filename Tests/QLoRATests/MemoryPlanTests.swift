@@ -335,18 +335,44 @@ import Testing
     /// `qlora memory --measure`'s engine: real buffers and steps; every category but the runtime
     /// overhead must equal the plan to the byte (peak RSS is process-wide, so it is not asserted here,
     /// where other tests run in the same process; docs/memory.md records the measured figures).
-    @Test(arguments: [false, true])
-    func measuredBuffersEqualThePlan(checkpointing: Bool) throws {
+    @Test(arguments: [(false, 1), (true, 1), (false, 3)])
+    func measuredBuffersEqualThePlan(checkpointing: Bool, accumulation: Int) throws {
         let config = try LlamaConfig.load(directory: FixturePaths.url("tiny-llama/untied-fp32"))
         var options = MemoryPlan.Options()
         options.lora = LoRAConfig(r: 4, loraAlpha: 8)
         options.batch = 2
         options.seqLen = 12
         options.gradientCheckpointing = checkpointing
+        // Accumulating micro-batches keeps one more gradient section (the earlier ones' sum).
+        options.gradientAccumulation = accumulation
         let result = try MemoryMeasurement.run(config: config, directory: FixturePaths.url("tiny-llama/untied-fp32"), options: options, steps: 2)
         for category in MemoryCategory.allCases where category != .runtimeOverhead {
             #expect(result.measured[category] == result.planned[category], "\(category)")
         }
+        let plan = try MemoryPlan(config: config, options: options)
+        #expect(result.planned[.gradients] == (accumulation > 1 ? 2 : 1) * plan.gradientSectionBytes)
         #expect(result.peakTrainingRSS > 0 && result.baselineRSS > 0)
+    }
+}
+
+/// `qlora memory --ranks N`: what a data-parallel step sums and sends.
+@Suite struct DataParallelTrafficTests {
+    @Test func aStepSumsTheGradientSectionAndThreeCounts() throws {
+        let config = try LlamaConfig.load(directory: FixturePaths.url("tiny-llama/untied-fp32"))
+        var options = MemoryPlan.Options()
+        options.lora = LoRAConfig(r: 4, loraAlpha: 8)
+        let plan = try MemoryPlan(config: config, options: options)
+        // The section the trainer allreduces is the arena's gradient section, padding included.
+        let adapters = try LoRAAdapters(modelConfig: config, config: options.lora!)
+        #expect(plan.gradientSectionBytes == adapters.parameters.sectionBytes)
+        let four = DataParallelTraffic(gradientSectionBytes: plan.gradientSectionBytes, ranks: 4)
+        #expect(four.allreducedBytes == adapters.parameters.count * 4 + 24)
+        #expect(four.ringBytesSentPerRank == 2 * 3 * four.allreducedBytes / 4)
+        #expect(DataParallelTraffic(gradientSectionBytes: 64, ranks: 1).ringBytesSentPerRank == 0)
+        let text = MemoryReport.dataParallel(plan, ranks: 4)
+        #expect(text.contains(MemoryReport.withCommas(four.allreducedBytes)) && text.contains("4 micro-batches"))
+        let json = try JSONValue.parse(data: Data(MemoryReport.json([plan], model: "m", ranks: 4).utf8))
+        guard case .array(let plans)? = json["plans"] else { Issue.record("no plans in \(json)"); return }
+        #expect(plans.first?["data_parallel"]?["allreduced_bytes_per_step"]?.intValue == four.allreducedBytes)
     }
 }

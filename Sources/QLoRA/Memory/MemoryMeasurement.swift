@@ -124,6 +124,7 @@ public enum MemoryMeasurement {
         trainerOptions.maxSteps = steps
         trainerOptions.schedule = .constant
         trainerOptions.learningRate = 1e-4
+        trainerOptions.gradientAccumulationSteps = options.gradientAccumulation
         let trainer = Trainer(executor: executor, parameters: (lora?.parameters ?? full?.parameters)!, options: trainerOptions)
         var generator = SeededGenerator(seed: seed)
         let count = shape.batch * shape.seqLen
@@ -146,6 +147,7 @@ public enum MemoryMeasurement {
             measured[.gradients] = section
             measured[.optimizerState] = 2 * section
         }
+        measured[.gradients] += trainer.accumulationBytes
         return Result(planned: MemoryBreakdown(), measured: measured, peakTrainingRSS: reset ? peak : max(peak, peakLoading),
                       peakLoadingRSS: peakLoading, baselineRSS: 0, steps: max(1, steps), secondsPerStep: seconds / Double(max(1, steps)))
     }

@@ -70,6 +70,9 @@ public struct MemoryPlan: Sendable {
         /// What the training data holds in memory (`Batcher.heldBytes` plus the token file's index);
         /// 0 when the data is not known.
         public var datasetBytes = 0
+        /// Micro-batches per optimizer step (per rank): above 1 the trainer keeps the earlier ones'
+        /// gradient sum beside the gradients, one more gradient section (`Trainer.accumulationBytes`).
+        public var gradientAccumulation = 1
         /// The frozen weights as a file stores them (a GGUF file's blocks: `GGUFModelLoader.storedBytes`):
         /// the linears for the `.stored` base format, the embedding table and output also for a 4-bit
         /// base converted on load; nil = a safetensors checkpoint.
@@ -118,6 +121,9 @@ public struct MemoryPlan: Sendable {
     public let quantizedParameterCount: Int
     /// Stored bytes of the 4-bit linears (checkpoint format; the runtime holds exactly these).
     public let quantizedStorageBytes: Int
+    /// Bytes of one fp32 section of the trainable arena (parameters, or gradients), padding included:
+    /// what a data-parallel step sums across ranks.
+    public let gradientSectionBytes: Int
 
     public init(config: LlamaConfig, options: Options) throws {
         try Self.validate(config: config, options: options)
@@ -188,7 +194,7 @@ public struct MemoryPlan: Sendable {
         // bf16 mixed precision keeps a bf16 working copy of the linears beside the fp32 master weights.
         breakdown[.trainableParameters] = sectionBytes + (method == .fullBF16Mixed ? FullFineTuning.workingCopyBytes(config: config) : 0)
         if options.training && options.generationAdapters == nil {
-            breakdown[.gradients] = sectionBytes
+            breakdown[.gradients] = sectionBytes * (options.gradientAccumulation > 1 ? 2 : 1)
             breakdown[.optimizerState] = options.optimizer.statesPerParameter * sectionBytes
         }
 
@@ -213,6 +219,7 @@ public struct MemoryPlan: Sendable {
 
         self.breakdown = breakdown
         self.trainableParameterCount = trainableParameterCount
+        gradientSectionBytes = sectionBytes
         baseParameterCount = config.totalParameterCount
         quantizedParameterCount = quantizedCount
         quantizedStorageBytes = quantizedStorage

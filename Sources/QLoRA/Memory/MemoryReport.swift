@@ -61,6 +61,7 @@ public enum MemoryReport {
         }
         parts.append("batch \(o.batch) × seq \(o.seqLen)")
         parts.append("checkpointing \(o.gradientCheckpointing ? "on" : "off")")
+        if o.gradientAccumulation > 1 { parts.append("\(o.gradientAccumulation) micro-batches per step") }
         parts.append(!o.training ? "inference" : o.optimizer == .adamw ? "AdamW" : "SGD")
         return parts.joined(separator: ", ")
     }
@@ -148,7 +149,20 @@ public enum MemoryReport {
 
     /// The same numbers as the tables, machine-readable: options, bytes per category (exact integers,
     /// keys are the category names), total, parameter counts.
-    public static func json(_ plans: [MemoryPlan], model: String) -> String {
+    /// `qlora memory --ranks N`: what every rank of a data-parallel run holds and what a step sends.
+    public static func dataParallel(_ plan: MemoryPlan, ranks: Int) -> String {
+        let traffic = DataParallelTraffic(gradientSectionBytes: plan.gradientSectionBytes, ranks: ranks)
+        let o = plan.options
+        return """
+        Data-parallel over \(ranks) ranks (mpirun -np \(ranks) qlora train ..., docs/distributed.md):
+          memory per rank        \(humanBytes(plan.totalBytes)) (every rank holds all of the above; \(ranks) ranks \(humanBytes(ranks * plan.totalBytes)))
+          summed per step        \(humanBytes(traffic.allreducedBytes)) (\(withCommas(traffic.allreducedBytes)) bytes: the fp32 gradients and 3 counts, \(DataParallelTraffic.callsPerStep) allreduce calls)
+          sent per rank per step \(humanBytes(traffic.ringBytesSentPerRank)) with a ring allreduce (2 (N-1)/N of it; as much received)
+          a step                 \(ranks * o.gradientAccumulation) micro-batches of \(o.batch) × \(o.seqLen) tokens, \(o.gradientAccumulation) per rank
+        """
+    }
+
+    public static func json(_ plans: [MemoryPlan], model: String, ranks: Int = 1) -> String {
         let entries: [JSONValue] = plans.map { plan in
             let o = plan.options
             var base: [(key: String, value: JSONValue)] = []
@@ -164,6 +178,7 @@ public enum MemoryReport {
                 ("batch", .int(o.batch)), ("seq_len", .int(o.seqLen)), ("gradient_checkpointing", .bool(o.gradientCheckpointing)),
                 ("optimizer", .string(o.optimizer.rawValue)), ("training", .bool(o.training)),
                 ("tile_rows", .int(o.tileRows)), ("logits_chunk_rows", .int(o.logitsChunkRows)),
+                ("gradient_accumulation", .int(o.gradientAccumulation)),
             ]
             if let adapters = o.generationAdapters { options.append(("generation_adapters", .int(adapters))) }
             if let lora = o.lora {
@@ -178,11 +193,21 @@ public enum MemoryReport {
                 parameters.append(("quantized_bits_per_param_stored", .number(plan.quantizedStorageBitsPerParameter)))
                 parameters.append(("quantized_bits_per_param_resident", .number(plan.quantizedResidentBitsPerParameter)))
             }
-            return .object([
+            var entry: [(key: String, value: JSONValue)] = [
                 ("label", .string(plan.label)), ("method", .string(o.method.rawValue)), ("options", .object(options)),
                 ("bytes", .object(MemoryCategory.allCases.map { ($0.rawValue, .int(plan.breakdown[$0])) })),
                 ("total_bytes", .int(plan.totalBytes)), ("parameters", .object(parameters)),
-            ])
+            ]
+            if ranks > 1 {
+                let traffic = DataParallelTraffic(gradientSectionBytes: plan.gradientSectionBytes, ranks: ranks)
+                entry.append(("data_parallel", .object([
+                    ("ranks", .int(ranks)), ("bytes_per_rank", .int(plan.totalBytes)),
+                    ("allreduced_bytes_per_step", .int(traffic.allreducedBytes)),
+                    ("ring_bytes_sent_per_rank_per_step", .int(traffic.ringBytesSentPerRank)),
+                    ("allreduce_calls_per_step", .int(DataParallelTraffic.callsPerStep)),
+                ])))
+            }
+            return .object(entry)
         }
         return PythonJSON(.object([("model", .string(model)), ("plans", .array(entries))])).render(indent: 2, sortKeys: false) + "\n"
     }

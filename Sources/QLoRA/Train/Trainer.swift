@@ -77,6 +77,9 @@ public struct StepReport {
     public var memory: MemoryBreakdown
     public var residentBytes: Int
     public var peakResidentBytes: Int
+    /// Seconds this step spent in the group's collectives (0 without a group): the cost of data parallelism,
+    /// including the wait for the slowest rank.
+    public var allreduceSeconds: Double = 0
 }
 
 public struct TrainingSummary {
@@ -104,6 +107,14 @@ public final class Trainer {
     public var fullFineTuning: FullFineTuning?
     /// Bytes the training data holds in memory (batchers, token file index), reported as `.dataset`.
     public var datasetBytes = 0
+    /// The ranks of a data-parallel run (nil: this process alone). Every rank runs the same steps; the
+    /// gradients, losses and target counts are summed across ranks before clipping and AdamW.
+    public var group: DataParallelGroup?
+    /// Gradient sum of a step's earlier micro-batches (`parameters.count` floats, with accumulation only).
+    private var accumulated: UnsafeMutablePointer<Float>?
+    private var accumulatedCount = 0
+    /// Scalars summed across ranks: the target count, then the loss sum and tokens (or evaluation's sum and count).
+    private let scalars = UnsafeMutablePointer<Double>.allocate(capacity: 2)
 
     public init(executor: LlamaExecutor, parameters: TrainableParameters, options: TrainerOptions) {
         self.executor = executor
@@ -119,36 +130,86 @@ public final class Trainer {
         optimizer.restore(step: step)
     }
 
-    /// Mean loss over the evaluation batches (no gradients).
+    /// Mean loss over the evaluation batches (no gradients). In a group each rank evaluates every
+    /// size-th batch and the sums are combined.
     public func evaluate() throws -> Double {
         var sum = 0.0, count = 0
         guard let batcher = evaluationBatcher else { return .nan }
-        for index in 0..<batcher.batchesPerEpoch {
+        for index in stride(from: group?.rank ?? 0, to: batcher.batchesPerEpoch, by: group?.size ?? 1) {
             batcher.loadBatch(index, epoch: 0)
             try executor.forward(inputIDs: batcher.inputIDs, batch: batcher.options.batchSize, seqLen: batcher.options.maxSequenceLength)
             let result = executor.loss(labels: batcher.labels)
             sum += result.sum
             count += result.count
         }
+        if let group {
+            scalars[0] = sum
+            scalars[1] = Double(count)
+            try group.sumInPlace(scalars, count: 2)
+            sum = scalars[0]
+            count = Int(scalars[1])
+        }
         return count > 0 ? sum / Double(count) : .nan
     }
 
-    /// One optimizer step (over `gradientAccumulationSteps` micro-batches). Returns the report.
+    /// Micro-batches one step takes from the source: `gradientAccumulationSteps` per rank.
+    public var microBatchesPerStep: Int { max(1, options.gradientAccumulationSteps) * (group?.size ?? 1) }
+
+    /// Bytes the trainer itself holds beside the arena: the earlier micro-batches' gradient sum.
+    public var accumulationBytes: Int { accumulatedCount * 4 }
+
+    /// One optimizer step (over `gradientAccumulationSteps` micro-batches per rank). Returns the report.
+    ///
+    /// The step's gradient is the sum of its micro-batches' gradients, each computed alone (from zero) and
+    /// then added, the scale 1 / (targets of the whole step) applied inside each. So with two ranks of
+    /// one micro-batch each, the allreduce adds exactly the two terms `--grad-accum 2` adds in one process,
+    /// and a sum of two is the same in either order: the runs agree bit for bit.
     public func trainStep(_ source: BatchSource) throws -> StepReport {
         let started = DispatchTime.now().uptimeNanoseconds
         parameters.zeroGradients()
         let micro = max(1, options.gradientAccumulationSteps)
-        // The loss is the mean over every target of the accumulated batches (transformers >= 4.46).
-        let batches = (0..<micro).map { source.batch(step: step, micro: $0) }
-        let targets = batches.reduce(0) { $0 + $1.targetCount }
+        let first = (group?.rank ?? 0) * micro
+        prepareAccumulation(micro: micro)
+        // The loss is the mean over every target of the accumulated batches (transformers >= 4.46), all ranks'.
+        let batches = (0..<micro).map { source.batch(step: step, micro: first + $0) }
+        var targets = batches.reduce(0) { $0 + $1.targetCount }
+        var waited: UInt64 = 0
+        if let group {
+            let began = DispatchTime.now().uptimeNanoseconds
+            scalars[0] = Double(targets)
+            try group.sumInPlace(scalars, count: 1)
+            targets = Int(scalars[0])
+            waited += DispatchTime.now().uptimeNanoseconds - began
+        }
         let scale: Float = targets > 0 ? 1 / Float(targets) : 0
         var lossSum = 0.0, tokens = 0
+        let gradients = parameters.gradients, count = parameters.count
         for (index, batch) in batches.enumerated() {
-            executor.dropoutSeed = SeededGenerator.mix(options.seed &+ UInt64(step) &* 1_000_003 &+ UInt64(index))
+            if index > 0, let sum = accumulated {
+                // Set the earlier micro-batches' sum aside, so that this one is computed from zero.
+                if index == 1 { sum.update(from: gradients, count: count) }
+                else { for i in 0..<count { sum[i] += gradients[i] } }
+                parameters.zeroGradients()
+            }
+            executor.dropoutSeed = dropoutSeed(micro: first + index)
             let result = try executor.lossAndGradients(inputIDs: batch.inputIDs, labels: batch.labels,
                                                        batch: batch.batch, seqLen: batch.seqLen, gradScale: scale)
             lossSum += result.sum
             tokens += batch.batch * batch.seqLen
+        }
+        if micro > 1, let sum = accumulated { for i in 0..<count { gradients[i] += sum[i] } }
+        // The executor applies LoRA dropout in every forward, evaluation's too (it has no inference switch):
+        // leave it with the seed one process would have after this step, so that every rank evaluates alike.
+        executor.dropoutSeed = dropoutSeed(micro: microBatchesPerStep - 1)
+        if let group {
+            let began = DispatchTime.now().uptimeNanoseconds
+            try group.sumInPlace(gradients, count: count)
+            scalars[0] = lossSum
+            scalars[1] = Double(tokens)
+            try group.sumInPlace(scalars, count: 2)
+            lossSum = scalars[0]
+            tokens = Int(scalars[1])
+            waited += DispatchTime.now().uptimeNanoseconds - began
         }
         let gradNorm = options.maxGradNorm.map { GradientClipping.clip(parameters, maxNorm: $0) }
             ?? GradientClipping.globalNorm(parameters)
@@ -162,17 +223,33 @@ public final class Trainer {
         return StepReport(step: step, maxSteps: options.maxSteps, loss: targets > 0 ? lossSum / Double(targets) : .nan,
                           learningRate: optimizer.learningRate, gradNorm: gradNorm, tokens: tokens, seconds: seconds,
                           tokensPerSecond: Double(tokens) / max(seconds, 1e-9), memory: liveMemory(),
-                          residentBytes: rss.current, peakResidentBytes: rss.peak)
+                          residentBytes: rss.current, peakResidentBytes: rss.peak, allreduceSeconds: Double(waited) / 1e9)
+    }
+
+    /// The dropout masks' seed of global micro-batch `micro` of the current step.
+    private func dropoutSeed(micro: Int) -> UInt64 {
+        SeededGenerator.mix(options.seed &+ UInt64(step) &* 1_000_003 &+ UInt64(micro))
+    }
+
+    /// The accumulation buffer, laid out on the first step that needs it (never inside later steps).
+    private func prepareAccumulation(micro: Int) {
+        guard micro > 1, accumulatedCount != parameters.count else { return }
+        accumulated?.deallocate()
+        accumulated = .allocate(capacity: parameters.count)
+        accumulatedCount = parameters.count
     }
 
     /// What the run holds now, per category, from the buffers themselves.
     public func liveMemory() -> MemoryBreakdown {
-        fullFineTuning.map { LiveMemory.breakdown(full: $0, executor: executor, datasetBytes: datasetBytes) }
+        var memory = fullFineTuning.map { LiveMemory.breakdown(full: $0, executor: executor, datasetBytes: datasetBytes) }
             ?? LiveMemory.breakdown(executor: executor, datasetBytes: datasetBytes)
+        memory[.gradients] += accumulationBytes
+        return memory
     }
 
     /// Runs until `options.maxSteps`, reporting every event.
     public func run(_ source: BatchSource, onEvent: (TrainingEvent) -> Void) throws {
+        prepareAccumulation(micro: max(1, options.gradientAccumulationSteps))
         onEvent(.started(TrainingStart(trainableParameters: parameters.parameterCount,
                                        memory: liveMemory(), startStep: step, maxSteps: options.maxSteps)))
         let started = DispatchTime.now().uptimeNanoseconds
@@ -186,7 +263,9 @@ public final class Trainer {
             if let every = options.evalEvery, every > 0, step % every == 0, evaluationBatcher != nil {
                 onEvent(.evaluated(step: step, loss: try evaluate()))
             }
-            if let every = options.saveEvery, every > 0, step % every == 0 || step == options.maxSteps, let save = saveCheckpoint {
+            let saving = options.saveEvery.map { $0 > 0 && (step % $0 == 0 || step == options.maxSteps) } ?? false
+            if let group, group.size > 1, saving || step == options.maxSteps { try group.checkIdentical(parameters, step: step) }
+            if saving, let save = saveCheckpoint {
                 onEvent(.checkpointSaved(step: step, directory: try save(step)))
             }
         }

@@ -84,9 +84,12 @@ public enum TrainingCheckpoint {
 public enum TrainError: Error, CustomStringConvertible, Equatable {
     case badCheckpoint(path: String, reason: String)
     case badOptions(String)
+    case ranksDiverged(step: Int, ranks: Int)
 
     public var description: String {
         switch self {
+        case .ranksDiverged(let step, let ranks):
+            return "after step \(step), the adapters of \(ranks) rank(s) differ from rank 0's: the MPI allreduce did not give every rank the same sum; nothing was saved for this step"
         case .badCheckpoint(let path, let reason): return "\(path): cannot resume: \(reason)."
         case .badOptions(let reason): return reason
         }

@@ -50,10 +50,22 @@ public struct TrainingRun {
     }
 
     public let options: Options
+    /// The ranks of a data-parallel run (`mpirun -np N qlora train`), nil for this process alone. Every rank
+    /// loads the model and data; each trains on its share of every step's micro-batches; rank 0 alone
+    /// writes the output directory (checkpoints, metrics.jsonl, the adapter) and reads a checkpoint to
+    /// resume from, which it then broadcasts.
+    public let group: DataParallelGroup?
 
-    public init(options: Options) { self.options = options }
+    public init(options: Options, group: DataParallelGroup? = nil) {
+        self.options = options
+        self.group = group
+    }
 
-    /// A BatchSource over a Batcher: global batch index = step * accumulation + micro, wrapping epochs.
+    /// Whether this process writes the output directory (rank 0, or the only process).
+    public var writesOutput: Bool { (group?.rank ?? 0) == 0 }
+
+    /// A BatchSource over a Batcher: global batch index = step * accumulation + micro, wrapping epochs;
+    /// `accumulation` counts every rank's micro-batches (rank r takes micro r * perRank ..< (r + 1) * perRank).
     struct BatcherSource: BatchSource {
         let batcher: Batcher
         let accumulation: Int
@@ -113,7 +125,7 @@ public struct TrainingRun {
         var trainerOptions = o.trainer
         trainerOptions.seed = o.seed
         if let epochs = o.epochs {
-            let perStep = max(1, trainerOptions.gradientAccumulationSteps)
+            let perStep = max(1, trainerOptions.gradientAccumulationSteps) * (group?.size ?? 1)
             trainerOptions.maxSteps = max(1, Int((Double(train.batchesPerEpoch) * epochs / Double(perStep)).rounded(.up)))
         }
         let shape = ActivationLayout.Shape(batch: o.batchSize, seqLen: o.seqLen, gradientCheckpointing: o.gradientCheckpointing)
@@ -145,6 +157,7 @@ public struct TrainingRun {
         let parameters = full?.parameters ?? adapters!.parameters
         let trainer = Trainer(executor: executor, parameters: parameters, options: trainerOptions)
         trainer.fullFineTuning = full
+        trainer.group = group
         var datasetBytes = train.heldBytes + trainFile.indexBytes
         if let evalSource {
             let batcher = try Batcher(source: evalSource.file, examples: evalSource.examples,
@@ -160,37 +173,48 @@ public struct TrainingRun {
                         trainExamples: trainExamples.count, evalExamples: evalSource?.examples.count ?? 0, rows: train.rowCount,
                         seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9))
 
-        try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true)
+        if writesOutput { try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true) }
         var losses: [Double] = []
-        if o.resume, let adapters, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
+        var resumedStep = 0
+        if o.resume, writesOutput, let adapters, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
             let restored = try TrainingCheckpoint.load(checkpoint, into: adapters)
-            trainer.resume(atStep: restored.step)
+            resumedStep = restored.step
             losses = restored.losses
             onEvent(.resumed(step: restored.step, from: checkpoint))
         }
-        let metrics = try MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume)
+        if let group, group.size > 1, let adapters {
+            // Every rank starts from rank 0's adapters and optimizer state (the same seeded init, or the checkpoint).
+            var step = Double(resumedStep)
+            try group.broadcast(&step, count: MemoryLayout<Double>.size, root: 0)
+            resumedStep = Int(step)
+            try group.broadcastFromRankZero(adapters.parameters)
+        }
+        if resumedStep > 0 { trainer.resume(atStep: resumedStep) }
+        let metrics = try writesOutput ? MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume,
+                                                         distributed: (group?.size ?? 1) > 1) : nil
         // Loading and tokenizing left freed temporaries in the heap; give them back before training.
         ProcessMemory.releaseFreedMemory()
-        if let adapters {
+        if let adapters, writesOutput {
             trainer.saveCheckpoint = { step in
                 try TrainingCheckpoint.save(adapters: adapters, step: step, losses: losses, into: o.outputDirectory,
                                             extraState: ["max_steps": .int(trainerOptions.maxSteps), "seed": .int(Int(o.seed))])
             }
         }
         var summary: TrainingSummary?
-        try trainer.run(BatcherSource(batcher: train, accumulation: max(1, trainerOptions.gradientAccumulationSteps))) { event in
+        try trainer.run(BatcherSource(batcher: train, accumulation: trainer.microBatchesPerStep)) { event in
             switch event {
             case .step(let report):
                 losses.append(report.loss)
-                metrics.write(step: report)
+                metrics?.write(step: report)
             case .evaluated(let step, let loss):
-                metrics.write(evaluation: loss, step: step)
+                metrics?.write(evaluation: loss, step: step)
             case .finished(let s):
                 summary = s
             default: break
             }
             onEvent(.training(event))
         }
+        guard writesOutput else { return summary }
         if let full {
             // The trained model itself: weights, config.json and the base's tokenizer files.
             let sourceConfig = try? Data(contentsOf: o.modelDirectory.appendingPathComponent("config.json"))
@@ -207,8 +231,10 @@ public struct TrainingRun {
 /// metrics.jsonl: one JSON object per step / evaluation, appended and flushed as training goes.
 final class MetricsLog {
     private let handle: FileHandle
+    private let distributed: Bool
 
-    init(url: URL, append: Bool) throws {
+    init(url: URL, append: Bool, distributed: Bool = false) throws {
+        self.distributed = distributed
         if !append || !FileManager.default.fileExists(atPath: url.path) {
             FileManager.default.createFile(atPath: url.path, contents: nil)
         }
@@ -226,11 +252,14 @@ final class MetricsLog {
         var memory: [(key: String, value: JSONValue)] = MemoryCategory.allCases.map { ($0.rawValue, .int(r.memory[$0])) }
         memory.append(("rss", .int(r.residentBytes)))
         memory.append(("peak_rss", .int(r.peakResidentBytes)))
-        write(.object([
+        var fields: [(key: String, value: JSONValue)] = [
             ("step", .int(r.step)), ("loss", .number(r.loss)), ("learning_rate", .number(r.learningRate)),
             ("grad_norm", .number(r.gradNorm)), ("tokens", .int(r.tokens)), ("seconds", .number(r.seconds)),
             ("tokens_per_second", .number(r.tokensPerSecond)), ("memory_bytes", .object(memory)),
-        ]))
+        ]
+        // Data-parallel runs: rank 0's time in the allreduces (waiting for the other ranks included).
+        if distributed { fields.insert(("allreduce_seconds", .number(r.allreduceSeconds)), at: 6) }
+        write(.object(fields))
     }
 
     func write(evaluation loss: Double, step: Int) {

@@ -32,6 +32,34 @@ import Testing
         }
     }
 
+    /// `qlora eval` of an adapter with lora_dropout > 0, and evaluating during training (a training executor
+    /// with `appliesDropout` off, as Trainer.evaluate sets it), run without dropout as PEFT in eval mode:
+    /// the adapter with dropout 0 gives the same loss; a training forward (dropout on) another.
+    @Test func evaluationDuringTrainingHasNoDropout() throws {
+        let (records, _, _) = try Self.referenceRecords()
+        let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-fp32"), format: .dense32, precision: .fp32)
+        let adapters = try LoRAAdapters(modelConfig: model.config, config: LoRAConfig(r: 4, loraAlpha: 8, loraDropout: 0.5, targetModules: ["all-linear"]))
+        adapters.initialize(seed: 1)
+        var generator = SeededGenerator(seed: 2)
+        for entry in adapters.parameters.entries where entry.key.hasSuffix("lora_B.weight") {
+            adapters.parameters.setValues(entry, (0..<entry.count).map { _ in generator.normal() * 0.05 })
+        }
+        let inference = try Evaluation.run(model: model, lora: adapters, records: [records[0]], options: .init(seqLen: 12), padTokenID: 0, separatorTokenID: nil)
+        let noDropout = try LoRAAdapters(modelConfig: model.config, config: LoRAConfig(r: 4, loraAlpha: 8, targetModules: ["all-linear"]), training: false)
+        for entry in adapters.parameters.entries { noDropout.parameters.setValues(entry, adapters.parameters.values(entry)) }
+        let plain = try Evaluation.run(model: model, lora: noDropout, records: [records[0]], options: .init(seqLen: 12), padTokenID: 0, separatorTokenID: nil)
+        #expect(inference.loss == plain.loss)
+        let executor = LlamaExecutor(model: model, lora: adapters, shape: .init(batch: 1, seqLen: 12))
+        func loss() throws -> Double {
+            try executor.forward(inputIDs: records[0].inputIDs, batch: 1, seqLen: 12)
+            let result = executor.loss(labels: records[0].labels)
+            return result.sum / Double(result.count)
+        }
+        #expect(abs(try loss() - inference.loss) > 1e-4)   // dropout on: a training forward
+        executor.appliesDropout = false
+        #expect(abs(try loss() - inference.loss) < 1e-6)
+    }
+
     @Test func adaptersChangeTheLossAndTruncationIsCounted() throws {
         let (records, _, _) = try Self.referenceRecords()
         let model = try LlamaLoader.load(directory: FixturePaths.url("tiny-llama/untied-fp32"), format: .dense32, precision: .fp32)

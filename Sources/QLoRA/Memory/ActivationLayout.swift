@@ -214,7 +214,8 @@ public struct ActivationLayout {
             dUp = arena.reserve("work.grad.up", n * f)
             if let lora { dLoRA = arena.reserve("work.grad.lora", n * lora.r) }
         }
-        if let lora, lora.loraDropout > 0 { dropScratch = arena.reserve("work.dropout", n * maxIn) }
+        // LoRA dropout is a training-time mask; inference (eval, generate) runs without it, as PEFT in eval mode.
+        if shape.training, let lora, lora.loraDropout > 0 { dropScratch = arena.reserve("work.dropout", n * maxIn) }
     }
 
     /// Rows per dequantized tile when not set: as many as fit 8 MiB, between 256 and 1024. Bigger tiles

@@ -18,6 +18,8 @@ public final class LlamaExecutor {
     private let rope: LayerRoPE
     /// Seed of the current step's dropout masks (forward and recompute must agree).
     public var dropoutSeed: UInt64 = 0
+    /// False while evaluating during training: LoRA dropout is off, as in transformers' eval mode.
+    public var appliesDropout = true
     /// Batch of the last forward.
     public private(set) var batch = 0
     public private(set) var seqLen = 0
@@ -98,7 +100,7 @@ public final class LlamaExecutor {
         if let adapter = lora?.adapters[layer][projection.rawValue] {
             StepProfiler.measure(.lora) {
                 adapter.forward(y: y, t: p(slots.loraT[projection.rawValue]), x: x, rows: n,
-                                maskSeed: dropoutSeed, dropScratch: layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
+                                maskSeed: dropoutSeed, dropScratch: appliesDropout && layout.dropScratch >= 0 ? p(layout.dropScratch) : nil)
             }
         }
     }

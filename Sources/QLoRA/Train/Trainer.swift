@@ -135,6 +135,8 @@ public final class Trainer {
     public func evaluate() throws -> Double {
         var sum = 0.0, count = 0
         guard let batcher = evaluationBatcher else { return .nan }
+        executor.appliesDropout = false
+        defer { executor.appliesDropout = true }
         for index in stride(from: group?.rank ?? 0, to: batcher.batchesPerEpoch, by: group?.size ?? 1) {
             batcher.loadBatch(index, epoch: 0)
             try executor.forward(inputIDs: batcher.inputIDs, batch: batcher.options.batchSize, seqLen: batcher.options.maxSequenceLength)
@@ -198,9 +200,6 @@ public final class Trainer {
             tokens += batch.batch * batch.seqLen
         }
         if micro > 1, let sum = accumulated { for i in 0..<count { gradients[i] += sum[i] } }
-        // The executor applies LoRA dropout in every forward, evaluation's too (it has no inference switch):
-        // leave it with the seed one process would have after this step, so that every rank evaluates alike.
-        executor.dropoutSeed = dropoutSeed(micro: microBatchesPerStep - 1)
         if let group {
             let began = DispatchTime.now().uptimeNanoseconds
             try group.sumInPlace(gradients, count: count)

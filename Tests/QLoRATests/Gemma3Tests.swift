@@ -68,6 +68,9 @@ import Testing
         reread.dtype = config.dtype
         reread.quantizationConfig = config.quantizationConfig
         #expect(reread == config)
+        // Gemma3TextConfig declares query_pre_attn_scalar an int: transformers refuses 256.0.
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(String(data: data, encoding: .utf8)!.contains("\"query_pre_attn_scalar\": \((json["query_pre_attn_scalar"] as! NSNumber).intValue),"))
     }
 
     @Test func refusedConfigsNameTheKey() throws {

@@ -98,7 +98,8 @@ public enum LlamaWriter {
             fields.removeValue(forKey: "hidden_act")
             fields["rope_parameters"] = .dictionary(["full_attention": global,
                                                      "sliding_attention": rope(c.localRope ?? RoPEParameters(theta: c.ropeTheta, scaling: c.ropeScaling))])
-            fields["query_pre_attn_scalar"] = .number(Double(1 / (c.attentionScale * c.attentionScale)).rounded())
+            // An integer, as Gemma3TextConfig declares it (transformers refuses 256.0).
+            fields["query_pre_attn_scalar"] = .int(Int(Double(1 / (c.attentionScale * c.attentionScale)).rounded()))
             fields["layer_types"] = .array(c.layerTypes.map { .string($0.rawValue) })
             fields["sliding_window"] = c.slidingWindow.map(JSONValue.int) ?? .null
             fields["final_logit_softcapping"] = c.finalLogitSoftcap.map { .number(Double($0)) } ?? .null

@@ -36,7 +36,8 @@ def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny(name, source, types):
+def write_tiny(name, source, types, extra=None):
+    """Writes the model of `source` as `name`, each linear in `types`; `extra`: more F32 tensors, first."""
     cfg = json.load(open(os.path.join(source, "config.json")))
     t = load_file(os.path.join(source, "model.safetensors"))
     w = gguf.GGUFWriter(os.path.join(OUT, name), "llama")
@@ -61,6 +62,8 @@ def write_tiny(name, source, types):
         else:
             w.add_tensor(gname, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
 
+    for gname, array in (extra or {}).items():
+        add(gname, array, gguf.GGMLQuantizationType.F32)
     add("token_embd.weight", t["model.embed_tokens.weight"], types["embed"])
     if "lm_head.weight" in t:
         add("output.weight", t["lm_head.weight"], types["output"])

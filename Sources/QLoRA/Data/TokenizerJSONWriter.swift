@@ -58,23 +58,6 @@ enum TokenizerJSONWriter {
     }
 
     private static func writeString(_ string: String, to out: inout String) {
-        out += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                // U+FEFF escaped: Foundation's JSON reader drops it raw at the start of a string.
-                if scalar.value < 0x20 || scalar.value == 0xFEFF {
-                    out += String(format: "\\u%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
+        PythonJSON.writeString(string, to: &out, ensureASCII: false, escapeByteOrderMark: true)
     }
 }

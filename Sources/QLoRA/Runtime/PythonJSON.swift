@@ -73,8 +73,9 @@ public indirect enum PythonJSON: Equatable, Sendable {
     }
 
     /// A JSON string as Python's `json.dumps` writes it: with `ensureASCII` (its default) every non-ASCII
-    /// character becomes a \u escape (surrogate pairs above U+FFFF); without, only control characters do.
-    static func writeString(_ s: String, to out: inout String, ensureASCII: Bool = true) {
+    /// character becomes a \u escape (surrogate pairs above U+FFFF); without, only control characters do,
+    /// and U+FEFF with `escapeByteOrderMark` (Foundation's JSON reader drops it raw at a string's start).
+    static func writeString(_ s: String, to out: inout String, ensureASCII: Bool = true, escapeByteOrderMark: Bool = false) {
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -86,7 +87,7 @@ public indirect enum PythonJSON: Equatable, Sendable {
             case "\u{08}": out += "\\b"
             case "\u{0C}": out += "\\f"
             default:
-                if scalar.value < 0x20 || (ensureASCII && scalar.value > 0x7e) {
+                if scalar.value < 0x20 || (ensureASCII && scalar.value > 0x7e) || (escapeByteOrderMark && scalar.value == 0xFEFF) {
                     if scalar.value > 0xffff {
                         let v = scalar.value - 0x10000
                         out += String(format: "\\u%04x\\u%04x", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff))

@@ -114,19 +114,18 @@ public final class OpenMPI: @unchecked Sendable {
 
     /// In-place sum over every rank of `count` floats (chunked to C int counts).
     public func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
-        var done = 0
-        while done < count {
-            let n = min(Self.maxCount, count - done)
-            try check(allreduce(Self.inPlace, values + done, Int32(n), float, sum, commWorld), "MPI_Allreduce")
-            done += n
-        }
+        try sumInPlace(UnsafeMutableRawPointer(values), count: count, elementBytes: 4, type: float)
     }
 
     public func sumInPlace(_ values: UnsafeMutablePointer<Double>, count: Int) throws {
+        try sumInPlace(UnsafeMutableRawPointer(values), count: count, elementBytes: 8, type: double)
+    }
+
+    private func sumInPlace(_ values: UnsafeMutableRawPointer, count: Int, elementBytes: Int, type: Handle) throws {
         var done = 0
         while done < count {
             let n = min(Self.maxCount, count - done)
-            try check(allreduce(Self.inPlace, values + done, Int32(n), double, sum, commWorld), "MPI_Allreduce")
+            try check(allreduce(Self.inPlace, values + done * elementBytes, Int32(n), type, sum, commWorld), "MPI_Allreduce")
             done += n
         }
     }

@@ -32,6 +32,9 @@ final class BytePairModel: @unchecked Sendable {
     /// A tokenized word: ids and how many input scalars each id covers.
     struct CachedWord { var ids: [Int32]; var scalarCounts: [Int32] }
 
+    /// Token ids beyond this are refused (16M: 60x the largest vocabularies in use).
+    static let maxTokenID: Int32 = 1 << 24
+
     init(json model: [String: Any]) throws {
         func invalid(_ detail: String) -> DataError { .invalidTokenizerFile(file: "tokenizer.json", detail: "model: \(detail)") }
         let type = model["type"] as? String ?? "BPE"
@@ -52,15 +55,17 @@ final class BytePairModel: @unchecked Sendable {
         var scalarToID: [UInt32: Int32] = [:]
         var maxID: Int32 = -1
         for (token, value) in vocab {
-            guard let number = value as? NSNumber else { throw invalid("vocab entry \(token) has no integer id") }
-            let id = number.int32Value
+            // Ids index a table: refuse negative, fractional and absurd ones instead of trapping on them.
+            guard let number = value as? NSNumber, let id = Int32(exactly: number.doubleValue), id >= 0, id < Self.maxTokenID else {
+                throw invalid("vocab entry \(token.debugDescription) has id \(value), not an integer in 0..<\(Self.maxTokenID)")
+            }
             tokenToID[TokenBytes(token)] = id
             maxID = max(maxID, id)
             let scalars = token.unicodeScalars
             if scalars.count == 1, let scalar = scalars.first { scalarToID[scalar.value] = id }
         }
         var idToToken = [String?](repeating: nil, count: Int(maxID) + 1)
-        for (token, value) in vocab { idToToken[Int((value as! NSNumber).intValue)] = token }
+        for (token, value) in vocab { idToToken[Int((value as! NSNumber).int32Value)] = token }
 
         guard let mergeList = model["merges"] as? [Any] else { throw invalid("merges missing") }
         var merges: [UInt64: UInt64] = [:]

@@ -43,6 +43,10 @@ public enum PEFTAdapterIO {
         var tensors: [(TensorEntry, Data)] = []
         for entry in parameters.entries {
             let values = parameters.values(entry)
+            // Never a NaN adapter on disk: the old file stays.
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw LoRAError.badAdapter(path: directory.path, reason: "tensor '\(entry.key)' has a non-finite value (\(values[bad]) at \(bad)); the adapter was not written")
+            }
             let data = values.withUnsafeBufferPointer { Data(buffer: $0) }
             tensors.append((TensorEntry(name: entry.key, dtype: .F32, shape: entry.shape), data))
         }

@@ -104,6 +104,8 @@ public final class Trainer {
     public var fullFineTuning: FullFineTuning?
     /// Bytes the training data holds in memory (batchers, token file index), reported as `.dataset`.
     public var datasetBytes = 0
+    /// The newest checkpoint saved (or resumed from), named when training diverges.
+    public var lastCheckpoint: URL?
 
     public init(executor: LlamaExecutor, parameters: TrainableParameters, options: TrainerOptions) {
         self.executor = executor
@@ -152,6 +154,11 @@ public final class Trainer {
         }
         let gradNorm = options.maxGradNorm.map { GradientClipping.clip(parameters, maxNorm: $0) }
             ?? GradientClipping.globalNorm(parameters)
+        // A NaN / Inf loss or gradient would poison every weight the optimizer touches: stop first.
+        guard lossSum.isFinite, gradNorm.isFinite else {
+            throw TrainError.diverged(step: step + 1, loss: targets > 0 ? lossSum / Double(targets) : lossSum, gradNorm: gradNorm,
+                                      lastCheckpoint: lastCheckpoint?.path)
+        }
         let factor = options.schedule.factor(step: step, warmupSteps: options.warmupSteps, totalSteps: options.maxSteps)
         optimizer.learningRate = options.learningRate * factor
         optimizer.update(parameters)
@@ -187,7 +194,9 @@ public final class Trainer {
                 onEvent(.evaluated(step: step, loss: try evaluate()))
             }
             if let every = options.saveEvery, every > 0, step % every == 0 || step == options.maxSteps, let save = saveCheckpoint {
-                onEvent(.checkpointSaved(step: step, directory: try save(step)))
+                let directory = try save(step)
+                lastCheckpoint = directory
+                onEvent(.checkpointSaved(step: step, directory: directory))
             }
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9

@@ -72,6 +72,9 @@ public struct TrainingRun {
         let started = DispatchTime.now().uptimeNanoseconds
         let o = options
         guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
+        // One run per output directory; a dead run's lock and temp files are taken over.
+        let lock = try OutputLock(directory: o.outputDirectory)
+        defer { lock.release() }
         // Full fine-tuning copies fp32 master weights out of the loaded model, so it loads them exactly.
         let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.full ? .dense32 : o.format,
                                          precision: o.full ? .fp32 : o.precision)
@@ -155,13 +158,18 @@ public struct TrainingRun {
 
         try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true)
         var losses: [Double] = []
+        var resumedStep: Int?
         if o.resume, let adapters, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
             let restored = try TrainingCheckpoint.load(checkpoint, into: adapters)
             trainer.resume(atStep: restored.step)
+            trainer.lastCheckpoint = checkpoint
             losses = restored.losses
+            resumedStep = restored.step
             onEvent(.resumed(step: restored.step, from: checkpoint))
         }
-        let metrics = try MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume)
+        // Resumed: the log keeps what the checkpoint covers (steps after it are trained again);
+        // otherwise it starts empty.
+        let metrics = try MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsThrough: resumedStep)
         // Loading and tokenizing left freed temporaries in the heap; give them back before training.
         ProcessMemory.releaseFreedMemory()
         if let adapters {
@@ -201,10 +209,18 @@ public struct TrainingRun {
 final class MetricsLog {
     private let handle: FileHandle
 
-    init(url: URL, append: Bool) throws {
-        if !append || !FileManager.default.fileExists(atPath: url.path) {
-            FileManager.default.createFile(atPath: url.path, contents: nil)
+    /// `keepingStepsThrough`: keep the complete lines of steps up to it (rewritten atomically), drop the
+    /// rest (a line cut by a kill, steps after the checkpoint); nil starts an empty log.
+    init(url: URL, keepingStepsThrough step: Int?) throws {
+        var kept = Data()
+        if let step, let old = FileManager.default.contents(atPath: url.path) {
+            for line in old.split(separator: 0x0A) {
+                guard let entry = try? JSONValue.parse(data: Data(line)), let s = entry["step"]?.intValue, s <= step else { continue }
+                kept.append(line)
+                kept.append(0x0A)
+            }
         }
+        try AtomicFile.write(kept, to: url)
         handle = try FileHandle(forWritingTo: url)
         _ = try handle.seekToEnd()
     }

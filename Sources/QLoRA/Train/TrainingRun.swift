@@ -192,6 +192,7 @@ public struct TrainingRun {
             }
             onEvent(.training(event))
         }
+        if let failure = metrics.failure { throw failure }
         if let full {
             // The trained model itself: weights, config.json and the base's tokenizer files.
             let sourceConfig = try? Data(contentsOf: o.modelDirectory.appendingPathComponent("config.json"))
@@ -208,6 +209,7 @@ public struct TrainingRun {
 /// metrics.jsonl: one JSON object per step / evaluation, appended and flushed as training goes.
 final class MetricsLog {
     private let handle: FileHandle
+    private let url: URL
 
     /// `keepingStepsThrough`: keep the complete lines of steps up to it (rewritten atomically), drop the
     /// rest (a line cut by a kill, steps after the checkpoint); nil starts an empty log.
@@ -220,6 +222,7 @@ final class MetricsLog {
                 kept.append(0x0A)
             }
         }
+        self.url = url
         try AtomicFile.write(kept, to: url)
         handle = try FileHandle(forWritingTo: url)
         _ = try handle.seekToEnd()
@@ -227,8 +230,15 @@ final class MetricsLog {
 
     deinit { try? handle.close() }
 
+    /// The first write that failed (a full disk): reported when the run ends, never a crash mid-run.
+    private(set) var failure: Error?
+
+    /// One line, one write(2) call: a kill leaves whole lines (at most a cut last one, dropped on resume).
     private func write(_ value: JSONValue) {
-        handle.write(Data((PythonJSON(value).render(indent: nil, sortKeys: false) + "\n").utf8))
+        guard failure == nil else { return }
+        do { try handle.write(contentsOf: Data((PythonJSON(value).render(indent: nil, sortKeys: false) + "\n").utf8)) } catch {
+            failure = RuntimeError.writeFailed(path: url.path, reason: "\(error)")
+        }
     }
 
     func write(step r: StepReport) {

@@ -11,7 +11,9 @@ public enum TrainCommand: Command {
     Loads the model (dense safetensors are quantized to NF4 on load; bitsandbytes 4-bit checkpoints are
     used as they are), tokenizes the dataset with the model's tokenizer.json and chat template, trains
     LoRA adapters, and writes the adapter (PEFT format: adapter_config.json + adapter_model.safetensors)
-    to the output directory, with metrics.jsonl and checkpoint-N/ directories along the way.
+    to the output directory, with metrics.jsonl and checkpoint-N/ directories along the way. One run at
+    a time per output directory (.qlora-train.lock holds the pid; a killed run's lock is taken over). A NaN
+    or infinite loss or gradient stops training at that step, naming the last good checkpoint.
 
     Dataset lines (JSONL): {"text": ...} trains every token; {"prompt": ..., "completion": ...} trains the
     completion; {"messages": [{"role": ..., "content": ...}, ...]} renders the chat template and trains

@@ -23,6 +23,7 @@ Usage: qlora-fuzz [--inputs N] [--seed S] [--fixtures DIR] [--targets LIST] [--t
   --list            print the targets and seeds
 """
 
+setvbuf(stdout, nil, _IOLBF, 0)  // progress lines as they happen, also into a log file
 var options: [String: String] = [:]
 var flags = Set<String>()
 var argv = Array(CommandLine.arguments.dropFirst())

@@ -111,3 +111,23 @@ import Testing
         #expect(m.contains("model.safetensors") && m.contains("k_proj.weight.absmax"), "\(m)")
     }
 }
+
+extension LoaderRegressionTests {
+    static func adapterMessage(_ edit: (String) -> String) throws -> String {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures")
+        let dir = try directory()
+        let source = fixtures.appendingPathComponent("tiny-llama-cases/untied_fp32/adapter_step1")
+        try FileManager.default.copyItem(at: source.appendingPathComponent("adapter_model.safetensors"), to: dir.appendingPathComponent("adapter_model.safetensors"))
+        let config = try String(contentsOf: source.appendingPathComponent("adapter_config.json"), encoding: .utf8)
+        try edit(config).write(to: dir.appendingPathComponent("adapter_config.json"), atomically: true, encoding: .utf8)
+        let model = try LlamaConfig.load(directory: fixtures.appendingPathComponent("tiny-llama/untied-fp32"))
+        return message { _ = try PEFTAdapterIO.load(directory: dir, modelConfig: model) }
+    }
+
+    /// Was: r = 2^31 - 1 sized the adapter matrices (a terabyte allocation) before the weights were read.
+    @Test func absurdAdapterRankIsRefused() throws {
+        let m = try Self.adapterMessage { $0.replacingOccurrences(of: #""r": 4"#, with: #""r": 2147483647"#) }
+        #expect(m.contains("adapter_config.json") && m.contains("r must be at most"), "\(m)")
+    }
+}

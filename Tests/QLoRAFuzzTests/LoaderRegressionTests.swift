@@ -131,3 +131,26 @@ extension LoaderRegressionTests {
         #expect(m.contains("adapter_config.json") && m.contains("r must be at most"), "\(m)")
     }
 }
+
+extension LoaderRegressionTests {
+    /// Was: "tokenizer decoder not supported: regex pattern ..." and, for a GGUF's tokenizer metadata,
+    /// "tokenizer.json is not a valid tokenizer file" — neither naming the file read.
+    @Test func tokenizerErrorsNameTheFileRead() throws {
+        let dir = try Self.directory()
+        let json = #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "Replace", "pattern": {"Regex": "?"}, "content": " "}}"#
+        try json.write(to: dir.appendingPathComponent("tokenizer.json"), atomically: true, encoding: .utf8)
+        let m = Self.message { _ = try Tokenizer(directory: dir) }
+        #expect(m.contains(dir.appendingPathComponent("tokenizer.json").path) && m.contains("regex pattern"), "\(m)")
+
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        w.set("tokenizer.ggml.model", .string("gpt2"))
+        w.set("tokenizer.ggml.tokens", .array(elementType: GGUFValue.TypeID.string.rawValue, [.string("a"), .string("b")]))
+        w.set("tokenizer.ggml.merges", .array(elementType: GGUFValue.TypeID.string.rawValue, [.string("a c")]))
+        w.tensors.append(.init(name: "x", type: .f32, dimensions: [1], bytes: [0, 0, 0, 0]))
+        let path = dir.appendingPathComponent("model.gguf")
+        try w.write(to: path.path)
+        let g = Self.message { _ = try Tokenizer(directory: path) }
+        #expect(g.contains(path.path), "\(g)")
+    }
+}

@@ -33,6 +33,12 @@ import Testing
         }
     }
 
+    /// The newest step in metrics.jsonl (0 when none), ignoring a line being written.
+    static func lastLoggedStep(_ output: URL) -> Int {
+        guard let text = try? String(contentsOf: output.appendingPathComponent("metrics.jsonl"), encoding: .utf8) else { return 0 }
+        return text.split(separator: "\n").compactMap { try? JSONValue.parse(data: Data($0.utf8))["step"]?.intValue }.max() ?? 0
+    }
+
     /// Every kept file is whole: checkpoints load, the adapter opens, metrics lines parse.
     static func checkComplete(_ output: URL) throws {
         let fm = FileManager.default
@@ -78,17 +84,24 @@ import Testing
 
         let output = work.appendingPathComponent("killed")
         var generator = SeededGenerator(seed: 20261208)
+        // Kill points by progress, not by clock (the machine may be busy): once while loading, then
+        // just after each of these steps is logged (often while its checkpoint is being written).
+        let targets = Array(Set((0..<6).map { _ in Int.random(in: 1...23, using: &generator) })).sorted()
         var kills = 0
-        for attempt in 0..<12 {
+        for (attempt, target) in ([0] + targets).enumerated() {
             let process = try Self.start(arguments(output, resume: attempt > 0))
-            // Anywhere from process start to the end of the run.
-            usleep(UInt32(Double.random(in: 0.05...1.0, using: &generator) * runSeconds * 1e6))
-            guard process.isRunning else { process.waitUntilExit(); break }
+            let deadline = Date().addingTimeInterval(max(30, 10 * runSeconds))
+            while target > 0, process.isRunning, Date() < deadline, Self.lastLoggedStep(output) < target {
+                usleep(2_000)
+            }
+            usleep(UInt32.random(in: 0...(target == 0 ? 60_000 : 15_000), using: &generator))
+            guard process.isRunning else { process.waitUntilExit(); continue }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             kills += 1
             try Self.checkComplete(output)
         }
+        print("kill-resume: \(kills) kills (while loading, then after steps \(targets))")
         let last = try Self.start(arguments(output, resume: true))
         last.waitUntilExit()
         #expect(last.terminationStatus == 0)

@@ -145,8 +145,36 @@ public final class FuzzRunner {
             let message = String(describing: error)
             let named = message.contains(input.mutatedFile)
                 || (input.files.count > 1 && (input.files.contains { message.contains($0.name) } || message.contains(directory.path)))
-            return named ? .rejected : .vague(message)
+            guard named else { return .vague(message) }
+            if let tensor = faultyTensor(input), !message.contains(tensor.name) {
+                // Some faults (offsets one past, another tensor's offsets) surface at a neighbour: any
+                // tensor of the file is then the right one to name.
+                let names = (try? JSONSerialization.jsonObject(with: Data(headerBytes(input.files[0].bytes)))) as? [String: Any]
+                if tensor.exact || !(names?.keys.contains { $0 != "__metadata__" && message.contains("'\($0)'") } ?? false) {
+                    return .vague("does not name tensor '\(tensor.name)': " + message)
+                }
+            }
+            return .rejected
         }
+    }
+
+    /// For a single safetensors header rewrite of a one-file input, the tensor the error must name
+    /// (`exact`: that tensor itself, else any tensor).
+    static func faultyTensor(_ input: FuzzInput) -> (name: String, exact: Bool)? {
+        guard input.target == .safetensorsFile, input.mutation.hasPrefix("header: '"), !input.mutation.contains(" + ") else { return nil }
+        let rest = input.mutation.dropFirst("header: '".count)
+        guard let quote = rest.firstIndex(of: "'") else { return nil }
+        let what = rest[rest.index(after: quote)...]
+        let exact = ["reversed offsets", "end Int.max", "negative begin", "shape product overflows", "negative dimension",
+                     "fractional dimension", "field removed"].contains { what.contains($0) }
+        let anyTensor = exact || ["offsets one past", "offsets of another tensor", "extra dimension"].contains { what.contains($0) }
+        return anyTensor ? (String(rest[..<quote]), exact) : nil
+    }
+
+    static func headerBytes(_ bytes: [UInt8]) -> ArraySlice<UInt8> {
+        guard bytes.count >= 8 else { return [] }
+        let n = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+        return n <= UInt64(bytes.count - 8) ? bytes[8..<(8 + Int(n))] : []
     }
 }
 

@@ -1,5 +1,5 @@
 import Foundation
-import QLoRAFuzz
+@testable import QLoRAFuzz
 import Testing
 
 /// The short form of `qlora-fuzz` (docs/reliability.md): a slice of the boundary truncations and a few
@@ -63,5 +63,18 @@ import Testing
         try supervisor.run(inputs: 10, progressEvery: 1000, progress: { _ in }, record: { found.append($0) })
         #expect(found.map(\.index) == [3, 6] && found.map(\.kind) == ["crash", "hang"])
         #expect(supervisor.counts.inputs == 10 && supervisor.counts.rejected == 8 && supervisor.counts.crashes == 1 && supervisor.counts.hangs == 1)
+    }
+
+    /// A header rewrite aimed at one tensor must be refused naming it (any tensor, where the fault can
+    /// surface at a neighbour); stacked mutations and other targets are judged by the file name only.
+    @Test func headerRewritesExpectTheirTensorNamed() {
+        func input(_ mutation: String, _ target: FuzzTarget = .safetensorsFile) -> FuzzInput {
+            FuzzInput(index: 0, target: target, seedLabel: "", files: [], mutatedFile: "input.safetensors", mutation: mutation)
+        }
+        #expect(FuzzRunner.faultyTensor(input("header: 'a.weight' reversed offsets"))! == ("a.weight", true))
+        #expect(FuzzRunner.faultyTensor(input("header: 'a.weight' offsets one past"))! == ("a.weight", false))
+        #expect(FuzzRunner.faultyTensor(input("header: 'a.weight' metadata changed")) == nil)
+        #expect(FuzzRunner.faultyTensor(input("header: 'a.weight' reversed offsets + flip 2 bits")) == nil)
+        #expect(FuzzRunner.faultyTensor(input("header: 'a.weight' reversed offsets", .adapter)) == nil)
     }
 }

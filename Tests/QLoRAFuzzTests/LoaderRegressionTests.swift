@@ -154,3 +154,11 @@ extension LoaderRegressionTests {
         #expect(g.contains(path.path), "\(g)")
     }
 }
+
+extension LoaderRegressionTests {
+    /// Was: "LoRA configuration: layers_to_transform has 9223372036854775807, ..." without the file.
+    @Test func adapterLayersBeyondTheModelNameTheFile() throws {
+        let m = try Self.adapterMessage { $0.replacingOccurrences(of: #""layers_to_transform": null"#, with: #""layers_to_transform": [9223372036854775807]"#) }
+        #expect(m.contains("adapter_config.json") && m.contains("layers_to_transform"), "\(m)")
+    }
+}

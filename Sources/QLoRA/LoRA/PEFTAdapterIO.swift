@@ -103,7 +103,11 @@ public enum PEFTAdapterIO {
     /// Loads an adapter directory for `modelConfig` (training state zeroed when `training`).
     public static func load(directory: URL, modelConfig: LlamaConfig, training: Bool = false) throws -> LoRAAdapters {
         let config = try loadConfig(directory: directory)
-        let adapters = try LoRAAdapters(modelConfig: modelConfig, config: config, training: training)
+        let adapters: LoRAAdapters
+        do { adapters = try LoRAAdapters(modelConfig: modelConfig, config: config, training: training) } catch LoRAError.badConfig(let reason) {
+            // The config is valid on its own but not for this model (layers_to_transform beyond its layers).
+            throw LoRAError.badAdapter(path: directory.appendingPathComponent(configFile).path, reason: reason)
+        }
         try loadWeights(into: adapters, directory: directory)
         return adapters
     }

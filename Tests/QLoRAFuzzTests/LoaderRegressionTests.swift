@@ -162,3 +162,23 @@ extension LoaderRegressionTests {
         #expect(m.contains("adapter_config.json") && m.contains("layers_to_transform"), "\(m)")
     }
 }
+
+extension LoaderRegressionTests {
+    /// Was (1M run, seed 2): "cannot locate assistant message 0 in the rendered conversation ..." with
+    /// neither the data file nor the record.
+    @Test func datasetTemplateErrorsNameTheFileAndRecord() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures")
+        let dir = try Self.directory()
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tokenizer-sp/legacy/tokenizer.json"), to: dir.appendingPathComponent("tokenizer.json"))
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tokenizer/chat_template.jinja"), to: dir.appendingPathComponent("chat_template.jinja"))
+        let data = dir.appendingPathComponent("data.jsonl")
+        try """
+        {"text": "Hello world"}
+        {"messages": [{"role": "assistant", "content": "hello"}]}
+        """.write(to: data, atomically: true, encoding: .utf8)
+        let dataset = try DatasetTokenizer(modelDirectory: dir, vocabSize: try Tokenizer(directory: dir).vocabSize, purpose: "testing")
+        let m = Self.message { _ = try dataset.tokenize(try TrainingExample.load(jsonl: data), file: data) }
+        #expect(m.contains(data.path + ": example 2") && m.contains("assistant message 0"), "\(m)")
+    }
+}

@@ -26,9 +26,13 @@ public final class FuzzSupervisor {
     /// Where the workers' stderr goes (crash backtraces), appended.
     public let workerLog: URL?
 
-    public init(executable: String, workerArguments: [String], timeout: Double, workerLog: URL? = nil) {
+    /// Where workers make their scratch directory (`qlora-fuzz-<pid>`); a dead worker's is removed.
+    public let scratchRoot: URL?
+
+    public init(executable: String, workerArguments: [String], timeout: Double, workerLog: URL? = nil, scratchRoot: URL? = nil) {
         self.executable = executable
         self.workerLog = workerLog
+        self.scratchRoot = scratchRoot
         self.workerArguments = workerArguments
         self.timeout = timeout
     }
@@ -77,6 +81,7 @@ public final class FuzzSupervisor {
             }
             process.waitUntilExit()
             while !reader.isFinished { usleep(10_000) }
+            if let scratchRoot { try? FileManager.default.removeItem(at: scratchRoot.appendingPathComponent("qlora-fuzz-\(process.processIdentifier)")) }
             let (s, f) = lock.withLock { (started, finished) }
             if process.terminationReason == .exit, process.terminationStatus == 0, f == inputs - 1 { break }
             guard s > f else {

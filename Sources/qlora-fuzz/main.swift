@@ -56,7 +56,11 @@ if let list = options["targets"] {
 }
 let scratchRoot = options["scratch"] ?? (FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory())
 let scratch = URL(fileURLWithPath: scratchRoot).appendingPathComponent("qlora-fuzz-\(getpid())")
-defer { try? FileManager.default.removeItem(at: scratch) }
+/// Exits after removing this process' scratch directory (top-level defers do not run on exit()).
+func finish(_ code: Int32) -> Never {
+    try? FileManager.default.removeItem(at: scratch)
+    exit(code)
+}
 
 func write(_ text: String) {
     var bytes = Array(text.utf8)
@@ -83,15 +87,14 @@ do {
                 write("=\(index) V \(message.prefix(400).replacingOccurrences(of: "\n", with: " "))\n")
             }
         }
-        try? FileManager.default.removeItem(at: scratch)
-        exit(0)
+        finish(0)
     }
     let runner = try FuzzRunner(fixtures: fixtures, seed: seed, scratch: scratch, targets: targets)
     if flags.contains("list") {
         print("targets: \(targets.map(\.rawValue).joined(separator: ", "))")
         for s in runner.seeds where targets.contains(s.target) { print("  \(s.target.rawValue): \(s.label) (\(s.files.map(\.name).joined(separator: ", ")))") }
         print("systematic truncations: \(runner.systematicCount)")
-        exit(0)
+        finish(0)
     }
     let findings = URL(fileURLWithPath: options["findings"] ?? "fuzz-findings")
     func keep(_ index: Int, kind: String, detail: String) throws -> URL {
@@ -113,7 +116,7 @@ do {
         case .loaded: print("loaded")
         case .rejected, .vague: print("rejected: \(outcome)")
         }
-        exit(0)
+        finish(0)
     }
     let began = Date()
     let command = CommandLine.arguments.joined(separator: " ")
@@ -129,12 +132,13 @@ do {
         }
         print(counts.summary)
         for v in vague { print("  vague: \(v)") }
-        exit(counts.vague == 0 ? 0 : 1)
+        finish(counts.vague == 0 ? 0 : 1)
     }
     var passOn = ["--seed", String(seed), "--fixtures", fixtures.path, "--scratch", scratchRoot, "--memory-limit", String(int("memory-limit", 8))]
     if let list = options["targets"] { passOn += ["--targets", list] }
     let supervisor = FuzzSupervisor(executable: Bundle.main.executablePath ?? CommandLine.arguments[0], workerArguments: passOn, timeout: Double(int("timeout", 30)),
-                                    workerLog: findings.appendingPathComponent("worker-stderr.log"))
+                                    workerLog: findings.appendingPathComponent("worker-stderr.log"),
+                                    scratchRoot: URL(fileURLWithPath: scratchRoot))
     try FileManager.default.createDirectory(at: findings, withIntermediateDirectories: true)
     try supervisor.run(inputs: inputs, progressEvery: max(1000, inputs / 50), progress: { counts in
         print(String(format: "  [%.0f s] ", Date().timeIntervalSince(began)) + counts.summary)
@@ -146,8 +150,8 @@ do {
     print(String(format: "done in %.0f s: ", Date().timeIntervalSince(began)) + counts.summary)
     print("command: \(command)")
     for v in supervisor.vagueExamples { print("  vague: \(v)") }
-    exit(counts.crashes == 0 && counts.hangs == 0 && counts.vague == 0 ? 0 : 1)
+    finish(counts.crashes == 0 && counts.hangs == 0 && counts.vague == 0 ? 0 : 1)
 } catch {
     FileHandle.standardError.write(Data("\(error)\n".utf8))
-    exit(1)
+    finish(1)
 }

@@ -58,6 +58,7 @@ import Testing
 
         // train: the token file fits, a checkpoint's optimizer state does not.
         let (model, data) = try HardeningCommandTests.modelAndData()
+        defer { try? FileManager.default.removeItem(at: model) }
         let output = work.appendingPathComponent("train")
         let (tStatus, tError) = try Self.runLimited(kilobytes: 48, ["train", "--model", model.path, "--data", data.path, "--output", output.path,
                                                                     "--steps", "3", "--save-every", "1", "--seq-len", "32", "--rank", "8",
@@ -98,6 +99,7 @@ import Testing
         let adapter = root.appendingPathComponent("Fixtures/tiny-llama-cases/untied_fp32/adapter_step1").path
         let (model, data) = try HardeningCommandTests.modelAndData()
         let cache = try HardeningCommandTests.temporary("cache")
+        defer { try? FileManager.default.removeItem(at: model); try? FileManager.default.removeItem(at: cache) }
         let runs: [(String, [String])] = [
             ("quantized", ["quantize", base, "--output", disk.appendingPathComponent("quantized").path]),
             ("merged", ["merge", "--model", base, "--adapter", adapter, "--output", disk.appendingPathComponent("merged").path, "--dtype", "fp32"]),

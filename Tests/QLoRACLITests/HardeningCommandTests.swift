@@ -42,7 +42,9 @@ import Testing
 
     @Test func badNumericFlagsAreRefusedByName() throws {
         let model = Self.root.appendingPathComponent("Fixtures/tiny-llama/untied-fp32").path
-        let data = try Self.temporary("flags").appendingPathComponent("d.jsonl")
+        let flags = try Self.temporary("flags")
+        defer { try? FileManager.default.removeItem(at: flags) }
+        let data = flags.appendingPathComponent("d.jsonl")
         try #"{"text": "x"}"#.write(to: data, atomically: true, encoding: .utf8)
         let cases: [(String, String)] = [
             ("lr", "nan"), ("lr", "-1e-4"), ("lr", "0"), ("lr", "inf"), ("rank", "0"), ("rank", "-4"), ("rank", "1000000"),
@@ -52,7 +54,8 @@ import Testing
             ("weight-decay", "-0.1"), ("epochs", "0"),
         ]
         for (flag, value) in cases {
-            let output = try Self.temporary("out")
+            let output = flags.appendingPathComponent("out-\(flag)-\(value)")
+            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
             let m = Self.message { _ = try TrainCommand.run(["--model", model, "--data", data.path, "--output", output.path, "--\(flag)", value]) }
             #expect(m.contains("--\(flag) '\(value)'"), "--\(flag) \(value): \(m)")
             // Refused before anything was written.
@@ -78,6 +81,7 @@ import Testing
     @Test func divergingRunStopsNamingTheStepAndCheckpoint() throws {
         let (model, data) = try Self.modelAndData()
         let output = try Self.temporary("diverge")
+        defer { try? FileManager.default.removeItem(at: model); try? FileManager.default.removeItem(at: output) }
         let m = Self.message {
             _ = try TrainCommand.run(["--model", model.path, "--data", data.path, "--output", output.path, "--lr", "1e30", "--steps", "8",
                                       "--save-every", "1", "--seq-len", "32", "--rank", "4", "--quant", "none", "--base-dtype", "fp32",
@@ -98,6 +102,7 @@ import Testing
         let config = LlamaConfig(vocabSize: 32, hiddenSize: 16, intermediateSize: 32, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 2)
         let adapters = try LoRAAdapters(modelConfig: config, config: LoRAConfig(r: 2, loraAlpha: 4))
         let output = try Self.temporary("nan")
+        defer { try? FileManager.default.removeItem(at: output) }
         try PEFTAdapterIO.save(adapters, to: output)
         let before = try Data(contentsOf: output.appendingPathComponent("adapter_model.safetensors"))
         let entry = adapters.parameters.entries[0]
@@ -112,6 +117,7 @@ import Testing
     @Test func secondRunIntoAnOutputInUseIsRefusedAndStaleLocksAreTakenOver() throws {
         let (model, data) = try Self.modelAndData()
         let output = try Self.temporary("lock")
+        defer { try? FileManager.default.removeItem(at: model); try? FileManager.default.removeItem(at: output) }
         let lock = output.appendingPathComponent(OutputLock.fileName)
         let arguments = ["--model", model.path, "--data", data.path, "--output", output.path, "--steps", "2", "--seq-len", "32", "--rank", "4",
                          "--token-cache", output.appendingPathComponent("cache").path]

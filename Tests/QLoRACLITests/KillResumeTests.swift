@@ -70,7 +70,7 @@ import Testing
         }
         let (model, data) = try HardeningCommandTests.modelAndData()
         let work = try HardeningCommandTests.temporary("kill")
-        defer { try? FileManager.default.removeItem(at: work) }
+        defer { try? FileManager.default.removeItem(at: work); try? FileManager.default.removeItem(at: model) }
         func arguments(_ output: URL, resume: Bool) -> [String] {
             ["train", "--model", model.path, "--data", data.path, "--output", output.path, "--steps", "24", "--save-every", "1",
              "--seq-len", "32", "--rank", "4", "--lr", "3e-3", "--token-cache", work.appendingPathComponent("cache").path] + (resume ? ["--resume"] : [])

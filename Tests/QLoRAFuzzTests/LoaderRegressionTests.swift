@@ -7,8 +7,15 @@ import Testing
 /// The minimal inputs behind each crash or hang the fuzzer found (docs/reliability.md), each now a
 /// clear error that names the file and the field.
 @Suite struct LoaderRegressionTests {
+    /// All of one process' inputs live under one directory, removed when the process starts next time.
+    static let root: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("qlora-regress")
+        try? FileManager.default.removeItem(at: url)
+        return url
+    }()
+
     static func directory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("qlora-regress-\(getpid())-\(UUID().uuidString)")
+        let url = root.appendingPathComponent("\(getpid())-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }

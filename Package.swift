@@ -27,9 +27,14 @@ let package = Package(
         .target(name: "QLoRACLI", dependencies: ["QLoRA", "SafeTensors", "GGUF"], swiftSettings: fastMath),
         .executableTarget(name: "qlora", dependencies: ["QLoRACLI"], swiftSettings: fastMath),
         .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "SafeTensors"], swiftSettings: fastMath),
+        // The loader fuzzer (docs/reliability.md): mutations, targets and the crash-surviving supervisor
+        // in a library the tests run a short form of; Foundation and the project's modules only.
+        .target(name: "QLoRAFuzz", dependencies: ["QLoRA", "SafeTensors", "GGUF"], swiftSettings: fastMath),
+        .executableTarget(name: "qlora-fuzz", dependencies: ["QLoRAFuzz"], swiftSettings: fastMath),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"], path: "Tests/SafeTensorsTests"),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"], path: "Tests/GGUFTests"),
         .testTarget(name: "QLoRACLITests", dependencies: ["QLoRACLI", "SafeTensors"], path: "Tests/QLoRACLITests"),
+        .testTarget(name: "QLoRAFuzzTests", dependencies: ["QLoRAFuzz", "QLoRA", "SafeTensors", "GGUF"], path: "Tests/QLoRAFuzzTests"),
         .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "SafeTensors"], path: "Tests/QLoRATests"),
     ],
     swiftLanguageModes: [.v5]

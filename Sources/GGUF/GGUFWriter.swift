@@ -92,7 +92,16 @@ public struct GGUFWriter {
         let temporary = path + ".partial-\(getpid())"
         do {
             try Data(bytes).write(to: URL(fileURLWithPath: temporary))
+            // Durable before it takes the real name, and the rename durable after.
+            let fd = open(temporary, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0, fsync(fd) == 0 else {
+                if fd >= 0 { close(fd) }
+                throw GGUFError.cannotOpen(path: path, reason: "cannot sync: \(String(cString: strerror(errno)))")
+            }
+            close(fd)
             guard rename(temporary, path) == 0 else { throw GGUFError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+            let directory = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if directory >= 0 { _ = fsync(directory); close(directory) }
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
             throw GGUFError.cannotOpen(path: path, reason: "cannot write: \(error.localizedDescription)")

@@ -11,7 +11,9 @@ public enum TrainCommand: Command {
     Loads the model (dense safetensors are quantized to NF4 on load; bitsandbytes 4-bit checkpoints are
     used as they are), tokenizes the dataset with the model's tokenizer.json and chat template, trains
     LoRA adapters, and writes the adapter (PEFT format: adapter_config.json + adapter_model.safetensors)
-    to the output directory, with metrics.jsonl and checkpoint-N/ directories along the way.
+    to the output directory, with metrics.jsonl and checkpoint-N/ directories along the way. One run at
+    a time per output directory (.qlora-train.lock holds the pid; a killed run's lock is taken over). A NaN
+    or infinite loss or gradient stops training at that step, naming the last good checkpoint.
 
     Dataset lines (JSONL): {"text": ...} trains every token; {"prompt": ..., "completion": ...} trains the
     completion; {"messages": [{"role": ..., "content": ...}, ...]} renders the chat template and trains
@@ -73,7 +75,7 @@ public enum TrainCommand: Command {
         var options = TrainingRun.Options(modelDirectory: URL(fileURLWithPath: model), dataFile: URL(fileURLWithPath: data),
                                           outputDirectory: URL(fileURLWithPath: output))
         options.evalFile = args.string("eval-data").map { URL(fileURLWithPath: $0) }
-        options.evalFraction = try args.double("eval-fraction", default: 0)
+        options.evalFraction = try args.double("eval-fraction", default: 0, in: 0...0.999_999, expected: "a fraction in [0, 1)")
         options.format = shared.format
         options.precision = shared.precision
         if let adapter = args.string("adapter") {
@@ -115,24 +117,22 @@ public enum TrainCommand: Command {
         options.gradientCheckpointing = shared.gradientCheckpointing
         options.packing = args.flag("packing", default: true)
         options.resume = args.flag("resume")
-        options.seed = UInt64(try args.int("seed", default: 42))
-        options.epochs = try args.double("epochs")
+        options.seed = UInt64(try args.int("seed", default: 42, in: 0...Int.max, expected: "a non-negative integer"))
+        options.epochs = try args.double("epochs", in: 1e-9...1e9, expected: "a positive number of epochs")
         options.tokenCache = args.string("token-cache").map { URL(fileURLWithPath: $0) }
         var trainer = TrainerOptions()
-        trainer.maxSteps = try args.int("steps", default: 100)
-        trainer.learningRate = try args.double("lr", default: 2e-4)
+        trainer.maxSteps = try args.int("steps", default: 100, in: 1...ShapeLimits.maxSteps, expected: "a positive number of steps")
+        trainer.learningRate = try args.double("lr", default: 2e-4, in: Double.leastNonzeroMagnitude...Double.greatestFiniteMagnitude,
+                                               expected: "a positive, finite learning rate such as 2e-4")
         let schedule = try args.choice("schedule", LearningRateSchedule.allCases.map(\.rawValue), default: "linear")
         trainer.schedule = LearningRateSchedule(rawValue: schedule)!
-        trainer.warmupSteps = try args.int("warmup", default: 0)
-        trainer.gradientAccumulationSteps = try args.int("grad-accum", default: 1)
-        let clip = try args.double("max-grad-norm", default: 1.0)
+        trainer.warmupSteps = try args.int("warmup", default: 0, in: 0...ShapeLimits.maxSteps, expected: "a non-negative number of steps")
+        trainer.gradientAccumulationSteps = try args.int("grad-accum", default: 1, in: 1...ShapeLimits.maxBatch, expected: "an integer from 1 to \(ShapeLimits.maxBatch)")
+        let clip = try args.double("max-grad-norm", default: 1.0, in: 0...Double.greatestFiniteMagnitude, expected: "a non-negative number (0 disables clipping)")
         trainer.maxGradNorm = clip > 0 ? clip : nil
-        trainer.weightDecay = try args.double("weight-decay", default: 0)
-        trainer.evalEvery = try args.int("eval-every")
-        trainer.saveEvery = try args.int("save-every")
-        guard trainer.maxSteps > 0, trainer.gradientAccumulationSteps > 0 else {
-            throw CLIError.badValue(command: name, option: "steps/grad-accum", value: "0", expected: "positive integers")
-        }
+        trainer.weightDecay = try args.double("weight-decay", default: 0, in: 0...1e6, expected: "a non-negative number")
+        trainer.evalEvery = try args.int("eval-every", in: 1...ShapeLimits.maxSteps, expected: "a positive number of steps")
+        trainer.saveEvery = try args.int("save-every", in: 1...ShapeLimits.maxSteps, expected: "a positive number of steps")
         options.trainer = trainer
 
         let blas = try OpenBLAS.ensureLoaded()

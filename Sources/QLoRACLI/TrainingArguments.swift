@@ -57,8 +57,7 @@ struct TrainingArguments {
                                                     doubleQuant: args.flag("double-quant", default: true)))
         }
         precision = ComputePrecision(rawValue: try args.choice("compute-dtype", ["bf16", "fp16", "fp32"], default: "bf16"))!
-        let rank = try args.int("rank", default: 16)
-        guard rank > 0 else { throw CLIError.badValue(command: command, option: "rank", value: "\(rank)", expected: "a positive integer") }
+        let rank = try args.int("rank", default: 16, in: 1...ShapeLimits.maxRank, expected: "an integer from 1 to \(ShapeLimits.maxRank)")
         var layers: [Int]?
         if let list = args.list("layers") {
             layers = try list.map { item in
@@ -66,16 +65,17 @@ struct TrainingArguments {
                 return layer
             }
         }
-        lora = LoRAConfig(r: rank, loraAlpha: try args.double("alpha", default: Double(2 * rank)),
-                          loraDropout: try args.double("dropout", default: 0), targetModules: args.list("targets") ?? ["all-linear"],
+        lora = LoRAConfig(r: rank, loraAlpha: try args.double("alpha", default: Double(2 * rank), in: Double.leastNonzeroMagnitude...ShapeLimits.maxAlpha,
+                                                             expected: "a positive number up to \(Int(ShapeLimits.maxAlpha)) (lora_alpha; the default is 2 x rank)"),
+                          loraDropout: try args.double("dropout", default: 0, in: 0...0.999_999, expected: "a probability in [0, 1)"), targetModules: args.list("targets") ?? ["all-linear"],
                           layersToTransform: layers, useRSLoRA: args.flag("rslora"),
                           initLoRAWeights: try args.choice("init", ["kaiming", "gaussian"], default: "kaiming") == "gaussian" ? .gaussian : .kaiming,
                           modulesToSave: args.list("modules-to-save") ?? [])
         do { try lora.validate() } catch { throw CLIError.failed("qlora \(command): \(error)") }
-        batch = try args.int("batch", default: 1)
-        seqLen = try args.int("seq-len", default: 512)
-        guard batch > 0, seqLen > 1 else {
-            throw CLIError.badValue(command: command, option: "batch/seq-len", value: "\(batch)/\(seqLen)", expected: "batch >= 1 and seq-len >= 2")
+        batch = try args.int("batch", default: 1, in: 1...ShapeLimits.maxBatch, expected: "an integer from 1 to \(ShapeLimits.maxBatch)")
+        seqLen = try args.int("seq-len", default: 512, in: 2...ShapeLimits.maxSeqLen, expected: "an integer from 2 to \(ShapeLimits.maxSeqLen)")
+        guard batch * seqLen <= ShapeLimits.maxTokensPerBatch else {
+            throw CLIError.badValue(command: command, option: "batch", value: "\(batch)", expected: "at most \(ShapeLimits.maxTokensPerBatch) tokens per micro-batch (--batch x --seq-len = \(batch * seqLen)); the sizes would overflow")
         }
         gradientCheckpointing = args.flag("gradient-checkpointing")
     }

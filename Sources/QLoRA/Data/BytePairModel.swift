@@ -37,6 +37,9 @@ final class BytePairModel: @unchecked Sendable {
     /// A tokenized word: ids and how many input scalars each id covers.
     struct CachedWord { var ids: [Int32]; var scalarCounts: [Int32] }
 
+    /// Token ids beyond this are refused (16M: 60x the largest vocabularies in use).
+    static let maxTokenID: Int32 = 1 << 24
+
     init(json model: [String: Any]) throws {
         func invalid(_ detail: String) -> DataError { .invalidTokenizerFile(file: "tokenizer.json", detail: "model: \(detail)") }
         let type = model["type"] as? String ?? "BPE"
@@ -57,8 +60,11 @@ final class BytePairModel: @unchecked Sendable {
         } else if let vocab = model["vocab"] as? [String: Any] {
             var maxID = -1
             for (token, value) in vocab {
-                guard let number = value as? NSNumber, number.intValue >= 0 else { throw invalid("vocab entry \(token) has no integer id") }
-                maxID = max(maxID, number.intValue)
+                // Ids index a table: refuse negative, fractional and absurd ones instead of trapping on them.
+                guard let number = value as? NSNumber, let id = Int32(exactly: number.doubleValue), id >= 0, id < Self.maxTokenID else {
+                    throw invalid("vocab entry \(token.debugDescription) has id \(value), not an integer in 0..<\(Self.maxTokenID)")
+                }
+                maxID = max(maxID, Int(id))
             }
             idToToken = [String?](repeating: nil, count: maxID + 1)
             for (token, value) in vocab { idToToken[(value as! NSNumber).intValue] = token }

@@ -30,6 +30,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case invalidTokenFile(path: String, detail: String)
     /// A token cache directory cannot be created or written.
     case tokenCacheUnwritable(path: String, reason: String)
+    /// One of the above, raised reading `path` (a tokenizer's file), when its own message lacks the file.
+    indirect case inFile(path: String, DataError)
 
     public var description: String {
         switch self {
@@ -63,6 +65,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "\(path) is not a usable token file: \(detail). Delete it; the dataset is tokenized again on the next run."
         case .tokenCacheUnwritable(let path, let reason):
             return "cannot write the tokenized dataset into \(path): \(reason). Choose another directory with --token-cache DIR."
+        case .inFile(let path, let error):
+            return "\(path): \(error.description)"
         }
     }
 }

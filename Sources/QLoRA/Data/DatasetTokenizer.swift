@@ -28,7 +28,12 @@ public struct DatasetTokenizer {
 
     /// One record (`number`: its 1-based position in `file`, for the error when it has no line).
     public func tokenize(_ record: TrainingExample, number: Int, file: URL) throws -> TokenizedExample {
-        let tokenized = try examples.tokenize(record)
+        let tokenized: TokenizedExample
+        do { tokenized = try examples.tokenize(record) } catch let error as DataError {
+            // Template and rendering errors do not know where the record came from.
+            if case .tokens(_, _, let line) = record { throw DataError.inFile(path: "\(file.path):\(line)", error) }
+            throw DataError.inFile(path: "\(file.path): example \(number)", error)
+        }
         if let bad = tokenized.inputIDs.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
             if case .tokens(_, _, let line) = record {
                 throw TrainError.badOptions("\(file.path):\(line): input id \(bad) is outside the model's vocabulary (0..<\(vocabSize)); the ids were made for another tokenizer")

@@ -70,8 +70,12 @@ public final class Tokenizer: @unchecked Sendable {
     /// A model directory's tokenizer.json (+ tokenizer_config.json, chat_template.jinja), or a `.gguf`
     /// file's tokenizer metadata.
     public convenience init(directory: URL) throws {
+        // Errors of the tokenizer's parts do not know the file they came from: name it.
         if GGUFModelLoader.isGGUF(directory) {
-            try self.init(gguf: try GGUFFile(path: directory.path))
+            let file = try GGUFFile(path: directory.path)
+            do { try self.init(gguf: file) } catch let error as DataError where !error.description.contains(directory.path) {
+                throw DataError.inFile(path: directory.path, error)
+            }
             return
         }
         let jsonURL = directory.appendingPathComponent("tokenizer.json")
@@ -83,7 +87,9 @@ public final class Tokenizer: @unchecked Sendable {
         let config = try? Data(contentsOf: configURL)
         let templateURL = directory.appendingPathComponent("chat_template.jinja")
         let template = (try? Data(contentsOf: templateURL)).map { String(decoding: $0, as: UTF8.self) }
-        try self.init(tokenizerJSON: json, config: config, chatTemplate: template)
+        do { try self.init(tokenizerJSON: json, config: config, chatTemplate: template) } catch let error as DataError where !error.description.contains(jsonURL.path) {
+            throw DataError.inFile(path: jsonURL.path, error)
+        }
     }
 
     public convenience init(tokenizerJSON: Data, config: Data?) throws {

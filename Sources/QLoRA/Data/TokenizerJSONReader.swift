@@ -73,7 +73,12 @@ struct TokenizerJSONReader {
                 return
             }
             let number = try reader.number()
-            if number.doubleValue == Double(number.intValue) { entries.append((key, number.intValue)) } else { isVocabulary = false }
+            // Whole ids below the BPE table limit; anything else is left to the model's own checks.
+            if number.doubleValue == Double(number.intValue), number.intValue < Int(BytePairModel.maxTokenID) {
+                entries.append((key, number.intValue))
+            } else {
+                isVocabulary = false
+            }
         }
         guard isVocabulary else {
             position = start

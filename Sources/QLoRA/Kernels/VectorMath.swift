@@ -21,7 +21,8 @@ enum VectorMath {
         let expR = p * (r * r) + r + 1
         // 2^n built in the exponent bits; n is in [-126, 128) after the clamp, and 2^128 cannot occur
         // because x <= 88.72 rounds to n <= 128 only with r < 0: split the scale in two halves to be safe.
-        let n = Int32(nFloat)
+        // A NaN input (a diverging run) must come out NaN, not trap converting to an integer.
+        let n = Int32(nFloat.isNaN ? 0 : nFloat)
         let half = n >> 1
         let scale1 = Float(bitPattern: UInt32(bitPattern: (half &+ 127) &<< 23))
         let scale2 = Float(bitPattern: UInt32(bitPattern: ((n &- half) &+ 127) &<< 23))

@@ -61,8 +61,13 @@ public struct LoRAConfig: Sendable, Equatable {
     /// Modules that `modules_to_save` can train in full beside the adapters.
     public static let savableModules = ["embed_tokens", "lm_head"]
 
+    public static let maxRank = 1 << 16
+
     public func validate() throws {
         guard r > 0 else { throw LoRAError.badConfig("r must be positive (got \(r))") }
+        // A corrupt r would size the adapter matrices; 65536 is far beyond any useful rank.
+        guard r <= Self.maxRank else { throw LoRAError.badConfig("r must be at most \(Self.maxRank) (got \(r))") }
+        guard loraAlpha.isFinite else { throw LoRAError.badConfig("lora_alpha must be a finite number (got \(loraAlpha))") }
         guard loraDropout >= 0 && loraDropout < 1 else { throw LoRAError.badConfig("lora_dropout must be in [0, 1) (got \(loraDropout))") }
         let known = Set(Projection.allModuleNames + ["all-linear"])
         for name in targetModules where !known.contains(name) {

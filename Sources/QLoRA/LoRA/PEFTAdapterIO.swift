@@ -44,6 +44,10 @@ public enum PEFTAdapterIO {
         var tensors: [(TensorEntry, Data)] = []
         for entry in parameters.entries {
             let values = parameters.values(entry)
+            // Never a NaN adapter on disk: the old file stays.
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw LoRAError.badAdapter(path: directory.path, reason: "tensor '\(entry.key)' has a non-finite value (\(values[bad]) at \(bad)); the adapter was not written")
+            }
             let data = values.withUnsafeBufferPointer { Data(buffer: $0) }
             tensors.append((TensorEntry(name: entry.key, dtype: .F32, shape: entry.shape), data))
         }
@@ -100,7 +104,11 @@ public enum PEFTAdapterIO {
     /// Loads an adapter directory for `modelConfig` (training state zeroed when `training`).
     public static func load(directory: URL, modelConfig: LlamaConfig, training: Bool = false) throws -> LoRAAdapters {
         let config = try loadConfig(directory: directory)
-        let adapters = try LoRAAdapters(modelConfig: modelConfig, config: config, training: training)
+        let adapters: LoRAAdapters
+        do { adapters = try LoRAAdapters(modelConfig: modelConfig, config: config, training: training) } catch LoRAError.badConfig(let reason) {
+            // The config is valid on its own but not for this model (layers_to_transform beyond its layers).
+            throw LoRAError.badAdapter(path: directory.appendingPathComponent(configFile).path, reason: reason)
+        }
         try loadWeights(into: adapters, directory: directory)
         return adapters
     }

@@ -34,6 +34,9 @@ public enum GGUFModelLoader {
         func optional(_ key: String) -> GGUFValue? { file["\(arch).\(key)"] }
         let hidden = try int("embedding_length"), heads = try int("attention.head_count")
         let embed = try file.info("token_embd.weight")
+        guard embed.dimensions.count == 2 else {
+            throw ModelError.wrongShape(path: path, tensor: "token_embd.weight", expected: [-1, hidden], actual: embed.shape)
+        }
         let vocab = optional("vocab_size")?.int ?? embed.dimensions[1]
         var config = LlamaConfig(
             vocabSize: vocab, hiddenSize: hidden, intermediateSize: try int("feed_forward_length"),

@@ -71,7 +71,7 @@ public struct LlamaConfig: Sendable, Equatable {
         self.numHiddenLayers = numHiddenLayers
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads
-        self.headDim = headDim ?? hiddenSize / numAttentionHeads
+        self.headDim = headDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)  // 0 heads: validate refuses
         self.rmsNormEps = rmsNormEps
         self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling
@@ -86,7 +86,8 @@ public struct LlamaConfig: Sendable, Equatable {
         self.sandwichNorms = false
         self.embeddingScale = nil
         self.attentionScale = Float(1 / Double(self.headDim).squareRoot())
-        self.layerTypes = Array(repeating: .full, count: numHiddenLayers)
+        // Clamped: a corrupt layer count must reach validate(), not allocate (or trap on) its number.
+        self.layerTypes = Array(repeating: .full, count: min(max(0, numHiddenLayers), Self.maxLayers + 1))
         self.slidingWindow = nil
         self.localRope = nil
         self.finalLogitSoftcap = nil
@@ -271,6 +272,8 @@ public struct LlamaConfig: Sendable, Equatable {
             maxPositionEmbeddings: optionalInt("max_position_embeddings") ?? 2048,
             tieWordEmbeddings: try bool("tie_word_embeddings") ?? gemma, modelType: modelType)
         config.activation = activation
+        // The sizes first: the per-layer lists below are as long as num_hidden_layers says.
+        try config.validate(path: path)
         // RoPE: transformers 5 writes rope_parameters (Gemma 3: one per layer type); older configs
         // rope_theta + rope_scaling (+ Gemma's rope_local_base_freq for the sliding layers).
         let ropeParameters = json["rope_parameters"] as? [String: Any]
@@ -447,18 +450,34 @@ public struct LlamaConfig: Sendable, Equatable {
         return result
     }
 
+    /// Upper bounds `validate` enforces (2^31 ids fit Int32 token ids; 2^20 is 1000x a 70B model's width).
+    public static let maxVocabSize = Int(Int32.max), maxWidth = 1 << 20, maxLayers = 1 << 12, maxPositions = 1 << 30
+
     public func validate(path: String) throws {
-        let checks: [(Bool, String)] = [
-            (vocabSize > 0 && hiddenSize > 0 && intermediateSize > 0 && numHiddenLayers > 0, "sizes must be positive"),
-            (numAttentionHeads > 0 && numKeyValueHeads > 0, "head counts must be positive"),
-            (numAttentionHeads % numKeyValueHeads == 0, "num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))"),
-            (headDim > 0 && headDim % 2 == 0, "head_dim (\(headDim)) must be even for RoPE"),
-            (rotaryDim > 0 && rotaryDim % 2 == 0, "head_dim * partial_rotary_factor (\(rotaryDim)) must be even and positive for RoPE"),
-            (!layerTypes.contains(.sliding) || (slidingWindow ?? 0) > 0, "sliding_window must be set and positive for sliding_attention layers"),
-        ]
-        for (ok, reason) in checks where !ok {
-            throw ModelError.badConfig(path: path, reason: "config.json: \(reason)")
+        // In order, each check only once the ones before it hold (a remainder by zero heads, a product
+        // of negative sizes would trap otherwise).
+        func check(_ ok: @autoclosure () -> Bool, _ reason: @autoclosure () -> String) throws {
+            guard ok() else { throw ModelError.badConfig(path: path, reason: "config.json: \(reason())") }
         }
+        try check(vocabSize > 0 && hiddenSize > 0 && intermediateSize > 0 && numHiddenLayers > 0, "sizes must be positive")
+        try check(numAttentionHeads > 0 && numKeyValueHeads > 0, "head counts must be positive")
+        // Bounds far above any real model, so that every size product fits an Int and no allocation is
+        // sized by a corrupt number.
+        try check(vocabSize <= Self.maxVocabSize, "vocab_size (\(vocabSize)) must be at most \(Self.maxVocabSize)")
+        try check(hiddenSize <= Self.maxWidth && intermediateSize <= Self.maxWidth,
+                  "hidden_size (\(hiddenSize)) and intermediate_size (\(intermediateSize)) must be at most \(Self.maxWidth)")
+        try check(numHiddenLayers <= Self.maxLayers, "num_hidden_layers (\(numHiddenLayers)) must be at most \(Self.maxLayers)")
+        try check(numAttentionHeads <= Self.maxLayers && numKeyValueHeads <= Self.maxLayers,
+                  "head counts (\(numAttentionHeads), \(numKeyValueHeads)) must be at most \(Self.maxLayers)")
+        try check(numAttentionHeads % numKeyValueHeads == 0, "num_attention_heads (\(numAttentionHeads)) must be a multiple of num_key_value_heads (\(numKeyValueHeads))")
+        try check(headDim > 0 && headDim % 2 == 0, "head_dim (\(headDim)) must be even for RoPE")
+        try check(rotaryDim > 0 && rotaryDim % 2 == 0, "head_dim * partial_rotary_factor (\(rotaryDim)) must be even and positive for RoPE")
+        try check(headDim <= Self.maxWidth && numAttentionHeads * headDim <= Self.maxWidth,
+                  "num_attention_heads x head_dim (\(numAttentionHeads) x \(headDim)) must be at most \(Self.maxWidth)")
+        try check(maxPositionEmbeddings > 0 && maxPositionEmbeddings <= Self.maxPositions,
+                  "max_position_embeddings (\(maxPositionEmbeddings)) must be in 1...\(Self.maxPositions)")
+        try check(!layerTypes.contains(.sliding) || (slidingWindow ?? 0) > 0, "sliding_window must be set and positive for sliding_attention layers")
+        try check(layerTypes.isEmpty || layerTypes.count == numHiddenLayers, "layer_types has \(layerTypes.count) entries for \(numHiddenLayers) layers")
     }
 
     // MARK: - Parameter counts (shared with the memory plan)

@@ -98,8 +98,13 @@ public enum LlamaLoader {
         let info = try checkpoint.info(name)
         if checkpoint.names.contains(where: { $0.hasPrefix(name + "." + BitsAndBytesFormat.quantStatePrefix) }) {
             // A bitsandbytes 4-bit weight (ours or theirs): used as it is, whatever `format` asks.
-            let tensor = try BitsAndBytesFormat.load(weightName: name, path: path, names: Set(checkpoint.names)) {
-                (try checkpoint.info($0), try checkpoint.rawBytes($0))
+            let tensor: QuantizedTensor
+            do {
+                tensor = try BitsAndBytesFormat.load(weightName: name, path: path, names: Set(checkpoint.names)) {
+                    (try checkpoint.info($0), try checkpoint.rawBytes($0))
+                }
+            } catch let error as QuantError {
+                throw QuantError.inFile(path: (try? checkpoint.file(for: name).path) ?? path, error)
             }
             guard tensor.shape == [outFeatures, inFeatures] else {
                 throw ModelError.wrongShape(path: path, tensor: name, expected: [outFeatures, inFeatures], actual: tensor.shape)

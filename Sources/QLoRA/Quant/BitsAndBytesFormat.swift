@@ -128,7 +128,15 @@ public enum BitsAndBytesFormat {
             throw QuantError.badQuantState(tensor: stateName, reason: "blocksize, shape and dtype (float32/bfloat16/float16) are required")
         }
         try BlockwiseQuantizer.validate(blocksize: blocksize)
-        let n = shape.reduce(1, *)
+        // The stored shape comes from the file: no negative dimension, no product that overflows.
+        var n = 1
+        for d in shape {
+            let (product, overflow) = n.multipliedReportingOverflow(by: d)
+            guard d >= 0, !overflow, product <= 1 << 48 else {
+                throw QuantError.badQuantState(tensor: stateName, reason: "shape \(shape) is negative or too large")
+            }
+            n = product
+        }
         let nb = BlockwiseQuantizer.blockCount(elements: n, blocksize: blocksize)
         let (weightInfo, weightBytes) = try need(weightName)
         guard weightInfo.dtype == .U8, weightInfo.elementCount == (n + 1) / 2 else {
@@ -142,7 +150,7 @@ public enum BitsAndBytesFormat {
         let absmax: QuantizedTensor.Absmax
         let absmaxName = weightName + ".absmax"
         if let nestedBlocksize = object["nested_blocksize"] as? Int {
-            guard nestedBlocksize > 0, let offset = (object["nested_offset"] as? NSNumber)?.doubleValue else {
+            guard nestedBlocksize > 0, nestedBlocksize <= 1 << 20, let offset = (object["nested_offset"] as? NSNumber)?.doubleValue else {
                 throw QuantError.badQuantState(tensor: stateName, reason: "nested_blocksize and nested_offset are required with double quantization")
             }
             let (info, bytes) = try need(absmaxName)

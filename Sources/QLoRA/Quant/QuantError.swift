@@ -13,6 +13,8 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
     case outputIsInput(String)
     case outputNotWritable(path: String, reason: String)
     case emptyTensor(tensor: String)
+    /// One of the above, in a file the message should name.
+    indirect case inFile(path: String, QuantError)
 
     public var description: String {
         switch self {
@@ -40,6 +42,8 @@ public enum QuantError: Error, CustomStringConvertible, Equatable {
             return "the output directory \(path) is the input directory; choose another --output so the original checkpoint is kept."
         case .emptyTensor(let tensor):
             return "tensor '\(tensor)' has no elements and cannot be quantized."
+        case .inFile(let path, let error):
+            return error.description.hasPrefix(path) ? error.description : "\(path): \(error.description)"
         }
     }
 }

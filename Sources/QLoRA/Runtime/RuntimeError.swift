@@ -6,6 +6,7 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
     case mpiMissing(reason: String)
     case mpiUnsupported(library: String, reason: String)
     case mpiFailed(call: String, code: Int32, detail: String)
+    case outputInUse(path: String, pid: Int32?, lock: String)
 
     public var description: String {
         switch self {
@@ -13,6 +14,8 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
             return "OpenBLAS could not be loaded (\(reason)). Install it with: apt-get install -y libopenblas-dev"
         case .writeFailed(let path, let reason):
             return "\(path): could not write (\(reason)). Nothing was left under that name; check free disk space and permissions."
+        case .outputInUse(let path, let pid, let lock):
+            return "\(path) is in use by another qlora train run\(pid.map { " (pid \($0))" } ?? ""); wait for it to finish or choose another --output. If no run is using it, delete \(lock)."
         case .badKernel(let value, let reason):
             return "QLORA_KERNEL=\(value) cannot be used: \(reason). Unset it to let qlora choose."
         case .mpiMissing(let reason):

@@ -115,6 +115,8 @@ public final class Trainer {
     private var accumulatedCount = 0
     /// Scalars summed across ranks: the target count, then the loss sum and tokens (or evaluation's sum and count).
     private let scalars = UnsafeMutablePointer<Double>.allocate(capacity: 2)
+    /// The newest checkpoint saved (or resumed from), named when training diverges.
+    public var lastCheckpoint: URL?
 
     public init(executor: LlamaExecutor, parameters: TrainableParameters, options: TrainerOptions) {
         self.executor = executor
@@ -212,6 +214,11 @@ public final class Trainer {
         }
         let gradNorm = options.maxGradNorm.map { GradientClipping.clip(parameters, maxNorm: $0) }
             ?? GradientClipping.globalNorm(parameters)
+        // A NaN / Inf loss or gradient would poison every weight the optimizer touches: stop first.
+        guard lossSum.isFinite, gradNorm.isFinite else {
+            throw TrainError.diverged(step: step + 1, loss: targets > 0 ? lossSum / Double(targets) : lossSum, gradNorm: gradNorm,
+                                      lastCheckpoint: lastCheckpoint?.path)
+        }
         let factor = options.schedule.factor(step: step, warmupSteps: options.warmupSteps, totalSteps: options.maxSteps)
         optimizer.learningRate = options.learningRate * factor
         optimizer.update(parameters)
@@ -265,7 +272,9 @@ public final class Trainer {
             let saving = options.saveEvery.map { $0 > 0 && (step % $0 == 0 || step == options.maxSteps) } ?? false
             if let group, group.size > 1, saving || step == options.maxSteps { try group.checkIdentical(parameters, step: step) }
             if saving, let save = saveCheckpoint {
-                onEvent(.checkpointSaved(step: step, directory: try save(step)))
+                let directory = try save(step)
+                lastCheckpoint = directory
+                onEvent(.checkpointSaved(step: step, directory: directory))
             }
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9

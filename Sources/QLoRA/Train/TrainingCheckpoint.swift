@@ -35,8 +35,14 @@ public enum TrainingCheckpoint {
             state["global_step"] = .int(step)
             state["log_history"] = .array(losses.enumerated().map { .dictionary(["step": .int($0.offset + 1), "loss": .number($0.element)]) })
             try AtomicFile.write(Data((PythonJSON.dumps(.dictionary(state)) + "\n").utf8), to: temp.appendingPathComponent(stateFile))
-            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            // Saved again (a resume at the last step): the old one moves aside first, so either the
+            // old or the new checkpoint is under the real name at every moment.
+            AtomicFile.syncDirectory(temp)
+            let old = output.appendingPathComponent(".\(directoryName(step: step)).old-\(getpid())")
+            if fm.fileExists(atPath: final.path) { try? fm.removeItem(at: old); try fm.moveItem(at: final, to: old) }
             try fm.moveItem(at: temp, to: final)
+            AtomicFile.syncDirectory(output)
+            try? fm.removeItem(at: old)
         } catch {
             try? fm.removeItem(at: temp)
             throw error
@@ -85,6 +91,8 @@ public enum TrainError: Error, CustomStringConvertible, Equatable {
     case badCheckpoint(path: String, reason: String)
     case badOptions(String)
     case ranksDiverged(step: Int, ranks: Int)
+    /// A non-finite loss or gradient norm at `step`; nothing of that step was applied or saved.
+    case diverged(step: Int, loss: Double, gradNorm: Double, lastCheckpoint: String?)
 
     public var description: String {
         switch self {
@@ -92,6 +100,10 @@ public enum TrainError: Error, CustomStringConvertible, Equatable {
             return "after step \(step), the adapters of \(ranks) rank(s) differ from rank 0's: the MPI allreduce did not give every rank the same sum; nothing was saved for this step"
         case .badCheckpoint(let path, let reason): return "\(path): cannot resume: \(reason)."
         case .badOptions(let reason): return reason
+        case .diverged(let step, let loss, let gradNorm, let checkpoint):
+            let resume = checkpoint.map { "The last good checkpoint is \($0); continue from it with --resume and a lower --lr (or a --max-grad-norm)." }
+                ?? "No checkpoint was saved before it; start again with a lower --lr (or a --max-grad-norm), and --save-every N to keep checkpoints."
+            return "training diverged at step \(step): loss \(loss), gradient norm \(gradNorm). Training stopped before applying the step; no adapter was written. " + resume
         }
     }
 }

@@ -101,6 +101,9 @@ public struct TrainingRun {
         let started = DispatchTime.now().uptimeNanoseconds
         let o = options
         guard o.batchSize > 0, o.seqLen > 1 else { throw TrainError.badOptions("batch size must be positive and sequence length at least 2") }
+        // One run per output directory (rank 0's, in a data-parallel run); a dead run's lock and temp files are taken over.
+        let lock = writesOutput ? try OutputLock(directory: o.outputDirectory) : nil
+        defer { lock?.release() }
         // Full fine-tuning copies fp32 master weights out of the loaded model, so it loads them exactly.
         let model = try LlamaLoader.load(directory: o.modelDirectory, format: o.full ? .dense32 : o.format,
                                          precision: o.full ? .fp32 : o.precision)
@@ -178,8 +181,9 @@ public struct TrainingRun {
         var resumedStep = 0
         if o.resume, writesOutput, let adapters, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
             let restored = try TrainingCheckpoint.load(checkpoint, into: adapters)
-            resumedStep = restored.step
+            trainer.lastCheckpoint = checkpoint
             losses = restored.losses
+            resumedStep = restored.step
             onEvent(.resumed(step: restored.step, from: checkpoint))
         }
         if let group, group.size > 1, let adapters {
@@ -190,7 +194,10 @@ public struct TrainingRun {
             try group.broadcastFromRankZero(adapters.parameters)
         }
         if resumedStep > 0 { trainer.resume(atStep: resumedStep) }
-        let metrics = try writesOutput ? MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"), append: o.resume,
+        // Resumed: the log keeps what the checkpoint covers (steps after it are trained again);
+        // otherwise it starts empty. Rank 0 alone writes it.
+        let metrics = try writesOutput ? MetricsLog(url: o.outputDirectory.appendingPathComponent("metrics.jsonl"),
+                                                         keepingStepsThrough: o.resume && resumedStep > 0 ? resumedStep : nil,
                                                          distributed: (group?.size ?? 1) > 1) : nil
         // Loading and tokenizing left freed temporaries in the heap; give them back before training.
         ProcessMemory.releaseFreedMemory()
@@ -214,6 +221,7 @@ public struct TrainingRun {
             }
             onEvent(.training(event))
         }
+        if let failure = metrics?.failure { throw failure }
         guard writesOutput else { return summary }
         if let full {
             // The trained model itself: weights, config.json and the base's tokenizer files.
@@ -231,21 +239,39 @@ public struct TrainingRun {
 /// metrics.jsonl: one JSON object per step / evaluation, appended and flushed as training goes.
 final class MetricsLog {
     private let handle: FileHandle
+    private let url: URL
     private let distributed: Bool
 
-    init(url: URL, append: Bool, distributed: Bool = false) throws {
+    /// `keepingStepsThrough`: keep the complete lines of steps up to it (rewritten atomically), drop the
+    /// rest (a line cut by a kill, steps after the checkpoint); nil starts an empty log. `distributed`:
+    /// each step also records its time in the allreduces.
+    init(url: URL, keepingStepsThrough step: Int?, distributed: Bool = false) throws {
         self.distributed = distributed
-        if !append || !FileManager.default.fileExists(atPath: url.path) {
-            FileManager.default.createFile(atPath: url.path, contents: nil)
+        var kept = Data()
+        if let step, let old = FileManager.default.contents(atPath: url.path) {
+            for line in old.split(separator: 0x0A) {
+                guard let entry = try? JSONValue.parse(data: Data(line)), let s = entry["step"]?.intValue, s <= step else { continue }
+                kept.append(line)
+                kept.append(0x0A)
+            }
         }
+        self.url = url
+        try AtomicFile.write(kept, to: url)
         handle = try FileHandle(forWritingTo: url)
         _ = try handle.seekToEnd()
     }
 
     deinit { try? handle.close() }
 
+    /// The first write that failed (a full disk): reported when the run ends, never a crash mid-run.
+    private(set) var failure: Error?
+
+    /// One line, one write(2) call: a kill leaves whole lines (at most a cut last one, dropped on resume).
     private func write(_ value: JSONValue) {
-        handle.write(Data((PythonJSON(value).render(indent: nil, sortKeys: false) + "\n").utf8))
+        guard failure == nil else { return }
+        do { try handle.write(contentsOf: Data((PythonJSON(value).render(indent: nil, sortKeys: false) + "\n").utf8)) } catch {
+            failure = RuntimeError.writeFailed(path: url.path, reason: "\(error)")
+        }
     }
 
     func write(step r: StepReport) {

@@ -43,12 +43,17 @@ public enum FuzzSeeds {
         seeds.append(seed(.safetensorsCheckpoint, "two shards", try shardedCheckpoint(try bytes("safetensors/adapter_qv_layer1.safetensors"), scratch: scratch),
                           mutable: [(0, .json), (1, .safetensors), (2, .safetensors)]))
 
-        for file in ["gguf-model/tiny-untied.gguf", "gguf-model/tiny-kquant.gguf", "gguf-model/tiny-tied.gguf"] {
+        for file in ["gguf-model/tiny-untied.gguf", "gguf-model/tiny-kquant.gguf", "gguf-model/tiny-tied.gguf",
+                     "gguf-model/tiny-smollm3.gguf", "gguf-model/tiny-phi3.gguf", "gguf-model/tiny-rope-freqs.gguf"] {
             let b = try bytes(file)
             seeds.append(seed(.ggufFile, file, [("input.gguf", b)], mutable: [(0, .gguf)]))
             seeds.append(seed(.modelGGUF, file, [("model.gguf", b)], mutable: [(0, .gguf)]))
         }
         seeds.append(seed(.tokenizerGGUF, "smollm2-tokenizer.gguf", [("tokenizer.gguf", try bytes("gguf-model/smollm2-tokenizer.gguf"))], mutable: [(0, .gguf)]))
+        // SentencePiece vocabularies (scores, byte and control tokens; llama, phi3 and gemma3 classes).
+        for file in ["gguf-spm/spm-llama.gguf", "gguf-spm/spm-phi3.gguf", "gguf-spm/spm-gemma3.gguf"] {
+            seeds.append(seed(.tokenizerGGUF, file, [("tokenizer.gguf", try bytes(file))], mutable: [(0, .gguf)]))
+        }
         for type in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"] {
             seeds.append(seed(.ggmlBlocks, type, [("\(type).blocks", try bytes("gguf-blocks/\(type).blocks"))], mutable: [(0, .binary)]))
         }
@@ -58,14 +63,14 @@ public enum FuzzSeeds {
         for name in configs {
             seeds.append(seed(.llamaConfig, name, [("config.json", try bytes("configs/" + name))], mutable: [(0, .json)]))
         }
-        for dir in ["tiny-llama/untied-bf16", "tiny-llama/untied-nf4", "gemma3/model", "qwen3/model-nf4"] {
+        for dir in ["tiny-llama/untied-bf16", "tiny-llama/untied-nf4", "gemma3/model", "qwen3/model-nf4", "phi3/model", "smollm3/model"] {
             seeds.append(seed(.llamaConfig, dir, [("config.json", try bytes(dir + "/config.json"))], mutable: [(0, .json)]))
         }
         for dir in ["tiny-llama/untied-bf16", "tiny-llama/untied-nf4", "tiny-llama/tied-fp32"] {
             seeds.append(seed(.modelSafetensors, dir, [("config.json", try bytes(dir + "/config.json")), ("model.safetensors", try bytes(dir + "/model.safetensors"))],
                               mutable: [(0, .json), (1, .safetensors)]))
         }
-        for dir in ["tokenizer-sp/legacy", "tokenizer-sp/metaspace"] {
+        for dir in ["tokenizer-sp/legacy", "tokenizer-sp/metaspace", "tokenizer-encoder/roberta"] {
             seeds.append(seed(.tokenizerJSON, dir, [("tokenizer.json", try bytes(dir + "/tokenizer.json"))], mutable: [(0, .json)]))
         }
         for dir in ["tiny-llama-cases/untied_fp32/adapter_step1", "tiny-llama-cases/untied_fp32_qv_layer1/adapter_step1", "tiny-llama-cases/untied_fp32_rslora/adapter_init"] {

@@ -169,6 +169,19 @@ func firstMismatch(_ a: [Int32], _ b: [Int32]) -> String {
         #expect(pieces(.gpt4o, "CamelCase HTTPServer DON'T 12345 a/b//\n") == ["Camel", "Case", " HTTPServer", " DON'T", " ", "123", "45", " a", "/b", "//\n"])
     }
 
+    /// A tokenizer_config.json that is not a JSON object is refused naming that file (not tokenizer.json).
+    @Test func brokenTokenizerConfigIsNamed() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tokenizer-config-\(getpid())-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Data(contentsOf: DataFixtures.root.appendingPathComponent("tokenizer-sp/legacy/tokenizer.json"))
+            .write(to: directory.appendingPathComponent("tokenizer.json"))
+        try Data("{\"bos_token\": ".utf8).write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        #expect { try Tokenizer(directory: directory) } throws: { error in
+            "\(error)".contains(directory.appendingPathComponent("tokenizer_config.json").path)
+        }
+    }
+
     @Test func badTokenizerFilesThrowTheSpecificError() throws {
         #expect(throws: DataError.invalidTokenizerFile(file: "tokenizer.json", detail: "not a JSON object")) {
             try Tokenizer(tokenizerJSON: Data("[1]".utf8), config: nil)

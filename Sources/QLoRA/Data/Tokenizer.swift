@@ -85,6 +85,10 @@ public final class Tokenizer: @unchecked Sendable {
         }
         let configURL = directory.appendingPathComponent("tokenizer_config.json")
         let config = try? Data(contentsOf: configURL)
+        // Checked here, where its path is known (the errors below are reported against tokenizer.json).
+        if let config, (try? JSONSerialization.jsonObject(with: config)) as? [String: Any] == nil {
+            throw DataError.invalidTokenizerFile(file: configURL.path, detail: "not a JSON object")
+        }
         let templateURL = directory.appendingPathComponent("chat_template.jinja")
         let template = (try? Data(contentsOf: templateURL)).map { String(decoding: $0, as: UTF8.self) }
         do { try self.init(tokenizerJSON: json, config: config, chatTemplate: template) } catch let error as DataError where !error.description.contains(jsonURL.path) {

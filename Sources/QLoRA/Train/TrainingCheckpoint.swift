@@ -45,7 +45,8 @@ public enum TrainingCheckpoint {
             try? fm.removeItem(at: old)
         } catch {
             try? fm.removeItem(at: temp)
-            throw error
+            // The user knows checkpoint-N, not the temporary directory it was assembled in.
+            throw TrainError.checkpointNotWritten(path: final.path, reason: "\(error)")
         }
         return final
     }
@@ -90,6 +91,8 @@ public enum TrainingCheckpoint {
 public enum TrainError: Error, CustomStringConvertible, Equatable {
     case badCheckpoint(path: String, reason: String)
     case badOptions(String)
+    /// Writing checkpoint-N failed (a full disk); nothing was left under its name or in a temporary one.
+    case checkpointNotWritten(path: String, reason: String)
     case ranksDiverged(step: Int, ranks: Int)
     /// A non-finite loss or gradient norm at `step`; nothing of that step was applied or saved.
     case diverged(step: Int, loss: Double, gradNorm: Double, lastCheckpoint: String?)
@@ -100,6 +103,8 @@ public enum TrainError: Error, CustomStringConvertible, Equatable {
             return "after step \(step), the adapters of \(ranks) rank(s) differ from rank 0's: the MPI allreduce did not give every rank the same sum; nothing was saved for this step"
         case .badCheckpoint(let path, let reason): return "\(path): cannot resume: \(reason)."
         case .badOptions(let reason): return reason
+        case .checkpointNotWritten(let path, let reason):
+            return "\(path): the checkpoint could not be written (\(reason)); nothing partial was kept. Free space or choose another --output, then --resume."
         case .diverged(let step, let loss, let gradNorm, let checkpoint):
             let resume = checkpoint.map { "The last good checkpoint is \($0); continue from it with --resume and a lower --lr (or a --max-grad-norm)." }
                 ?? "No checkpoint was saved before it; start again with a lower --lr (or a --max-grad-norm), and --save-every N to keep checkpoints."

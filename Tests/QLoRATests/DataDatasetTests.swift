@@ -80,6 +80,18 @@ import Testing
         }
     }
 
+    /// Through a model directory without a chat template: the error names the data file, the record and
+    /// the directory that lacks the template.
+    @Test func chatWithoutTemplateNamesTheFileAndDirectory() throws {
+        let directory = DataFixtures.root.appendingPathComponent("tokenizer-sp/legacy")
+        let dataset = try DatasetTokenizer(modelDirectory: directory, vocabSize: 1 << 20, purpose: "test")
+        let data = URL(fileURLWithPath: "/data/train.jsonl")
+        #expect { try dataset.tokenize(.chat([ChatMessage(role: "user", content: "x")]), number: 3, file: data) } throws: { error in
+            let text = "\(error)"
+            return text.contains("/data/train.jsonl: example 3") && text.contains(directory.path) && text.contains("no chat template")
+        }
+    }
+
     @Test func llamaStyleSpansAreFoundByRendering() throws {
         let source = try String(contentsOf: ChatTemplateTests.llamaTemplates.appendingPathComponent("llama3.jinja"), encoding: .utf8)
         // The SP fixture tokenizer stands in for a Llama tokenizer: only the span logic is under test.

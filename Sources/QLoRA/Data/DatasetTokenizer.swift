@@ -29,8 +29,9 @@ public struct DatasetTokenizer {
     /// One record (`number`: its 1-based position in `file`, for the error when it has no line).
     public func tokenize(_ record: TrainingExample, number: Int, file: URL) throws -> TokenizedExample {
         let tokenized: TokenizedExample
-        do { tokenized = try examples.tokenize(record) } catch let error as DataError {
-            // Template and rendering errors do not know where the record came from.
+        do { tokenized = try examples.tokenize(record) } catch var error as DataError {
+            // Template and rendering errors do not know where the record came from, nor the tokenizer's directory.
+            if case .chatTemplateMissing = error { error = .chatTemplateMissing(directory: modelDirectory.path) }
             if case .tokens(_, _, let line) = record { throw DataError.inFile(path: "\(file.path):\(line)", error) }
             throw DataError.inFile(path: "\(file.path): example \(number)", error)
         }

@@ -107,6 +107,23 @@ import Testing
         #expect(try Data(contentsOf: again.file.url) == good)
     }
 
+    /// A writer killed mid-tokenization leaves `.NAME.PID.RANDOM.tmp`: the next write removes it once its
+    /// pid no longer runs, and leaves a live writer's file alone.
+    @Test func staleTemporariesOfDeadWritersAreRemoved() throws {
+        let dir = try Self.tokenizerDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try Self.writeData(dir)
+        let dataset = try DatasetTokenizer(modelDirectory: dir, vocabSize: 2000, purpose: "tests")
+        let cacheDirectory = dir.appendingPathComponent("cache")
+        try FileManager.default.createDirectory(at: cacheDirectory, withIntermediateDirectories: true)
+        let dead = cacheDirectory.appendingPathComponent(".train-0123abcd-00000000.tokens.\(Int32.max).42.tmp")
+        let live = cacheDirectory.appendingPathComponent(".train-0123abcd-00000000.tokens.\(getpid()).43.tmp")
+        for url in [dead, live] { try Data("partial".utf8).write(to: url) }
+        _ = try TokenFileCache(directory: cacheDirectory).tokenFile(for: data, dataset: dataset)
+        #expect(!FileManager.default.fileExists(atPath: dead.path))
+        #expect(FileManager.default.fileExists(atPath: live.path))
+    }
+
     @Test func theCacheReusesUntilTheDataOrTheTokenizerChanges() throws {
         let dir = try Self.tokenizerDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

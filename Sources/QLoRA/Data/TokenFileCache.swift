@@ -39,12 +39,23 @@ public struct TokenFileCache: Sendable {
         } catch {
             throw DataError.tokenCacheUnwritable(path: directory.path, reason: error.localizedDescription)
         }
+        Self.removeStaleTemporaries(in: directory)
         let file = try TokenFileWriter.write(jsonl: data, dataset: dataset, fingerprint: fingerprint, to: url)
         for old in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         where old.hasPrefix(stem + "-") && old.hasSuffix(".tokens") && old != url.lastPathComponent {
             try? FileManager.default.removeItem(at: directory.appendingPathComponent(old))
         }
         return Entry(file: file, reused: false)
+    }
+
+    /// Removes the temporary files of writers that died mid-tokenization (`.NAME.PID.RANDOM.tmp`,
+    /// TokenFileWriter's names, whose pid no longer runs); a live writer's file is left alone.
+    static func removeStaleTemporaries(in directory: URL) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+            let parts = name.split(separator: ".")
+            guard parts.count >= 4, let pid = Int32(parts[parts.count - 3]), pid > 0, !OutputLock.isRunning(pid) else { continue }
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+        }
     }
 
     /// The data file's name and a hash of its absolute path: files of one path replace each other.

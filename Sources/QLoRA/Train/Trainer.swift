@@ -175,8 +175,11 @@ public final class Trainer {
         let first = (group?.rank ?? 0) * micro
         prepareAccumulation(micro: micro)
         // The loss is the mean over every target of the accumulated batches (transformers >= 4.46), all ranks'.
-        let batches = (0..<micro).map { source.batch(step: step, micro: first + $0) }
-        var targets = batches.reduce(0) { $0 + $1.targetCount }
+        // The targets are counted first and each batch is fetched again when it runs (a source is a pure
+        // function; a Batcher copies out of the mapped token file), so one batch buffer serves the step
+        // and nothing is allocated for the micro-batches.
+        var targets = 0
+        for index in 0..<micro { targets += source.batch(step: step, micro: first + index).targetCount }
         var waited: UInt64 = 0
         if let group {
             let began = DispatchTime.now().uptimeNanoseconds
@@ -188,7 +191,8 @@ public final class Trainer {
         let scale: Float = targets > 0 ? 1 / Float(targets) : 0
         var lossSum = 0.0, tokens = 0
         let gradients = parameters.gradients, count = parameters.count
-        for (index, batch) in batches.enumerated() {
+        for index in 0..<micro {
+            let batch = source.batch(step: step, micro: first + index)
             if index > 0, let sum = accumulated {
                 // Set the earlier micro-batches' sum aside, so that this one is computed from zero.
                 if index == 1 { sum.update(from: gradients, count: count) }

@@ -72,6 +72,19 @@ import Testing
             if case .resumed(let step, _) = event { resumedAt = step }
         }
         #expect(resumedAt == 5)
+        // A resume that would see other batches (another seed, batch size or micro-batches per step) is
+        // refused naming the checkpoint and the setting.
+        for change in ["seed", "batch", "accumulation"] {
+            var options = Self.options(model: model, data: data, output: resumed, steps: 12, saveEvery: 5, resume: true)
+            switch change {
+            case "seed": options.seed += 1
+            case "batch": options.batchSize = 1
+            default: options.trainer.gradientAccumulationSteps = 2
+            }
+            #expect { try TrainingRun(options: options).run { _ in } } throws: { error in
+                "\(error)".contains("checkpoint-10") && "\(error)".contains("would see other batches")
+            }
+        }
         let a = try Data(contentsOf: straight.appendingPathComponent(PEFTAdapterIO.weightsFile))
         let b = try Data(contentsOf: resumed.appendingPathComponent(PEFTAdapterIO.weightsFile))
         #expect(a == b, "resumed training diverged from uninterrupted training")

@@ -53,11 +53,20 @@ public enum TrainingCheckpoint {
 
     /// Loads adapter weights and optimizer state into `adapters` (built for training); returns the step
     /// and the recorded losses.
-    public static func load(_ directory: URL, into adapters: LoRAAdapters) throws -> (step: Int, losses: [Double]) {
+    /// `sameAs`: settings the checkpoint must have been trained with (what decides the data order); a
+    /// key the checkpoint holds with another value is refused, a key it lacks (an older one) is not checked.
+    public static func load(_ directory: URL, into adapters: LoRAAdapters,
+                            sameAs expected: [String: JSONValue] = [:]) throws -> (step: Int, losses: [Double]) {
         let statePath = directory.appendingPathComponent(stateFile)
         guard let data = FileManager.default.contents(atPath: statePath.path), let state = try? JSONValue.parse(data: data).members,
               let step = state["global_step"]?.intValue else {
             throw TrainError.badCheckpoint(path: directory.path, reason: "missing or invalid \(stateFile)")
+        }
+        let differing = expected.keys.sorted().filter { key in state[key].map { $0 != expected[key]! } ?? false }
+        if !differing.isEmpty {
+            let what = differing.map { "\($0) \(PythonJSON(state[$0]!).render(indent: nil, sortKeys: true)) (this run: \(PythonJSON(expected[$0]!).render(indent: nil, sortKeys: true)))" }
+            throw TrainError.badCheckpoint(path: directory.path, reason: "it was trained with \(what.joined(separator: ", ")), so the resumed run would see other batches; "
+                + "resume with the same --seed, --batch, --seq-len and ranks x --grad-accum, or start a new --output")
         }
         try PEFTAdapterIO.loadWeights(into: adapters, directory: directory)
         let optimizer = try SafeTensorsFile(path: directory.appendingPathComponent(optimizerFile).path)

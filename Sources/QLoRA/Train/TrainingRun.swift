@@ -178,9 +178,12 @@ public struct TrainingRun {
 
         if writesOutput { try FileManager.default.createDirectory(at: o.outputDirectory, withIntermediateDirectories: true) }
         var losses: [Double] = []
+        // What decides which batches each step sees: a checkpoint resumes only under the same.
+        let dataOrder: [String: JSONValue] = ["seed": .int(Int(o.seed)), "batch_size": .int(o.batchSize), "seq_len": .int(o.seqLen),
+                                              "micro_batches_per_step": .int(trainer.microBatchesPerStep)]
         var resumedStep = 0
         if o.resume, writesOutput, let adapters, let checkpoint = TrainingCheckpoint.latest(in: o.outputDirectory) {
-            let restored = try TrainingCheckpoint.load(checkpoint, into: adapters)
+            let restored = try TrainingCheckpoint.load(checkpoint, into: adapters, sameAs: dataOrder)
             trainer.lastCheckpoint = checkpoint
             losses = restored.losses
             resumedStep = restored.step
@@ -204,7 +207,7 @@ public struct TrainingRun {
         if let adapters, writesOutput {
             trainer.saveCheckpoint = { step in
                 try TrainingCheckpoint.save(adapters: adapters, step: step, losses: losses, into: o.outputDirectory,
-                                            extraState: ["max_steps": .int(trainerOptions.maxSteps), "seed": .int(Int(o.seed))])
+                                            extraState: dataOrder.merging(["max_steps": .int(trainerOptions.maxSteps)]) { a, _ in a })
             }
         }
         var summary: TrainingSummary?

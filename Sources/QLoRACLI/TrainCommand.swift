@@ -35,7 +35,8 @@ public enum TrainCommand: Command {
       --[no-]packing           pack examples into full rows (default on) or pad each example
       --eval-every N           evaluate every N steps
       --save-every N           checkpoint every N steps (and at the end)
-      --resume                 continue from the newest checkpoint-N in --output
+      --resume                 continue from the newest checkpoint-N in --output (same --seed, --batch,
+                               --seq-len and ranks x --grad-accum as the run that wrote it)
       --adapter DIR            start from this PEFT adapter (continue a fine-tune, or a second stage): its
                                rank, alpha and targets are used; conflicting --rank/--alpha/--targets are errors
       --full                   full fine-tuning: every weight trained with AdamW on fp32 master weights (implies

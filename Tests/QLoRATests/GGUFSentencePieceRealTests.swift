@@ -47,16 +47,7 @@ import Testing
         print("gemma3 tokenizer: \(equal) of \(strings.count) strings give transformers' ids")
 
         let source = try #require(reference["chat_template"] as? String ?? tokenizer.chatTemplateSource)
-        let template = try ChatTemplate(source)
-        let chats = try #require(reference["chat"] as? [[String: Any]])
-        #expect(chats.count == 4)
-        for chat in chats {
-            let messages = (chat["messages"] as? [[String: String]] ?? []).map { ChatMessage(role: $0["role"]!, content: $0["content"]!) }
-            let text = try template.render(messages: messages, addGenerationPrompt: chat["add_generation_prompt"] as? Bool ?? false,
-                                           tokenizer: tokenizer)
-            #expect(text == chat["text"] as? String)
-            #expect(tokenizer.encode(text) == int32s(chat["ids"]))
-        }
+        try GGUFSentencePieceTokenizerTests.expectChatRenders(reference["chat"], template: try ChatTemplate(source), tokenizer: tokenizer)
 
         let builtPath = (referencePath as NSString).deletingPathExtension + ".transformers.json"
         guard FileManager.default.fileExists(atPath: builtPath) else { return }

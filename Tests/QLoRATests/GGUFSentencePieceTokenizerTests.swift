@@ -77,15 +77,21 @@ import Testing
     /// generation prompt: transformers' `apply_chat_template` text, and its ids.
     @Test func gemmaChatTemplateRendersAsTransformers() throws {
         let (tokenizer, cases) = try Self.fixture("spm-gemma3")
-        let chats = try #require(cases["chat"] as? [[String: Any]])
-        #expect(chats.count == 4)
-        let template = try ChatTemplate(try #require(tokenizer.chatTemplateSource))
+        try Self.expectChatRenders(cases["chat"], template: try ChatTemplate(try #require(tokenizer.chatTemplateSource)), tokenizer: tokenizer)
+    }
+
+    /// Each recorded conversation (`messages`, `add_generation_prompt`) renders to transformers' `text`
+    /// and tokenizes to its `ids`.
+    static func expectChatRenders(_ recorded: Any?, template: ChatTemplate, tokenizer: Tokenizer,
+                                  sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let chats = try #require(recorded as? [[String: Any]], sourceLocation: sourceLocation)
+        #expect(chats.count == 4, sourceLocation: sourceLocation)
         for chat in chats {
             let messages = (chat["messages"] as? [[String: String]] ?? []).map { ChatMessage(role: $0["role"]!, content: $0["content"]!) }
             let text = try template.render(messages: messages, addGenerationPrompt: chat["add_generation_prompt"] as? Bool ?? false,
                                            tokenizer: tokenizer)
-            #expect(text == chat["text"] as? String)
-            #expect(tokenizer.encode(text) == int32s(chat["ids"]))
+            #expect(text == chat["text"] as? String, sourceLocation: sourceLocation)
+            #expect(tokenizer.encode(text) == int32s(chat["ids"]), sourceLocation: sourceLocation)
         }
     }
 

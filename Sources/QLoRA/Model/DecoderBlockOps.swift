@@ -42,31 +42,32 @@ extension LlamaModel {
     }
 }
 
-/// Phi-3's fused projections as the block's separate buffers: a (rows, sum of widths) output is split
+/// Phi-3's fused projections as the block's separate buffers: a (rows, a + b [+ c]) output is split
 /// into its parts row by row (q | k | v, gate | up, as transformers slices and chunks it), and the parts'
-/// gradients are stacked back the same way for the one fused backward.
+/// gradients are stacked back the same way for the one fused backward. Two or three parts, passed as
+/// arguments (no array: this runs in every layer of the training step).
 enum FusedRows {
-    /// parts[i] (rows, widths[i]) = fused[:, offset_i ..< offset_i + widths[i]].
-    static func split(_ fused: UnsafePointer<Float>, into parts: [(UnsafeMutablePointer<Float>, Int)], rows: Int) {
-        let stride = parts.reduce(0) { $0 + $1.1 }
+    typealias Part = (pointer: UnsafeMutablePointer<Float>, width: Int)
+
+    /// a, b [, c] (rows, width) = the fused rows' consecutive column blocks.
+    static func split(_ fused: UnsafePointer<Float>, rows: Int, _ a: Part, _ b: Part, _ c: Part? = nil) {
+        let stride = a.width + b.width + (c?.width ?? 0)
         for row in 0..<rows {
-            var offset = row * stride
-            for (part, width) in parts {
-                (part + row * width).update(from: fused + offset, count: width)
-                offset += width
-            }
+            let source = fused + row * stride
+            (a.pointer + row * a.width).update(from: source, count: a.width)
+            (b.pointer + row * b.width).update(from: source + a.width, count: b.width)
+            if let c { (c.pointer + row * c.width).update(from: source + a.width + b.width, count: c.width) }
         }
     }
 
-    /// fused (rows, sum of widths) = the parts side by side.
-    static func stack(_ parts: [(UnsafePointer<Float>, Int)], into fused: UnsafeMutablePointer<Float>, rows: Int) {
-        let stride = parts.reduce(0) { $0 + $1.1 }
+    /// fused (rows, a + b [+ c]) = the parts side by side.
+    static func stack(_ a: Part, _ b: Part, _ c: Part? = nil, into fused: UnsafeMutablePointer<Float>, rows: Int) {
+        let stride = a.width + b.width + (c?.width ?? 0)
         for row in 0..<rows {
-            var offset = row * stride
-            for (part, width) in parts {
-                (fused + offset).update(from: part + row * width, count: width)
-                offset += width
-            }
+            let target = fused + row * stride
+            target.update(from: a.pointer + row * a.width, count: a.width)
+            (target + a.width).update(from: b.pointer + row * b.width, count: b.width)
+            if let c { (target + a.width + b.width).update(from: c.pointer + row * c.width, count: c.width) }
         }
     }
 }

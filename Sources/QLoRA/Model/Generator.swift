@@ -250,7 +250,7 @@ public final class IncrementalDecoder {
             model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: weights.inputLayernorm, rows: m)
             if config.fusedProjections {
                 project(layer, .qkv, y: p(layout.fused), x: p(h), rows: m, segments: segments)
-                FusedRows.split(p(layout.fused), into: [(p(q), qDim), (p(k), kvDim), (p(v), kvDim)], rows: m)
+                FusedRows.split(p(layout.fused), rows: m, (p(q), qDim), (p(k), kvDim), (p(v), kvDim))
             } else {
                 project(layer, .q, y: p(q), x: p(h), rows: m, segments: segments)
                 project(layer, .k, y: p(k), x: p(h), rows: m, segments: segments)
@@ -287,7 +287,7 @@ public final class IncrementalDecoder {
             model.rmsNorm(out: p(h), rstd: rstd, x: p(x), weight: weights.preMLPNorm, rows: m)
             if config.fusedProjections {
                 project(layer, .gateUp, y: p(layout.fused), x: p(h), rows: m, segments: segments)
-                FusedRows.split(p(layout.fused), into: [(p(gate), config.intermediateSize), (p(up), config.intermediateSize)], rows: m)
+                FusedRows.split(p(layout.fused), rows: m, (p(gate), config.intermediateSize), (p(up), config.intermediateSize))
             } else {
                 project(layer, .gate, y: p(gate), x: p(h), rows: m, segments: segments)
                 project(layer, .up, y: p(up), x: p(h), rows: m, segments: segments)

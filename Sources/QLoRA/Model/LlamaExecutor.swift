@@ -16,6 +16,8 @@ public final class LlamaExecutor {
     private let ids: UnsafeMutablePointer<Int32>
     /// The RoPE tables of the layers (Gemma 3: global and local; LongRoPE: short and long factors).
     private let rope: LayerRoPE
+    /// The projections reading the attention's and the MLP's normed inputs (the config's lists, built once).
+    private let attentionInputs: [Projection], mlpInputs: [Projection]
     /// Seed of the current step's dropout masks (forward and recompute must agree).
     public var dropoutSeed: UInt64 = 0
     /// False while evaluating during training: LoRA dropout is off, as in transformers' eval mode.
@@ -44,6 +46,8 @@ public final class LlamaExecutor {
         targets.initialize(repeating: -100, count: n)
         ids.initialize(repeating: 0, count: n)
         rope = LayerRoPE(config: model.config, maxPositions: max(shape.seqLen, 1))
+        attentionInputs = model.config.attentionInputProjections
+        mlpInputs = model.config.mlpInputProjections
     }
 
     /// Bytes the executor holds outside its arena: 3 Int32 per row (ids, positions, shifted targets) and
@@ -150,7 +154,7 @@ public final class LlamaExecutor {
             return
         }
         project(layer, .qkv, y: p(layout.fused), x: p(s.h1), slots: s, rows: n)
-        FusedRows.split(p(layout.fused), into: [(p(s.qProj), c.queryDim), (p(s.kProj), c.keyValueDim), (p(s.v), c.keyValueDim)], rows: n)
+        FusedRows.split(p(layout.fused), rows: n, (p(s.qProj), c.queryDim), (p(s.kProj), c.keyValueDim), (p(s.v), c.keyValueDim))
     }
 
     /// gate and up from h2: two projections, or Phi-3's one gate_up_proj split into them.
@@ -162,7 +166,7 @@ public final class LlamaExecutor {
             return
         }
         project(layer, .gateUp, y: p(layout.fused), x: p(s.h2), slots: s, rows: n)
-        FusedRows.split(p(layout.fused), into: [(p(s.gate), c.intermediateSize), (p(s.up), c.intermediateSize)], rows: n)
+        FusedRows.split(p(layout.fused), rows: n, (p(s.gate), c.intermediateSize), (p(s.up), c.intermediateSize))
     }
 
     /// q and k as attention reads them: RoPE of the projections, after the per-head RMSNorm when the
@@ -355,7 +359,7 @@ public final class LlamaExecutor {
 
         // MLP: out = xMid + [postMLP](down(act(gate(h2)) * up(h2))). h2 and the product share workspace
         // across layers; they are recomputed only where a LoRA or weight gradient reads them.
-        if !sharedFresh && config.mlpInputProjections.contains(where: { readsInput(layer, $0) }) {
+        if !sharedFresh && mlpInputs.contains(where: { readsInput(layer, $0) }) {
             model.rmsNorm(out: p(s.h2), rstd: p(s.rstd2), x: p(s.xMid), weight: weights.preMLPNorm, rows: n)
         }
         if !sharedFresh && readsInput(layer, .down) {
@@ -373,7 +377,7 @@ public final class LlamaExecutor {
         dHidden.update(repeating: 0, count: n * config.hiddenSize)
         if config.fusedProjections {
             // One gate_up_proj backward on the stacked gradients (Phi-3).
-            FusedRows.stack([(UnsafePointer(dGate), f), (UnsafePointer(dUp), f)], into: p(layout.fused), rows: n)
+            FusedRows.stack((dGate, f), (dUp, f), into: p(layout.fused), rows: n)
             projectBackward(layer, .gateUp, dx: dHidden, dy: p(layout.fused), x: p(s.h2), slots: s, rows: n)
         } else {
             projectBackward(layer, .gate, dx: dHidden, dy: dGate, x: p(s.h2), slots: s, rows: n)
@@ -410,14 +414,13 @@ public final class LlamaExecutor {
                                          rstd: p(s.kNormRstd), rows: n * config.numKeyValueHeads)
         }
         // h1 shares its buffer with h2, so it is always stale here.
-        if config.attentionInputProjections.contains(where: { readsInput(layer, $0) }) {
+        if attentionInputs.contains(where: { readsInput(layer, $0) }) {
             model.rmsNorm(out: p(s.h1), rstd: p(s.rstd1), x: p(s.x), weight: weights.inputLayernorm, rows: n)
         }
         dHidden.update(repeating: 0, count: n * config.hiddenSize)
         if config.fusedProjections {
             // One qkv_proj backward on the stacked gradients (Phi-3).
-            FusedRows.stack([(UnsafePointer(dQ), config.queryDim), (UnsafePointer(dK), config.keyValueDim), (UnsafePointer(dV), config.keyValueDim)],
-                            into: p(layout.fused), rows: n)
+            FusedRows.stack((dQ, config.queryDim), (dK, config.keyValueDim), (dV, config.keyValueDim), into: p(layout.fused), rows: n)
             projectBackward(layer, .qkv, dx: dHidden, dy: p(layout.fused), x: p(s.h1), slots: s, rows: n)
         } else {
             projectBackward(layer, .q, dx: dHidden, dy: dQ, x: p(s.h1), slots: s, rows: n)

@@ -44,10 +44,14 @@ public struct RoPEScaling: Sendable, Equatable {
     }
 
     /// transformers' `longrope_frequency_update`: a forward whose largest position + 1 (`sequenceLength`)
-    /// exceeds original_max_position_embeddings rotates every position with the long factors.
+    /// exceeds original_max_position_embeddings rotates every position with the long factors. Equal sets
+    /// (a GGUF's rope_freqs) never switch: no second table, no re-run.
     public func usesLongFactors(sequenceLength: Int) -> Bool {
-        type == "longrope" && sequenceLength > originalMaxPositions
+        type == "longrope" && sequenceLength > originalMaxPositions && longFactor != shortFactor
     }
+
+    /// Whether some sequence length switches to the long factors.
+    public var hasLongFactors: Bool { type == "longrope" && longFactor != shortFactor }
 }
 
 /// cos / sin tables for every position, computed the way transformers does in float32, and the rotation.

@@ -89,7 +89,7 @@ public final class IncrementalDecoder {
     static func chunkRows(_ asked: Int, maxSeqLen: Int) -> Int { max(1, min(asked, maxSeqLen)) }
 
     /// Whether the decoder keeps its tokens (LongRoPE, which may have to run them again).
-    static func keepsHistory(_ config: LlamaConfig) -> Bool { config.ropeTables.contains { $0.scaling?.type == "longrope" } }
+    static func keepsHistory(_ config: LlamaConfig) -> Bool { config.ropeTables.contains { $0.scaling?.hasLongFactors == true } }
 
     /// What a decoder built with these sizes holds: its KV cache, and its working buffers (scratch, index
     /// buffers, RoPE tables). The memory plan of generation (`MemoryPlan.Options.generation`) uses this.
